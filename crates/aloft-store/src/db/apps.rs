@@ -1,0 +1,105 @@
+//! Apps: one server hosts many, each with a slug and a default channel.
+
+use aloft_core::time::Millis;
+use aloft_core::{AppSlug, ChannelName};
+use sqlx::Row;
+
+use super::{Database, DbError, is_unique_violation};
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub id: i64,
+    pub slug: AppSlug,
+    pub default_channel: ChannelName,
+    pub signing_key_pem: Option<String>,
+    pub signing_keyid: Option<String>,
+    pub created_at: Millis,
+}
+
+fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<App, DbError> {
+    let slug: String = row.try_get("slug")?;
+    let default_channel: String = row.try_get("default_channel")?;
+    Ok(App {
+        id: row.try_get("id")?,
+        slug: AppSlug::parse(slug).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        default_channel: ChannelName::parse(default_channel).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        signing_key_pem: row.try_get("signing_key_pem")?,
+        signing_keyid: row.try_get("signing_keyid")?,
+        created_at: Millis(row.try_get("created_at")?),
+    })
+}
+
+macro_rules! select_apps {
+    ($rest:literal) => {
+        concat!("SELECT id, slug, default_channel, signing_key_pem, signing_keyid, created_at FROM apps ", $rest)
+    };
+}
+
+/// Creates an app with its default channel and the branch of the same name, so a device asking
+/// before the first publish gets the no-update answer.
+pub async fn create(db: &Database, slug: &AppSlug) -> Result<App, DbError> {
+    let now = Millis::now().0;
+    let default_channel = "production";
+    let mut tx = db.pool().begin().await?;
+    let id: i64 = sqlx::query_scalar("INSERT INTO apps (slug, default_channel, created_at) VALUES (?, ?, ?) RETURNING id")
+        .bind(slug.as_str())
+        .bind(default_channel)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| if is_unique_violation(&e) { DbError::AppAlreadyExists(slug.to_string()) } else { e.into() })?;
+    let branch_id: i64 =
+        sqlx::query_scalar("INSERT INTO branches (app_id, name, created_at) VALUES (?, ?, ?) RETURNING id")
+            .bind(id)
+            .bind(default_channel)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+    sqlx::query("INSERT INTO channels (app_id, name, branch_id, created_at) VALUES (?, ?, ?, ?)")
+        .bind(id)
+        .bind(default_channel)
+        .bind(branch_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    by_id(db, id).await
+}
+
+pub async fn by_slug(db: &Database, slug: &AppSlug) -> Result<App, DbError> {
+    let row = sqlx::query(select_apps!("WHERE slug = ?"))
+        .bind(slug.as_str())
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or(DbError::NoSuchApp)?;
+    from_row(&row)
+}
+
+pub async fn by_id(db: &Database, id: i64) -> Result<App, DbError> {
+    let row = sqlx::query(select_apps!("WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or(DbError::NoSuchApp)?;
+    from_row(&row)
+}
+
+pub async fn list(db: &Database) -> Result<Vec<App>, DbError> {
+    let rows = sqlx::query(select_apps!("ORDER BY slug")).fetch_all(db.pool()).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Stores (or, with `None`, removes) the app's server-side signing key.
+pub async fn set_signing_key(db: &Database, app_id: i64, key: Option<(&str, &str)>) -> Result<(), DbError> {
+    let (pem, keyid) = key.unzip();
+    let done = sqlx::query("UPDATE apps SET signing_key_pem = ?, signing_keyid = ? WHERE id = ?")
+        .bind(pem)
+        .bind(keyid)
+        .bind(app_id)
+        .execute(db.pool())
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(DbError::NoSuchApp);
+    }
+    Ok(())
+}

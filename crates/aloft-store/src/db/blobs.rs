@@ -1,0 +1,79 @@
+//! Blob records: a row exists only once the blob's bytes are verified and stored.
+
+use aloft_core::time::Millis;
+use aloft_core::{ContentHash, Md5Key};
+use sqlx::Row;
+
+use super::{Database, DbError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRecord {
+    pub hash: ContentHash,
+    pub md5: Md5Key,
+    pub size: u64,
+    pub br_size: Option<u64>,
+    pub gz_size: Option<u64>,
+    /// Variants were made or judged not worth making.
+    pub compressed: bool,
+}
+
+pub async fn get(db: &Database, hash: &ContentHash) -> Result<Option<BlobRecord>, DbError> {
+    let row = sqlx::query("SELECT hash, md5, size, br_size, gz_size, compressed FROM blobs WHERE hash = ?")
+        .bind(hash.to_string())
+        .fetch_optional(db.pool())
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    let decode = |e: String| DbError::Sqlx(sqlx::Error::Decode(e.into()));
+    let md5: String = r.try_get("md5")?;
+    Ok(Some(BlobRecord {
+        hash: *hash,
+        md5: Md5Key::parse(&md5).map_err(|e| decode(e.to_string()))?,
+        size: r.try_get::<i64, _>("size")? as u64,
+        br_size: r.try_get::<Option<i64>, _>("br_size")?.map(|s| s as u64),
+        gz_size: r.try_get::<Option<i64>, _>("gz_size")?.map(|s| s as u64),
+        compressed: r.try_get::<i64, _>("compressed")? != 0,
+    }))
+}
+
+/// Records a stored blob. Recording one that exists is a no-op.
+pub async fn insert(db: &Database, hash: &ContentHash, md5: &Md5Key, size: u64) -> Result<(), DbError> {
+    sqlx::query("INSERT INTO blobs (hash, md5, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING")
+        .bind(hash.to_string())
+        .bind(md5.to_string())
+        .bind(size as i64)
+        .bind(Millis::now().0)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// The subset of `hashes` that has no stored blob.
+pub async fn missing(db: &Database, hashes: &[ContentHash]) -> Result<Vec<ContentHash>, DbError> {
+    let mut out = Vec::new();
+    for hash in hashes {
+        if get(db, hash).await?.is_none() && !out.contains(hash) {
+            out.push(*hash);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn set_variants(db: &Database, hash: &ContentHash, br: Option<u64>, gz: Option<u64>) -> Result<(), DbError> {
+    sqlx::query("UPDATE blobs SET br_size = ?, gz_size = ?, compressed = 1 WHERE hash = ?")
+        .bind(br.map(|s| s as i64))
+        .bind(gz.map(|s| s as i64))
+        .bind(hash.to_string())
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Blobs whose variants are still to be made (e.g. after a crash during compression).
+pub async fn uncompressed(db: &Database) -> Result<Vec<ContentHash>, DbError> {
+    let rows = sqlx::query("SELECT hash FROM blobs WHERE compressed = 0").fetch_all(db.pool()).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>("hash").ok())
+        .filter_map(|h| ContentHash::parse(&h).ok())
+        .collect())
+}
