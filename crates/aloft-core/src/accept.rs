@@ -9,7 +9,11 @@ pub enum ManifestFormat {
 }
 
 impl ManifestFormat {
-    const PREFERENCE: [ManifestFormat; 3] = [ManifestFormat::Multipart, ManifestFormat::ExpoJson, ManifestFormat::Json];
+    const PREFERENCE: [ManifestFormat; 3] = [
+        ManifestFormat::Multipart,
+        ManifestFormat::ExpoJson,
+        ManifestFormat::Json,
+    ];
 
     fn media_type(self) -> (&'static str, &'static str) {
         match self {
@@ -70,7 +74,11 @@ fn parse_range(range: &str) -> Option<(String, String, f32)> {
     for param in params {
         if let Some((k, v)) = param.split_once('=') {
             if k.trim().eq_ignore_ascii_case("q") {
-                q = v.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q))?;
+                q = v
+                    .trim()
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|q| (0.0..=1.0).contains(q))?;
             }
         }
     }
@@ -84,7 +92,12 @@ mod tests {
 
     #[test]
     fn what_the_client_sends_gets_multipart() {
-        assert_eq!(negotiate(Some("multipart/mixed,application/expo+json,application/json"))[0], Multipart);
+        assert_eq!(
+            negotiate(Some(
+                "multipart/mixed,application/expo+json,application/json"
+            ))[0],
+            Multipart
+        );
         assert_eq!(negotiate(None)[0], Multipart);
         assert_eq!(negotiate(Some("*/*"))[0], Multipart);
     }
@@ -97,8 +110,14 @@ mod tests {
             negotiate(Some("multipart/mixed;q=0.5, application/json")),
             vec![Json, Multipart]
         );
-        assert_eq!(negotiate(Some("*/*;q=0.1, application/expo+json;q=0.9")), vec![ExpoJson, Multipart, Json]);
-        assert_eq!(negotiate(Some("multipart/*;q=0, */*")), vec![ExpoJson, Json]);
+        assert_eq!(
+            negotiate(Some("*/*;q=0.1, application/expo+json;q=0.9")),
+            vec![ExpoJson, Multipart, Json]
+        );
+        assert_eq!(
+            negotiate(Some("multipart/*;q=0, */*")),
+            vec![ExpoJson, Json]
+        );
         assert_eq!(negotiate(Some("application/*")), vec![ExpoJson, Json]);
     }
 

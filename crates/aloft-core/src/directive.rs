@@ -11,8 +11,11 @@ pub fn no_update_available() -> Vec<u8> {
 /// `{"type":"rollBackToEmbedded","parameters":{"commitTime":"…"}}`; `commit_time` is fixed when
 /// the rollback is made, never "now".
 pub fn roll_back_to_embedded(commit_time: Millis) -> Vec<u8> {
-    format!(r#"{{"type":"rollBackToEmbedded","parameters":{{"commitTime":"{}"}}}}"#, commit_time.to_iso())
-        .into_bytes()
+    format!(
+        r#"{{"type":"rollBackToEmbedded","parameters":{{"commitTime":"{}"}}}}"#,
+        commit_time.to_iso()
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]

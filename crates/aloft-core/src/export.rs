@@ -17,10 +17,18 @@ pub struct DistPath(String);
 impl DistPath {
     pub fn parse(path: &str) -> Result<Self, MetadataError> {
         let bad = || MetadataError::UnsafePath(path.to_owned());
-        if path.is_empty() || path.starts_with('/') || path.contains('\\') || path.contains('\0') || path.contains(':') {
+        if path.is_empty()
+            || path.starts_with('/')
+            || path.contains('\\')
+            || path.contains('\0')
+            || path.contains(':')
+        {
             return Err(bad());
         }
-        if path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        if path
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
             return Err(bad());
         }
         Ok(Self(path.to_owned()))
@@ -62,15 +70,21 @@ pub struct ExportMetadata {
 pub enum MetadataError {
     #[error("metadata.json is not valid JSON of the expected shape: {0}")]
     Malformed(String),
-    #[error("metadata.json has version {0}; only version 0 (written by `expo export`) is understood")]
+    #[error(
+        "metadata.json has version {0}; only version 0 (written by `expo export`) is understood"
+    )]
     UnsupportedVersion(i64),
     #[error("metadata.json was written by bundler {0:?}; only \"metro\" is supported")]
     UnsupportedBundler(String),
     #[error("metadata.json lists no ios or android platform; run `npx expo export --platform all`")]
     NoPlatforms,
-    #[error("metadata.json names the path {0:?}, which is not a plain relative path inside the export folder")]
+    #[error(
+        "metadata.json names the path {0:?}, which is not a plain relative path inside the export folder"
+    )]
     UnsafePath(String),
-    #[error("metadata.json gives asset {path:?} the extension {ext:?}; extensions are 1-16 letters or digits")]
+    #[error(
+        "metadata.json gives asset {path:?} the extension {ext:?}; extensions are 1-16 letters or digits"
+    )]
     BadExtension { path: String, ext: String },
 }
 
@@ -97,7 +111,8 @@ struct RawAsset {
 
 impl ExportMetadata {
     pub fn parse(bytes: &[u8]) -> Result<Self, MetadataError> {
-        let raw: RawMetadata = serde_json::from_slice(bytes).map_err(|e| MetadataError::Malformed(e.to_string()))?;
+        let raw: RawMetadata =
+            serde_json::from_slice(bytes).map_err(|e| MetadataError::Malformed(e.to_string()))?;
         if raw.version != 0 {
             return Err(MetadataError::UnsupportedVersion(raw.version));
         }
@@ -107,14 +122,19 @@ impl ExportMetadata {
         let mut platforms = BTreeMap::new();
         for (name, files) in raw.file_metadata {
             // `web` and anything unknown is not served over the updates protocol.
-            let Ok(platform) = name.parse::<Platform>() else { continue };
+            let Ok(platform) = name.parse::<Platform>() else {
+                continue;
+            };
             let bundle = DistPath::parse(&files.bundle)?;
             let mut assets = Vec::with_capacity(files.assets.len());
             for asset in files.assets {
                 let path = DistPath::parse(&asset.path)?;
                 let ext = asset.ext.trim_start_matches('.').to_owned();
                 if !is_valid_extension(&ext) {
-                    return Err(MetadataError::BadExtension { path: asset.path, ext: asset.ext });
+                    return Err(MetadataError::BadExtension {
+                        path: asset.path,
+                        ext: asset.ext,
+                    });
                 }
                 assets.push(ExportAsset { path, ext });
             }
@@ -131,11 +151,15 @@ impl ExportMetadata {
 pub enum RuntimeVersionError {
     #[error("the app config has no runtimeVersion; set one in app.json or pass --runtime-version")]
     Missing,
-    #[error("runtimeVersion policy \"fingerprint\" is computed by @expo/fingerprint; pass --runtime-version with the value your build uses (`npx expo-updates fingerprint:generate`)")]
+    #[error(
+        "runtimeVersion policy \"fingerprint\" is computed by @expo/fingerprint; pass --runtime-version with the value your build uses (`npx expo-updates fingerprint:generate`)"
+    )]
     Fingerprint,
     #[error("runtimeVersion policy {policy:?} needs {field:?} in the app config")]
     MissingField { policy: String, field: &'static str },
-    #[error("runtimeVersion policy {0:?} is not one of appVersion, nativeVersion, sdkVersion, fingerprint")]
+    #[error(
+        "runtimeVersion policy {0:?} is not one of appVersion, nativeVersion, sdkVersion, fingerprint"
+    )]
     UnknownPolicy(String),
     #[error("runtimeVersion must be a string or {{\"policy\": …}}")]
     BadShape,
@@ -145,7 +169,10 @@ pub enum RuntimeVersionError {
 
 /// The runtime version a build of `platform` has, from the public app config (`exp`, or an
 /// `app.json` with a top-level `expo` key). Platform-level `runtimeVersion` wins.
-pub fn runtime_version(config: &Value, platform: Platform) -> Result<RuntimeVersion, RuntimeVersionError> {
+pub fn runtime_version(
+    config: &Value,
+    platform: Platform,
+) -> Result<RuntimeVersion, RuntimeVersionError> {
     let exp = config.get("expo").unwrap_or(config);
     let platform_cfg = exp.get(platform.as_str());
     let rv = platform_cfg
@@ -155,12 +182,18 @@ pub fn runtime_version(config: &Value, platform: Platform) -> Result<RuntimeVers
     let text = match rv {
         Value::String(s) => s.clone(),
         Value::Object(obj) => {
-            let policy = obj.get("policy").and_then(Value::as_str).ok_or(RuntimeVersionError::BadShape)?;
+            let policy = obj
+                .get("policy")
+                .and_then(Value::as_str)
+                .ok_or(RuntimeVersionError::BadShape)?;
             let field = |name: &'static str| {
-                exp.get(name).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| RuntimeVersionError::MissingField {
-                    policy: policy.to_owned(),
-                    field: name,
-                })
+                exp.get(name)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| RuntimeVersionError::MissingField {
+                        policy: policy.to_owned(),
+                        field: name,
+                    })
             };
             match policy {
                 "appVersion" => field("version")?,
@@ -175,7 +208,11 @@ pub fn runtime_version(config: &Value, platform: Platform) -> Result<RuntimeVers
                             .to_owned(),
                         Platform::Android => platform_cfg
                             .and_then(|p| p.get("versionCode"))
-                            .map(|v| v.as_i64().map(|n| n.to_string()).or_else(|| v.as_str().map(str::to_owned)))
+                            .map(|v| {
+                                v.as_i64()
+                                    .map(|n| n.to_string())
+                                    .or_else(|| v.as_str().map(str::to_owned))
+                            })
                             .unwrap_or(None)
                             .unwrap_or_else(|| "1".to_owned()),
                     };
@@ -210,21 +247,41 @@ mod tests {
 
     #[test]
     fn refuses_paths_outside_the_export() {
-        for path in ["../secret", "/etc/passwd", "assets/../../x", "a\\b", "", "C:/x", "assets//x", "./x"] {
-            let doc = format!(r#"{{"version":0,"bundler":"metro","fileMetadata":{{"ios":{{"bundle":"b.hbc","assets":[{{"path":{path:?},"ext":"png"}}]}}}}}}"#);
-            assert_eq!(ExportMetadata::parse(doc.as_bytes()), Err(MetadataError::UnsafePath(path.into())), "{path}");
+        for path in [
+            "../secret",
+            "/etc/passwd",
+            "assets/../../x",
+            "a\\b",
+            "",
+            "C:/x",
+            "assets//x",
+            "./x",
+        ] {
+            let doc = format!(
+                r#"{{"version":0,"bundler":"metro","fileMetadata":{{"ios":{{"bundle":"b.hbc","assets":[{{"path":{path:?},"ext":"png"}}]}}}}}}"#
+            );
+            assert_eq!(
+                ExportMetadata::parse(doc.as_bytes()),
+                Err(MetadataError::UnsafePath(path.into())),
+                "{path}"
+            );
         }
     }
 
     #[test]
     fn refuses_other_shapes() {
-        assert!(matches!(ExportMetadata::parse(b"{"), Err(MetadataError::Malformed(_))));
+        assert!(matches!(
+            ExportMetadata::parse(b"{"),
+            Err(MetadataError::Malformed(_))
+        ));
         assert!(matches!(
             ExportMetadata::parse(br#"{"version":1,"bundler":"metro","fileMetadata":{}}"#),
             Err(MetadataError::UnsupportedVersion(1))
         ));
         assert_eq!(
-            ExportMetadata::parse(br#"{"version":0,"bundler":"metro","fileMetadata":{"web":{"bundle":"a.js"}}}"#),
+            ExportMetadata::parse(
+                br#"{"version":0,"bundler":"metro","fileMetadata":{"web":{"bundle":"a.js"}}}"#
+            ),
             Err(MetadataError::NoPlatforms)
         );
         assert!(matches!(
@@ -236,10 +293,20 @@ mod tests {
     #[test]
     fn runtime_version_policies() {
         let rv = |cfg: Value, p| runtime_version(&cfg, p).map(|r| r.to_string());
-        assert_eq!(rv(json!({"runtimeVersion": "1.0.0"}), Platform::Ios).unwrap(), "1.0.0");
-        assert_eq!(rv(json!({"expo": {"runtimeVersion": "2"}}), Platform::Ios).unwrap(), "2");
         assert_eq!(
-            rv(json!({"version": "1.2.3", "runtimeVersion": {"policy": "appVersion"}}), Platform::Android).unwrap(),
+            rv(json!({"runtimeVersion": "1.0.0"}), Platform::Ios).unwrap(),
+            "1.0.0"
+        );
+        assert_eq!(
+            rv(json!({"expo": {"runtimeVersion": "2"}}), Platform::Ios).unwrap(),
+            "2"
+        );
+        assert_eq!(
+            rv(
+                json!({"version": "1.2.3", "runtimeVersion": {"policy": "appVersion"}}),
+                Platform::Android
+            )
+            .unwrap(),
             "1.2.3"
         );
         let native = json!({"version": "1.2.3", "runtimeVersion": {"policy": "nativeVersion"},
@@ -247,22 +314,49 @@ mod tests {
         assert_eq!(rv(native.clone(), Platform::Ios).unwrap(), "1.2.3(7)");
         assert_eq!(rv(native, Platform::Android).unwrap(), "1.2.3(12)");
         assert_eq!(
-            rv(json!({"version": "1", "runtimeVersion": {"policy": "nativeVersion"}}), Platform::Ios).unwrap(),
+            rv(
+                json!({"version": "1", "runtimeVersion": {"policy": "nativeVersion"}}),
+                Platform::Ios
+            )
+            .unwrap(),
             "1(1)"
         );
         assert_eq!(
-            rv(json!({"sdkVersion": "50.0.0", "runtimeVersion": {"policy": "sdkVersion"}}), Platform::Ios).unwrap(),
+            rv(
+                json!({"sdkVersion": "50.0.0", "runtimeVersion": {"policy": "sdkVersion"}}),
+                Platform::Ios
+            )
+            .unwrap(),
             "exposdk:50.0.0"
         );
         assert_eq!(
-            rv(json!({"runtimeVersion": "1", "android": {"runtimeVersion": "2"}}), Platform::Android).unwrap(),
+            rv(
+                json!({"runtimeVersion": "1", "android": {"runtimeVersion": "2"}}),
+                Platform::Android
+            )
+            .unwrap(),
             "2"
         );
-        assert_eq!(rv(json!({"runtimeVersion": {"policy": "fingerprint"}}), Platform::Ios), Err(RuntimeVersionError::Fingerprint));
-        assert_eq!(rv(json!({}), Platform::Ios), Err(RuntimeVersionError::Missing));
+        assert_eq!(
+            rv(
+                json!({"runtimeVersion": {"policy": "fingerprint"}}),
+                Platform::Ios
+            ),
+            Err(RuntimeVersionError::Fingerprint)
+        );
+        assert_eq!(
+            rv(json!({}), Platform::Ios),
+            Err(RuntimeVersionError::Missing)
+        );
         assert!(matches!(
-            rv(json!({"runtimeVersion": {"policy": "appVersion"}}), Platform::Ios),
-            Err(RuntimeVersionError::MissingField { field: "version", .. })
+            rv(
+                json!({"runtimeVersion": {"policy": "appVersion"}}),
+                Platform::Ios
+            ),
+            Err(RuntimeVersionError::MissingField {
+                field: "version",
+                ..
+            })
         ));
     }
 }

@@ -31,7 +31,11 @@ impl ContentHash {
     /// Parses exactly 43 base64url characters; anything else (padding, `/`, `..`) is refused,
     /// so a parsed hash is always safe to use as a storage key.
     pub fn parse(s: &str) -> Result<Self, InvalidHash> {
-        if s.len() != 43 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if s.len() != 43
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(InvalidHash(s.chars().take(80).collect()));
         }
         let bytes = URL_SAFE_NO_PAD
@@ -156,8 +160,14 @@ mod tests {
     #[test]
     fn golden_vectors() {
         // From PROTOCOL.md §5 conventions: sha256("") and md5("").
-        assert_eq!(ContentHash::of(b"").to_string(), "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU");
-        assert_eq!(Md5Key::of(b"").to_string(), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(
+            ContentHash::of(b"").to_string(),
+            "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
+        );
+        assert_eq!(
+            Md5Key::of(b"").to_string(),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
         let mut h = Hasher::default();
         h.update(b"hello ");
         h.update(b"world");

@@ -4,6 +4,7 @@
 //! the exact bytes a device receives lives here so it can be unit-tested and snapshotted.
 
 pub mod accept;
+pub mod api;
 pub mod content_type;
 pub mod directive;
 pub mod export;

@@ -85,7 +85,10 @@ impl Asset {
 
 /// The exact manifest bytes: compact JSON, fields in a fixed order.
 pub fn build(input: &ManifestInput<'_>) -> Vec<u8> {
-    let launch = AssetRef { ext: "bundle".into(), ..input.launch_asset.clone() };
+    let launch = AssetRef {
+        ext: "bundle".into(),
+        ..input.launch_asset.clone()
+    };
     let manifest = Manifest {
         id: input.id.hyphenated().to_string(),
         created_at: input.created_at.to_iso(),
@@ -97,7 +100,9 @@ pub fn build(input: &ManifestInput<'_>) -> Vec<u8> {
             .map(|a| Asset::new(a, content_type::for_extension(&a.ext), input.asset_base_url))
             .collect(),
         metadata: input.metadata,
-        extra: Extra { expo_client: input.expo_client },
+        extra: Extra {
+            expo_client: input.expo_client,
+        },
     };
     // Serialising plain structs, strings and `Value`s cannot fail.
     serde_json::to_vec(&manifest).unwrap_or_default()
@@ -110,8 +115,16 @@ mod tests {
     #[test]
     fn exact_bytes() {
         let rv = RuntimeVersion::parse("1.0.0").unwrap();
-        let bundle = AssetRef { hash: ContentHash::of(b"bundle"), key: Md5Key::of(b"bundle"), ext: "hbc".into() };
-        let png = AssetRef { hash: ContentHash::of(b"png"), key: Md5Key::of(b"png"), ext: "png".into() };
+        let bundle = AssetRef {
+            hash: ContentHash::of(b"bundle"),
+            key: Md5Key::of(b"bundle"),
+            ext: "hbc".into(),
+        };
+        let png = AssetRef {
+            hash: ContentHash::of(b"png"),
+            key: Md5Key::of(b"png"),
+            ext: "png".into(),
+        };
         let config = serde_json::json!({"name": "demo", "slug": "demo"});
         let metadata = Map::new();
         let bytes = build(&ManifestInput {

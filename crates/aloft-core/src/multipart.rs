@@ -17,7 +17,10 @@ pub fn boundary_for(parts: &[Part<'_>]) -> String {
     loop {
         let candidate = format!("aloft-{:016x}{:08x}", rand::random::<u64>(), n);
         let needle = candidate.as_bytes();
-        if parts.iter().all(|p| !p.body.windows(needle.len()).any(|w| w == needle)) {
+        if parts
+            .iter()
+            .all(|p| !p.body.windows(needle.len()).any(|w| w == needle))
+        {
             return candidate;
         }
         n += 1;
@@ -78,7 +81,12 @@ mod tests {
 
     #[test]
     fn boundary_never_in_body() {
-        let parts = [Part { name: "manifest", content_type: "x", signature: None, body: b"aloft-" }];
+        let parts = [Part {
+            name: "manifest",
+            content_type: "x",
+            signature: None,
+            body: b"aloft-",
+        }];
         let b = boundary_for(&parts);
         assert!(b.starts_with("aloft-") && b.len() > 20);
         assert_eq!(content_type(&b), format!("multipart/mixed; boundary={b}"));

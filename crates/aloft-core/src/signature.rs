@@ -79,7 +79,9 @@ pub enum SignatureError {
 impl CodeSignature {
     /// Checks the parts so that [`CodeSignature::header_value`] cannot fail later.
     pub fn new(sig: String, keyid: String) -> Result<Self, SignatureError> {
-        let decoded = STANDARD.decode(sig.as_bytes()).map_err(|_| SignatureError::NotBase64)?;
+        let decoded = STANDARD
+            .decode(sig.as_bytes())
+            .map_err(|_| SignatureError::NotBase64)?;
         if decoded.is_empty() || STANDARD.encode(&decoded) != sig {
             return Err(SignatureError::NotBase64);
         }
@@ -129,7 +131,10 @@ impl Signer {
             other => return Err(KeyError::UnexpectedPem(other.to_owned())),
         }
         .map_err(|e| KeyError::Rejected(e.to_string()))?;
-        Ok(Self { key, rng: SystemRandom::new() })
+        Ok(Self {
+            key,
+            rng: SystemRandom::new(),
+        })
     }
 
     /// Standard padded base64 of RSASSA-PKCS1-v1_5 SHA-256 over `message`.
@@ -145,7 +150,9 @@ impl Signer {
 /// Verifies a signature with the public key of a PEM certificate or SPKI public key.
 pub fn verify(public_pem: &str, message: &[u8], sig_b64: &str) -> Result<(), SignatureError> {
     let spki = keys::public_key_der(public_pem)?;
-    let sig = STANDARD.decode(sig_b64).map_err(|_| SignatureError::NotBase64)?;
+    let sig = STANDARD
+        .decode(sig_b64)
+        .map_err(|_| SignatureError::NotBase64)?;
     UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, spki)
         .verify(message, &sig)
         .map_err(|_| SignatureError::DoesNotVerify)
@@ -166,7 +173,10 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert_eq!(ExpectSignature::parse(b"sig,,,=").unwrap_err(), ExpectSignatureError::NotADictionary);
+        assert_eq!(
+            ExpectSignature::parse(b"sig,,,=").unwrap_err(),
+            ExpectSignatureError::NotADictionary
+        );
         assert_eq!(
             ExpectSignature::parse(b"sig, keyid=main").unwrap_err(),
             ExpectSignatureError::NotAString("keyid")
@@ -180,13 +190,18 @@ mod tests {
     #[test]
     fn header_is_a_dictionary_of_strings() {
         let s = CodeSignature::new("AAEC".into(), "main".into()).unwrap();
-        assert_eq!(s.header_value(), r#"sig="AAEC", keyid="main", alg="rsa-v1_5-sha256""#);
+        assert_eq!(
+            s.header_value(),
+            r#"sig="AAEC", keyid="main", alg="rsa-v1_5-sha256""#
+        );
         assert!(CodeSignature::new("AAEC".into(), "é".into()).is_err());
         assert!(CodeSignature::new("AAE".into(), "main".into()).is_err());
         assert!(CodeSignature::new("AA-_".into(), "main".into()).is_err());
         let parsed: Dictionary = Parser::new(s.header_value().as_bytes()).parse().unwrap();
         for (_, member) in parsed {
-            let ListEntry::Item(item) = member else { panic!("inner list") };
+            let ListEntry::Item(item) = member else {
+                panic!("inner list")
+            };
             assert!(matches!(item.bare_item, BareItem::String(_)));
         }
     }

@@ -44,9 +44,18 @@ mod tests {
     #[test]
     fn iso_form_has_exactly_three_fraction_digits() {
         assert_eq!(Millis(0).to_iso(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Millis(1_714_566_896_789).to_iso(), "2024-05-01T12:34:56.789Z");
-        assert_eq!(Millis(1_714_566_896_007).to_iso(), "2024-05-01T12:34:56.007Z");
-        assert_eq!(Millis::parse_iso("2024-05-01T12:34:56.789Z"), Some(Millis(1_714_566_896_789)));
+        assert_eq!(
+            Millis(1_714_566_896_789).to_iso(),
+            "2024-05-01T12:34:56.789Z"
+        );
+        assert_eq!(
+            Millis(1_714_566_896_007).to_iso(),
+            "2024-05-01T12:34:56.007Z"
+        );
+        assert_eq!(
+            Millis::parse_iso("2024-05-01T12:34:56.789Z"),
+            Some(Millis(1_714_566_896_789))
+        );
         assert_eq!(Millis::parse_iso("2024-05-01"), None);
     }
 }

@@ -1,1 +1,39 @@
+//! Aloft's HTTP surfaces. [`app`] builds the production router; every test goes through it.
+//!
+//! - `protocol/`: what devices call (manifest, assets). Served from memory; never imports `api`.
+//! - `api/`: the management API under `/api/v1` (apps, blobs, publish), bearer-token protected.
+//! - `service/`: the use-cases behind the API (publishing).
+//! - `served`: the in-memory state a check is answered from, rebuilt when a publish commits.
 
+pub mod api;
+pub mod error;
+mod metrics;
+pub mod protocol;
+pub mod served;
+pub mod service;
+mod state;
+
+use axum::Router;
+use axum::routing::get;
+
+pub use error::ApiError;
+pub use metrics::install_recorder;
+pub use state::{AppState, ServerConfig};
+
+/// The whole application: device protocol, management API, health and metrics.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(protocol::routes())
+        .nest("/api/v1", api::routes())
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::render))
+        // A route layer sees the matched route; unmatched requests are logged by the fallbacks.
+        .route_layer(axum::middleware::from_fn(metrics::track))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}

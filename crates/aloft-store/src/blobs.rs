@@ -52,7 +52,10 @@ pub enum IngestError {
     #[error("the upload is larger than the limit of {max} bytes")]
     TooLarge { max: u64 },
     #[error("the uploaded bytes hash to {actual}, not {expected}")]
-    Mismatch { expected: ContentHash, actual: ContentHash },
+    Mismatch {
+        expected: ContentHash,
+        actual: ContentHash,
+    },
     #[error("the upload was interrupted: {0}")]
     Body(String),
     #[error("blob storage failed: {0}")]
@@ -83,7 +86,10 @@ impl BlobStore {
         }
         std::fs::create_dir_all(&tmp_dir)?;
         let store = LocalFileSystem::new_with_prefix(&blobs)?.with_automatic_cleanup(true);
-        Ok(Self { store: Arc::new(store), tmp_dir })
+        Ok(Self {
+            store: Arc::new(store),
+            tmp_dir,
+        })
     }
 
     /// `ab/abcdef…` in hex: case-insensitive file systems cannot confuse two keys.
@@ -105,7 +111,9 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let tmp = tempfile::Builder::new().prefix("upload-").tempfile_in(&self.tmp_dir)?;
+        let tmp = tempfile::Builder::new()
+            .prefix("upload-")
+            .tempfile_in(&self.tmp_dir)?;
         let mut file = tokio::fs::File::from_std(tmp.reopen()?);
         let mut hasher = Hasher::default();
         while let Some(chunk) = body.next().await {
@@ -139,7 +147,9 @@ impl BlobStore {
             writer.shutdown().await?;
         }
         records::insert(db, &actual, &md5, size).await?;
-        Ok(records::get(db, &actual).await?.ok_or_else(|| DbError::MissingBlob(actual.to_string()))?)
+        Ok(records::get(db, &actual)
+            .await?
+            .ok_or_else(|| DbError::MissingBlob(actual.to_string()))?)
     }
 
     /// A representation of a blob, whole or a byte range of it.
@@ -149,22 +159,42 @@ impl BlobStore {
         encoding: Encoding,
         range: Option<Range<u64>>,
     ) -> Result<GetResult, object_store::Error> {
-        let options = GetOptions { range: range.map(GetRange::Bounded), ..GetOptions::default() };
-        self.store.get_opts(&Self::key(hash, encoding), options).await
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        self.store
+            .get_opts(&Self::key(hash, encoding), options)
+            .await
     }
 
     /// Makes the brotli and gzip variants of a stored blob, keeping those that save at least 5 %,
     /// and records the outcome. Already-compressed formats are skipped.
-    pub async fn make_variants(&self, db: &Database, hash: &ContentHash) -> Result<(), IngestError> {
-        let bytes = self.store.get(&Self::key(hash, Encoding::Identity)).await?.bytes().await?;
+    pub async fn make_variants(
+        &self,
+        db: &Database,
+        hash: &ContentHash,
+    ) -> Result<(), IngestError> {
+        let bytes = self
+            .store
+            .get(&Self::key(hash, Encoding::Identity))
+            .await?
+            .bytes()
+            .await?;
         let (br, gz) = tokio::task::spawn_blocking(move || {
             if is_precompressed(&bytes) {
                 return Ok::<_, std::io::Error>((None, None));
             }
-            let worth = |out: Vec<u8>| ((out.len() as f64) < bytes.len() as f64 * (1.0 - MIN_SAVING)).then_some(out);
+            let worth = |out: Vec<u8>| {
+                ((out.len() as f64) < bytes.len() as f64 * (1.0 - MIN_SAVING)).then_some(out)
+            };
             let mut br = Vec::new();
             {
-                let params = brotli::enc::BrotliEncoderParams { quality: 11, lgwin: 22, ..Default::default() };
+                let params = brotli::enc::BrotliEncoderParams {
+                    quality: 11,
+                    lgwin: 22,
+                    ..Default::default()
+                };
                 brotli::BrotliCompress(&mut &bytes[..], &mut br, &params)?;
             }
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -175,10 +205,15 @@ impl BlobStore {
         .await
         .map_err(|e| IngestError::Body(e.to_string()))??;
         let mut sizes = [None, None];
-        for (i, (variant, encoding)) in [(br, Encoding::Brotli), (gz, Encoding::Gzip)].into_iter().enumerate() {
+        for (i, (variant, encoding)) in [(br, Encoding::Brotli), (gz, Encoding::Gzip)]
+            .into_iter()
+            .enumerate()
+        {
             if let Some(variant) = variant {
                 sizes[i] = Some(variant.len() as u64);
-                self.store.put(&Self::key(hash, encoding), Bytes::from(variant).into()).await?;
+                self.store
+                    .put(&Self::key(hash, encoding), Bytes::from(variant).into())
+                    .await?;
             }
         }
         records::set_variants(db, hash, sizes[0], sizes[1]).await?;
@@ -199,7 +234,8 @@ fn is_precompressed(bytes: &[u8]) -> bool {
         b"\x00\x00\x00\x20ftyp",
         b"\x00\x00\x00\x18ftyp",
     ];
-    MAGIC.iter().any(|m| bytes.starts_with(m)) || (bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP"))
+    MAGIC.iter().any(|m| bytes.starts_with(m))
+        || (bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP"))
 }
 
 #[cfg(test)]
@@ -208,13 +244,20 @@ mod tests {
 
     async fn setup() -> (tempfile::TempDir, Database, BlobStore) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::open_sqlite(&dir.path().join("aloft.db")).await.unwrap();
+        let db = Database::open_sqlite(&dir.path().join("aloft.db"))
+            .await
+            .unwrap();
         let blobs = BlobStore::local(dir.path()).unwrap();
         (dir, db, blobs)
     }
 
     fn body(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
-        futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())
+        futures::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        )
     }
 
     #[tokio::test]
@@ -222,19 +265,40 @@ mod tests {
         let (_dir, db, blobs) = setup().await;
         let data: &[u8] = b"console.log('hello'); console.log('hello'); console.log('hello');";
         let hash = ContentHash::of(data);
-        let rec = blobs.ingest(&db, hash, body(&[&data[..10], &data[10..]]), 1 << 20).await.unwrap();
+        let rec = blobs
+            .ingest(&db, hash, body(&[&data[..10], &data[10..]]), 1 << 20)
+            .await
+            .unwrap();
         assert_eq!(rec.size, data.len() as u64);
         assert_eq!(rec.md5, aloft_core::Md5Key::of(data));
         assert!(!rec.compressed);
-        let got = blobs.get(&hash, Encoding::Identity, None).await.unwrap().bytes().await.unwrap();
+        let got = blobs
+            .get(&hash, Encoding::Identity, None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert_eq!(&got[..], data);
-        let part = blobs.get(&hash, Encoding::Identity, Some(2..5)).await.unwrap().bytes().await.unwrap();
+        let part = blobs
+            .get(&hash, Encoding::Identity, Some(2..5))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert_eq!(&part[..], &data[2..5]);
 
         blobs.make_variants(&db, &hash).await.unwrap();
         let rec = records::get(&db, &hash).await.unwrap().unwrap();
         assert!(rec.compressed);
-        let br = blobs.get(&hash, Encoding::Brotli, None).await.unwrap().bytes().await.unwrap();
+        let br = blobs
+            .get(&hash, Encoding::Brotli, None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         let mut plain = Vec::new();
         brotli::BrotliDecompress(&mut &br[..], &mut plain).unwrap();
         assert_eq!(plain, data);
@@ -245,10 +309,16 @@ mod tests {
     async fn mismatch_and_oversize_leave_nothing() {
         let (dir, db, blobs) = setup().await;
         let claimed = ContentHash::of(b"something else");
-        let err = blobs.ingest(&db, claimed, body(&[b"actual bytes"]), 1 << 20).await.unwrap_err();
+        let err = blobs
+            .ingest(&db, claimed, body(&[b"actual bytes"]), 1 << 20)
+            .await
+            .unwrap_err();
         assert!(matches!(err, IngestError::Mismatch { .. }), "{err}");
         let big = ContentHash::of(b"0123456789");
-        let err = blobs.ingest(&db, big, body(&[b"01234", b"56789"]), 8).await.unwrap_err();
+        let err = blobs
+            .ingest(&db, big, body(&[b"01234", b"56789"]), 8)
+            .await
+            .unwrap_err();
         assert!(matches!(err, IngestError::TooLarge { max: 8 }), "{err}");
         assert!(records::get(&db, &claimed).await.unwrap().is_none());
         assert!(records::get(&db, &big).await.unwrap().is_none());

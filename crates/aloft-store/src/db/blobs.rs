@@ -18,10 +18,12 @@ pub struct BlobRecord {
 }
 
 pub async fn get(db: &Database, hash: &ContentHash) -> Result<Option<BlobRecord>, DbError> {
-    let row = sqlx::query("SELECT hash, md5, size, br_size, gz_size, compressed FROM blobs WHERE hash = ?")
-        .bind(hash.to_string())
-        .fetch_optional(db.pool())
-        .await?;
+    let row = sqlx::query(
+        "SELECT hash, md5, size, br_size, gz_size, compressed FROM blobs WHERE hash = ?",
+    )
+    .bind(hash.to_string())
+    .fetch_optional(db.pool())
+    .await?;
     let Some(r) = row else { return Ok(None) };
     let decode = |e: String| DbError::Sqlx(sqlx::Error::Decode(e.into()));
     let md5: String = r.try_get("md5")?;
@@ -36,7 +38,12 @@ pub async fn get(db: &Database, hash: &ContentHash) -> Result<Option<BlobRecord>
 }
 
 /// Records a stored blob. Recording one that exists is a no-op.
-pub async fn insert(db: &Database, hash: &ContentHash, md5: &Md5Key, size: u64) -> Result<(), DbError> {
+pub async fn insert(
+    db: &Database,
+    hash: &ContentHash,
+    md5: &Md5Key,
+    size: u64,
+) -> Result<(), DbError> {
     sqlx::query("INSERT INTO blobs (hash, md5, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING")
         .bind(hash.to_string())
         .bind(md5.to_string())
@@ -58,7 +65,12 @@ pub async fn missing(db: &Database, hashes: &[ContentHash]) -> Result<Vec<Conten
     Ok(out)
 }
 
-pub async fn set_variants(db: &Database, hash: &ContentHash, br: Option<u64>, gz: Option<u64>) -> Result<(), DbError> {
+pub async fn set_variants(
+    db: &Database,
+    hash: &ContentHash,
+    br: Option<u64>,
+    gz: Option<u64>,
+) -> Result<(), DbError> {
     sqlx::query("UPDATE blobs SET br_size = ?, gz_size = ?, compressed = 1 WHERE hash = ?")
         .bind(br.map(|s| s as i64))
         .bind(gz.map(|s| s as i64))
@@ -70,7 +82,9 @@ pub async fn set_variants(db: &Database, hash: &ContentHash, br: Option<u64>, gz
 
 /// Blobs whose variants are still to be made (e.g. after a crash during compression).
 pub async fn uncompressed(db: &Database) -> Result<Vec<ContentHash>, DbError> {
-    let rows = sqlx::query("SELECT hash FROM blobs WHERE compressed = 0").fetch_all(db.pool()).await?;
+    let rows = sqlx::query("SELECT hash FROM blobs WHERE compressed = 0")
+        .fetch_all(db.pool())
+        .await?;
     Ok(rows
         .iter()
         .filter_map(|r| r.try_get::<String, _>("hash").ok())

@@ -48,12 +48,14 @@ pub(crate) async fn ensure_branch(
     {
         return Ok(id);
     }
-    Ok(sqlx::query_scalar("INSERT INTO branches (app_id, name, created_at) VALUES (?, ?, ?) RETURNING id")
-        .bind(app_id)
-        .bind(name)
-        .bind(now.0)
-        .fetch_one(&mut *tx)
-        .await?)
+    Ok(sqlx::query_scalar(
+        "INSERT INTO branches (app_id, name, created_at) VALUES (?, ?, ?) RETURNING id",
+    )
+    .bind(app_id)
+    .bind(name)
+    .bind(now.0)
+    .fetch_one(&mut *tx)
+    .await?)
 }
 
 /// The branch a channel points at; a channel that does not exist yet is created pointing at a
@@ -64,11 +66,12 @@ pub(crate) async fn ensure_channel(
     name: &str,
     now: Millis,
 ) -> Result<i64, DbError> {
-    if let Some(branch_id) = sqlx::query_scalar("SELECT branch_id FROM channels WHERE app_id = ? AND name = ?")
-        .bind(app_id)
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?
+    if let Some(branch_id) =
+        sqlx::query_scalar("SELECT branch_id FROM channels WHERE app_id = ? AND name = ?")
+            .bind(app_id)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
     {
         return Ok(branch_id);
     }

@@ -27,9 +27,13 @@ pub enum DbError {
     MissingBlob(String),
     #[error("update {0} already exists")]
     UpdateAlreadyExists(String),
-    #[error("createdAt {created_at} is not after the newest update on the branch ({newest}); publish again")]
+    #[error(
+        "createdAt {created_at} is not after the newest update on the branch ({newest}); publish again"
+    )]
     StaleCreatedAt { created_at: i64, newest: i64 },
-    #[error("the database schema is version {found}, newer than this binary knows ({known}); upgrade aloft")]
+    #[error(
+        "the database schema is version {found}, newer than this binary knows ({known}); upgrade aloft"
+    )]
     SchemaTooNew { found: i64, known: i64 },
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
@@ -55,7 +59,10 @@ impl Database {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         let db = Self { pool };
         db.migrate().await?;
         Ok(db)
@@ -64,11 +71,12 @@ impl Database {
     /// Applies pending migrations; refuses a schema newer than this binary.
     pub async fn migrate(&self) -> Result<(), DbError> {
         let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-            .fetch_optional(&self.pool)
-            .await
-            .ok()
-            .flatten();
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_optional(&self.pool)
+                .await
+                .ok()
+                .flatten();
         if let Some(found) = found {
             if found > known {
                 return Err(DbError::SchemaTooNew { found, known });

@@ -46,6 +46,12 @@ pub async fn find_by_hash(db: &Database, hash: &str) -> Result<Option<Token>, Db
     .bind(Millis::now().0)
     .fetch_optional(db.pool())
     .await?;
-    row.map(|r| Ok(Token { id: r.try_get("id")?, name: r.try_get("name")?, scope: r.try_get("scope")? }))
-        .transpose()
+    row.map(|r| {
+        Ok(Token {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            scope: r.try_get("scope")?,
+        })
+    })
+    .transpose()
 }

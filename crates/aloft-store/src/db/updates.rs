@@ -42,28 +42,37 @@ pub struct NewGroup {
 /// The newest `createdAt` of any update of the app. Every publish is later than this, so the
 /// device, which orders by `createdAt` alone, always takes a new publish as newer.
 pub async fn newest_created_at(db: &Database, app_id: i64) -> Result<Option<Millis>, DbError> {
-    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(created_at) FROM update_groups WHERE app_id = ?")
-        .bind(app_id)
-        .fetch_one(db.pool())
-        .await?;
+    let max: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(created_at) FROM update_groups WHERE app_id = ?")
+            .bind(app_id)
+            .fetch_one(db.pool())
+            .await?;
     Ok(max.map(Millis))
 }
 
 /// Commits a whole update group in one transaction: visible entirely or not at all.
 pub async fn publish(db: &Database, group: &NewGroup) -> Result<i64, DbError> {
     let mut tx = db.pool().begin().await?;
-    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(created_at) FROM update_groups WHERE app_id = ?")
-        .bind(group.app_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let newest: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(created_at) FROM update_groups WHERE app_id = ?")
+            .bind(group.app_id)
+            .fetch_one(&mut *tx)
+            .await?;
     if let Some(newest) = newest {
         if group.created_at.0 <= newest {
-            return Err(DbError::StaleCreatedAt { created_at: group.created_at.0, newest });
+            return Err(DbError::StaleCreatedAt {
+                created_at: group.created_at.0,
+                newest,
+            });
         }
     }
     let branch_id = match &group.target {
-        Target::Channel(name) => channels::ensure_channel(&mut tx, group.app_id, name, group.created_at).await?,
-        Target::Branch(name) => channels::ensure_branch(&mut tx, group.app_id, name, group.created_at).await?,
+        Target::Channel(name) => {
+            channels::ensure_channel(&mut tx, group.app_id, name, group.created_at).await?
+        }
+        Target::Branch(name) => {
+            channels::ensure_branch(&mut tx, group.app_id, name, group.created_at).await?
+        }
     };
     sqlx::query(
         "INSERT INTO update_groups (id, app_id, branch_id, message, created_at, published_by) VALUES (?, ?, ?, ?, ?, ?)",
@@ -149,12 +158,16 @@ pub async fn heads(db: &Database, app_id: i64) -> Result<Vec<Head>, DbError> {
             Ok(Head {
                 branch_id: r.try_get("branch_id")?,
                 id: Uuid::parse_str(&id).map_err(|e| decode(e.to_string()))?,
-                platform: platform.parse().map_err(|e: aloft_core::platform::InvalidPlatform| decode(e.to_string()))?,
+                platform: platform
+                    .parse()
+                    .map_err(|e: aloft_core::platform::InvalidPlatform| decode(e.to_string()))?,
                 runtime_version: RuntimeVersion::parse(rv).map_err(|e| decode(e.to_string()))?,
                 created_at: Millis(r.try_get("created_at")?),
                 manifest: r.try_get("manifest")?,
                 signature: match (sig, keyid) {
-                    (Some(sig), Some(keyid)) => Some(CodeSignature::new(sig, keyid).map_err(|e| decode(e.to_string()))?),
+                    (Some(sig), Some(keyid)) => {
+                        Some(CodeSignature::new(sig, keyid).map_err(|e| decode(e.to_string()))?)
+                    }
                     _ => None,
                 },
             })

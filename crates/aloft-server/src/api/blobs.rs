@@ -1,0 +1,73 @@
+use aloft_core::ContentHash;
+use aloft_core::api::{BlobInfo, MissingBlobsRequest, MissingBlobsResponse};
+use aloft_store::IngestError;
+use aloft_store::db::blobs;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+
+use super::Caller;
+use super::json::ApiJson;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Which of the given blobs the server does not have yet.
+pub async fn missing_blobs(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiJson(body): ApiJson<MissingBlobsRequest>,
+) -> Result<Json<MissingBlobsResponse>, ApiError> {
+    if body.hashes.len() > 10_000 {
+        return Err(ApiError::bad_request(
+            "too_many_hashes",
+            "ask about at most 10000 blobs at a time",
+        ));
+    }
+    Ok(Json(MissingBlobsResponse {
+        missing: blobs::missing(&state.db, &body.hashes).await?,
+    }))
+}
+
+/// Streams one blob in. The server re-hashes the bytes and refuses a mismatch.
+pub async fn upload_blob(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<BlobInfo>), ApiError> {
+    let hash = ContentHash::parse(&hash)
+        .map_err(|e| ApiError::bad_request("invalid_hash", e.to_string()))?;
+    let max = state.config.max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(IngestError::TooLarge { max }.into());
+    }
+    if let Some(existing) = blobs::get(&state.db, &hash).await? {
+        return Ok((
+            StatusCode::OK,
+            Json(BlobInfo {
+                hash,
+                md5: existing.md5.to_string(),
+                size: existing.size,
+            }),
+        ));
+    }
+    let record = state
+        .blobs
+        .ingest(&state.db, hash, body.into_data_stream(), max)
+        .await?;
+    state.spawn_compression(hash);
+    Ok((
+        StatusCode::CREATED,
+        Json(BlobInfo {
+            hash,
+            md5: record.md5.to_string(),
+            size: record.size,
+        }),
+    ))
+}

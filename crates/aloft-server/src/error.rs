@@ -1,0 +1,130 @@
+//! The one error type of the HTTP surfaces: a status, a stable machine code and a human message,
+//! rendered as `{"error":{"code":…,"message":…}}`. Internal details are logged, never sent.
+
+use aloft_store::{DbError, IngestError};
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// A failure that is ours, not the caller's: logged in full, reported without detail.
+    pub fn internal(context: &str, err: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "{context}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{context}; see the server log"),
+        )
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid token is required: send `authorization: Bearer <token>` (make one with `aloft tokens create`)",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_client_error() {
+            tracing::info!(code = self.code, message = %self.message, "request refused");
+        }
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::NoSuchApp => ApiError::not_found("app_not_found", "no app with that slug"),
+            DbError::AppAlreadyExists(slug) => ApiError::new(
+                StatusCode::CONFLICT,
+                "app_exists",
+                format!("an app with slug {slug:?} already exists"),
+            ),
+            DbError::NoSuchChannel => {
+                ApiError::not_found("channel_not_found", "no channel with that name")
+            }
+            DbError::NoSuchBranch => {
+                ApiError::not_found("branch_not_found", "no branch with that name")
+            }
+            DbError::MissingBlob(hash) => ApiError::bad_request(
+                "missing_blob",
+                format!(
+                    "blob {hash} has not been uploaded; upload it with PUT /api/v1/blobs/{hash} first"
+                ),
+            ),
+            e @ DbError::UpdateAlreadyExists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "update_exists", e.to_string())
+            }
+            e @ DbError::StaleCreatedAt { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "stale_created_at", e.to_string())
+            }
+            other => ApiError::internal("database error", &other),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(err: IngestError) -> Self {
+        match err {
+            e @ IngestError::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "upload_too_large",
+                e.to_string(),
+            ),
+            e @ IngestError::Mismatch { .. } => {
+                ApiError::bad_request("hash_mismatch", e.to_string())
+            }
+            e @ IngestError::Body(_) => ApiError::bad_request("upload_interrupted", e.to_string()),
+            IngestError::Db(e) => e.into(),
+            other => ApiError::internal("storing the upload failed", &other),
+        }
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such route")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}

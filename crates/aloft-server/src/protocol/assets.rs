@@ -1,0 +1,302 @@
+//! `GET|HEAD /assets/{sha256}.{ext}`: content-addressed, immutable, precompressed.
+
+use std::ops::Range;
+
+use aloft_core::{ContentHash, content_type};
+use aloft_store::Encoding;
+use aloft_store::db::blobs::{self, BlobRecord};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// Splits `<hash>.<ext>` and validates both before anything touches storage.
+fn parse_file(file: &str) -> Result<(ContentHash, &'static str), ApiError> {
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_asset_name",
+            "asset names are <unpadded base64url sha256>.<extension>",
+        )
+    };
+    let (hash, ext) = match file.split_once('.') {
+        Some((hash, ext)) => (hash, Some(ext)),
+        None => (file, None),
+    };
+    let hash = ContentHash::parse(hash).map_err(|_| invalid())?;
+    let content_type = match ext {
+        Some(ext) if content_type::is_valid_extension(ext) => content_type::for_extension(ext),
+        Some(_) => return Err(invalid()),
+        None => "application/octet-stream",
+    };
+    Ok((hash, content_type))
+}
+
+/// Picks the best stored encoding the client accepts: brotli, then gzip, then identity.
+fn choose_encoding(headers: &HeaderMap, blob: &BlobRecord) -> Encoding {
+    let Some(accept) = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Encoding::Identity;
+    };
+    let accepts = |token: &str| {
+        accept.split(',').any(|item| {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let q_zero = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            name.eq_ignore_ascii_case(token) && !q_zero
+        })
+    };
+    if blob.br_size.is_some() && accepts("br") {
+        Encoding::Brotli
+    } else if blob.gz_size.is_some() && accepts("gzip") {
+        Encoding::Gzip
+    } else {
+        Encoding::Identity
+    }
+}
+
+enum RangeRequest {
+    Whole,
+    Part(Range<u64>),
+    Unsatisfiable,
+}
+
+/// A single `bytes=` range; anything else (several ranges, other units) gets the whole body.
+fn parse_range(headers: &HeaderMap, size: u64) -> RangeRequest {
+    let Some(spec) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return RangeRequest::Whole;
+    };
+    let Some(spec) = spec.trim().strip_prefix("bytes=") else {
+        return RangeRequest::Whole;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Whole;
+    }
+    let Some((start, end)) = spec.split_once('-') else {
+        return RangeRequest::Whole;
+    };
+    let (start, end) = (start.trim(), end.trim());
+    let range = if start.is_empty() {
+        match end.parse::<u64>() {
+            Ok(0) => return RangeRequest::Unsatisfiable,
+            Ok(n) => size.saturating_sub(n)..size,
+            Err(_) => return RangeRequest::Whole,
+        }
+    } else {
+        let Ok(start) = start.parse::<u64>() else {
+            return RangeRequest::Whole;
+        };
+        let end = if end.is_empty() {
+            size
+        } else {
+            match end.parse::<u64>() {
+                Ok(e) if e >= start => (e + 1).min(size),
+                _ => return RangeRequest::Whole,
+            }
+        };
+        start..end
+    };
+    if range.start >= size || range.is_empty() {
+        RangeRequest::Unsatisfiable
+    } else {
+        RangeRequest::Part(range)
+    }
+}
+
+async fn blob_record(state: &AppState, hash: &ContentHash) -> Result<Option<BlobRecord>, ApiError> {
+    if let Some(rec) = state
+        .blob_cache
+        .read()
+        .ok()
+        .and_then(|c| c.get(hash).cloned())
+    {
+        return Ok(Some(rec));
+    }
+    let rec = blobs::get(&state.db, hash).await?;
+    if let Some(rec) = &rec {
+        if rec.compressed {
+            if let Ok(mut cache) = state.blob_cache.write() {
+                cache.insert(*hash, rec.clone());
+            }
+        }
+    }
+    Ok(rec)
+}
+
+pub async fn get_asset(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (hash, content_type) = parse_file(&file)?;
+    let blob = blob_record(&state, &hash).await?.ok_or_else(|| {
+        ApiError::not_found("asset_not_found", format!("no asset with hash {hash}"))
+    })?;
+
+    let range = parse_range(&headers, blob.size);
+    // Ranges apply to the identity representation only.
+    let encoding = match range {
+        RangeRequest::Whole => choose_encoding(&headers, &blob),
+        _ => Encoding::Identity,
+    };
+    let etag = match encoding.token() {
+        None => format!("\"{hash}\""),
+        Some(token) => format!("\"{hash}-{token}\""),
+    };
+    let size = match encoding {
+        Encoding::Identity => blob.size,
+        Encoding::Brotli => blob.br_size.unwrap_or(blob.size),
+        Encoding::Gzip => blob.gz_size.unwrap_or(blob.size),
+    };
+
+    let mut out = HeaderMap::new();
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        out.insert(header::ETAG, v);
+    }
+    if let Some(token) = encoding.token() {
+        out.insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
+    }
+
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+
+    let (status, byte_range) = match range {
+        RangeRequest::Unsatisfiable => {
+            out.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}"))
+                    .map_err(|e| ApiError::internal("header", &e))?,
+            );
+            out.remove(header::CONTENT_TYPE);
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, out).into_response());
+        }
+        RangeRequest::Part(r) => {
+            let value = format!("bytes {}-{}/{size}", r.start, r.end - 1);
+            out.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&value).map_err(|e| ApiError::internal("header", &e))?,
+            );
+            (StatusCode::PARTIAL_CONTENT, Some(r))
+        }
+        RangeRequest::Whole => (StatusCode::OK, None),
+    };
+    let length = byte_range.as_ref().map_or(size, |r| r.end - r.start);
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+
+    if method == Method::HEAD {
+        return Ok((status, out).into_response());
+    }
+    let result = state
+        .blobs
+        .get(&hash, encoding, byte_range)
+        .await
+        .map_err(|e| ApiError::internal("reading a stored blob failed", &e))?;
+    let stream = result
+        .into_stream()
+        .map(|chunk| chunk.map_err(std::io::Error::other));
+    Ok((status, out, Body::from_stream(stream)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    header::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_are_validated_before_storage() {
+        let h = ContentHash::of(b"x").to_string();
+        assert_eq!(parse_file(&format!("{h}.png")).unwrap().1, "image/png");
+        assert_eq!(
+            parse_file(&format!("{h}.bundle")).unwrap().1,
+            "application/javascript"
+        );
+        for bad in [
+            "../../etc/passwd",
+            "..%2F..%2Fetc",
+            &format!("{h}.p/ng"),
+            &format!("{h}..png"),
+            "x.png",
+            "",
+        ] {
+            assert!(parse_file(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn encodings() {
+        let blob = BlobRecord {
+            hash: ContentHash::of(b"x"),
+            md5: aloft_core::Md5Key::of(b"x"),
+            size: 100,
+            br_size: Some(10),
+            gz_size: Some(20),
+            compressed: true,
+        };
+        assert_eq!(
+            choose_encoding(&headers(&[("accept-encoding", "gzip, br")]), &blob),
+            Encoding::Brotli
+        );
+        assert_eq!(
+            choose_encoding(&headers(&[("accept-encoding", "gzip")]), &blob),
+            Encoding::Gzip
+        );
+        assert_eq!(
+            choose_encoding(&headers(&[("accept-encoding", "br;q=0, gzip")]), &blob),
+            Encoding::Gzip
+        );
+        assert_eq!(choose_encoding(&headers(&[]), &blob), Encoding::Identity);
+        let plain = BlobRecord {
+            br_size: None,
+            gz_size: None,
+            ..blob
+        };
+        assert_eq!(
+            choose_encoding(&headers(&[("accept-encoding", "br")]), &plain),
+            Encoding::Identity
+        );
+    }
+
+    #[test]
+    fn ranges() {
+        let r = |v: &'static str| parse_range(&headers(&[("range", v)]), 100);
+        assert!(matches!(r("bytes=0-9"), RangeRequest::Part(x) if x == (0..10)));
+        assert!(matches!(r("bytes=90-"), RangeRequest::Part(x) if x == (90..100)));
+        assert!(matches!(r("bytes=-5"), RangeRequest::Part(x) if x == (95..100)));
+        assert!(matches!(r("bytes=50-500"), RangeRequest::Part(x) if x == (50..100)));
+        assert!(matches!(r("bytes=100-"), RangeRequest::Unsatisfiable));
+        assert!(matches!(r("bytes=0-1,5-6"), RangeRequest::Whole));
+        assert!(matches!(r("items=0-1"), RangeRequest::Whole));
+    }
+}

@@ -1,0 +1,15 @@
+//! What devices call: the manifest endpoint and the asset endpoint (PROTOCOL.md §1-§5).
+
+mod assets;
+mod manifest;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/apps/{slug}/manifest", get(manifest::get_manifest))
+        .route("/assets/{file}", get(assets::get_asset))
+}

@@ -1,0 +1,86 @@
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use aloft_core::ContentHash;
+use aloft_store::db::blobs::BlobRecord;
+use aloft_store::{BlobStore, Database};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::served::Served;
+
+/// Settings the HTTP surfaces need, resolved by the binary before start-up.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Absolute base URL devices reach this server at, without a trailing slash.
+    pub public_url: String,
+    /// Largest accepted blob upload, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+impl ServerConfig {
+    /// Absolute prefix of asset URLs written into manifests, ending in `/`.
+    pub fn asset_base_url(&self) -> String {
+        format!("{}/assets/", self.public_url)
+    }
+
+    pub fn manifest_url(&self, slug: &str) -> String {
+        format!("{}/apps/{slug}/manifest", self.public_url)
+    }
+}
+
+/// Everything a handler can reach. Built eagerly at start-up; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServerConfig>,
+    pub db: Database,
+    pub blobs: BlobStore,
+    pub served: Arc<Served>,
+    /// Blob records whose variants are final, so an asset request needs no database query.
+    pub(crate) blob_cache: Arc<RwLock<std::collections::HashMap<ContentHash, BlobRecord>>>,
+    /// Publishes are serialised so `createdAt` is strictly increasing per app.
+    pub(crate) publish_lock: Arc<Mutex<()>>,
+    /// Compression runs one blob at a time, off the request path.
+    pub(crate) compression: Arc<Semaphore>,
+    pub(crate) metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// Loads the served state from the database and re-queues unfinished compression.
+    pub async fn new(
+        config: ServerConfig,
+        db: Database,
+        blobs: BlobStore,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Self, aloft_store::DbError> {
+        let served = Arc::new(Served::load(&db).await?);
+        let state = Self {
+            config: Arc::new(config),
+            db,
+            blobs,
+            served,
+            blob_cache: Arc::default(),
+            publish_lock: Arc::default(),
+            compression: Arc::new(Semaphore::new(1)),
+            metrics,
+        };
+        for hash in aloft_store::db::blobs::uncompressed(&state.db).await? {
+            state.spawn_compression(hash);
+        }
+        Ok(state)
+    }
+
+    /// Makes a blob's brotli and gzip variants in the background.
+    pub(crate) fn spawn_compression(&self, hash: ContentHash) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = state.compression.acquire().await else {
+                return;
+            };
+            if let Err(e) = state.blobs.make_variants(&state.db, &hash).await {
+                tracing::warn!(%hash, error = %e, "making compressed variants failed; serving identity");
+            }
+        });
+    }
+}

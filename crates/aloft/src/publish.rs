@@ -1,0 +1,400 @@
+//! `aloft publish`: read an export, upload the blobs the server lacks, and commit one update
+//! group (signed here when `--signing-key` is given; the key never leaves this machine).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use aloft_core::api::{
+    CommitInfo, FileRef, MissingBlobsRequest, MissingBlobsResponse, PlatformUpdate, PreparedGroup,
+    PublishRequest, PublishedGroup,
+};
+use aloft_core::export::{self, DistPath, ExportMetadata};
+use aloft_core::hash::Hasher;
+use aloft_core::signature::{CodeSignature, Signer};
+use aloft_core::{ContentHash, Platform};
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use reqwest::Method;
+use tokio::io::AsyncReadExt;
+
+use crate::client::{Client, ServerArgs, ServerError};
+
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Slug of the app to publish to.
+    #[arg(long)]
+    app: String,
+    /// Channel to publish to; a new channel is created with a branch of the same name.
+    #[arg(long, conflicts_with = "branch", required_unless_present = "branch")]
+    channel: Option<String>,
+    /// Publish straight to a branch instead of a channel.
+    #[arg(long)]
+    branch: Option<String>,
+    /// Output of `npx expo export` (with metadata.json). Without it, `npx expo export` runs in
+    /// the current folder.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Public app config JSON [default: <input>/expoConfig.json, or `npx expo config` output].
+    #[arg(long)]
+    app_config: Option<PathBuf>,
+    /// Runtime version, for every platform; otherwise taken from the app config.
+    #[arg(long)]
+    runtime_version: Option<String>,
+    #[arg(long, value_enum, default_value_t = PlatformChoice::All)]
+    platform: PlatformChoice,
+    /// Message describing the update.
+    #[arg(long, default_value = "")]
+    message: String,
+    /// PEM private key to sign the manifests with, here, before they reach the server.
+    #[arg(long, requires = "keyid")]
+    signing_key: Option<PathBuf>,
+    /// Key id of --signing-key: the `codeSigningMetadata.keyid` of the app.
+    #[arg(long)]
+    keyid: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum PlatformChoice {
+    All,
+    Ios,
+    Android,
+}
+
+struct LocalFile {
+    path: PathBuf,
+    hash: ContentHash,
+    size: u64,
+}
+
+/// Resolves a path from metadata.json inside `dist`, refusing anything that escapes it
+/// (including through symbolic links).
+fn resolve_in(dist_root: &Path, path: &DistPath) -> anyhow::Result<PathBuf> {
+    let joined = dist_root.join(path.as_str());
+    let real = joined.canonicalize().with_context(|| {
+        format!(
+            "metadata.json lists {}, which does not exist in {}",
+            path.as_str(),
+            dist_root.display()
+        )
+    })?;
+    if !real.starts_with(dist_root) {
+        bail!(
+            "metadata.json lists {}, which resolves outside the export folder {}",
+            path.as_str(),
+            dist_root.display()
+        );
+    }
+    if !real.is_file() {
+        bail!("metadata.json lists {}, which is not a file", path.as_str());
+    }
+    Ok(real)
+}
+
+async fn hash_file(path: &Path) -> anyhow::Result<LocalFile> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Hasher::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let (hash, _md5, size) = hasher.finish();
+    Ok(LocalFile {
+        path: path.to_owned(),
+        hash,
+        size,
+    })
+}
+
+async fn run_command(program: &str, args: &[&str]) -> anyhow::Result<Vec<u8>> {
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .with_context(|| {
+            format!(
+                "running `{program} {}` (is Node.js installed?)",
+                args.join(" ")
+            )
+        })?;
+    if !output.status.success() {
+        bail!(
+            "`{program} {}` failed with {}",
+            args.join(" "),
+            output.status
+        );
+    }
+    Ok(output.stdout)
+}
+
+/// The export folder and the public app config, exporting first when no --input was given.
+async fn load_export(
+    args: &PublishArgs,
+) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>, serde_json::Value)> {
+    let (dist, tmp) = match &args.input {
+        Some(dist) => (dist.clone(), None),
+        None => {
+            let tmp = tempfile::tempdir().context("creating a folder for the export")?;
+            let out = tmp.path().to_string_lossy().into_owned();
+            eprintln!("running `npx expo export` ...");
+            run_command("npx", &["expo", "export", "--output-dir", &out]).await?;
+            (tmp.path().to_owned(), Some(tmp))
+        }
+    };
+    let config_bytes = match (&args.app_config, &args.input) {
+        (Some(path), _) => {
+            std::fs::read(path).with_context(|| format!("reading app config {}", path.display()))?
+        }
+        (None, Some(dist)) => {
+            let path = dist.join("expoConfig.json");
+            std::fs::read(&path).with_context(|| {
+                format!(
+                    "reading {}: write it with `npx expo config --type public --json > {}`, or pass --app-config",
+                    path.display(),
+                    path.display()
+                )
+            })?
+        }
+        (None, None) => {
+            run_command("npx", &["expo", "config", "--type", "public", "--json"]).await?
+        }
+    };
+    let config: serde_json::Value =
+        serde_json::from_slice(&config_bytes).context("the app config is not valid JSON")?;
+    if !config.is_object() {
+        bail!("the app config must be a JSON object");
+    }
+    Ok((dist, tmp, config))
+}
+
+pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.server)?;
+    let signer =
+        match &args.signing_key {
+            Some(path) => {
+                let pem = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading signing key {}", path.display()))?;
+                Some(Signer::from_pem(&pem).with_context(|| {
+                    format!("{} is not a usable RSA private key", path.display())
+                })?)
+            }
+            None => None,
+        };
+    let (dist, _tmp, config) = load_export(&args).await?;
+    let dist_root = dist
+        .canonicalize()
+        .with_context(|| format!("export folder {} does not exist", dist.display()))?;
+    let metadata_path = dist_root.join("metadata.json");
+    let metadata_bytes = std::fs::read(&metadata_path).with_context(|| {
+        format!(
+            "reading {}: is this the output folder of `npx expo export`?",
+            metadata_path.display()
+        )
+    })?;
+    let metadata = ExportMetadata::parse(&metadata_bytes)
+        .with_context(|| format!("in {}", metadata_path.display()))?;
+    // expo export nests the public config under no key; app.json-style files have `expo`.
+    let expo_client = config.get("expo").cloned().unwrap_or(config);
+
+    let wanted: Vec<Platform> = match args.platform {
+        PlatformChoice::All => metadata.platforms.keys().copied().collect(),
+        PlatformChoice::Ios => vec![Platform::Ios],
+        PlatformChoice::Android => vec![Platform::Android],
+    };
+    let mut files: HashMap<ContentHash, LocalFile> = HashMap::new();
+    let mut updates = Vec::new();
+    for platform in wanted {
+        let Some(export) = metadata.platforms.get(&platform) else {
+            bail!(
+                "the export has no {platform} bundle; run `npx expo export --platform {platform}` or choose --platform"
+            );
+        };
+        let runtime_version = match &args.runtime_version {
+            Some(rv) => rv.clone(),
+            None => export::runtime_version(&expo_client, platform)?.to_string(),
+        };
+        let bundle = hash_file(&resolve_in(&dist_root, &export.bundle)?).await?;
+        let launch_asset = FileRef {
+            hash: bundle.hash,
+            ext: export.bundle.extension().unwrap_or("bundle").to_owned(),
+        };
+        files.insert(bundle.hash, bundle);
+        let mut assets = Vec::new();
+        for asset in &export.assets {
+            let file = hash_file(&resolve_in(&dist_root, &asset.path)?).await?;
+            assets.push(FileRef {
+                hash: file.hash,
+                ext: asset.ext.clone(),
+            });
+            files.insert(file.hash, file);
+        }
+        updates.push(PlatformUpdate {
+            platform,
+            runtime_version,
+            launch_asset,
+            assets,
+        });
+    }
+
+    upload_missing(&client, &files).await?;
+
+    let mut request = PublishRequest {
+        channel: args.channel.clone(),
+        branch: args.branch.clone(),
+        message: args.message.clone(),
+        updates,
+        expo_client: Some(expo_client),
+        commit: None,
+    };
+    let path = format!("/apps/{}/publish", args.app);
+    let published: PublishedGroup = match (&signer, &args.keyid) {
+        (Some(signer), Some(keyid)) => {
+            publish_signed(&client, &path, &mut request, signer, keyid).await?
+        }
+        _ => client.post(&path, &request).await?,
+    };
+    print_result(&published, args.json)?;
+    Ok(())
+}
+
+/// Prepare, sign the exact manifest bytes, commit. A concurrent publish between the two calls
+/// makes the commit stale; then it starts over.
+async fn publish_signed(
+    client: &Client,
+    path: &str,
+    request: &mut PublishRequest,
+    signer: &Signer,
+    keyid: &str,
+) -> anyhow::Result<PublishedGroup> {
+    for attempt in 0.. {
+        request.commit = None;
+        let prepared: PreparedGroup = client.post(&format!("{path}/prepare"), &*request).await?;
+        let mut signatures = BTreeMap::new();
+        let mut update_ids = BTreeMap::new();
+        for update in &prepared.updates {
+            let sig = signer.sign(update.manifest.as_bytes())?;
+            signatures.insert(update.platform, CodeSignature::new(sig, keyid.to_owned())?);
+            update_ids.insert(update.platform, update.id);
+        }
+        request.commit = Some(CommitInfo {
+            group_id: prepared.group_id,
+            created_at: prepared.created_at,
+            update_ids,
+            signatures,
+        });
+        match client.post::<_, PublishedGroup>(path, &*request).await {
+            Ok(published) => return Ok(published),
+            Err(e)
+                if attempt < 3
+                    && e.downcast_ref::<ServerError>()
+                        .is_some_and(|s| s.code == "stale_created_at") =>
+            {
+                eprintln!("another publish landed first; preparing again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+async fn upload_missing(
+    client: &Client,
+    files: &HashMap<ContentHash, LocalFile>,
+) -> anyhow::Result<()> {
+    let hashes: Vec<ContentHash> = files.keys().copied().collect();
+    let MissingBlobsResponse { missing } = client
+        .post("/blobs/missing", &MissingBlobsRequest { hashes })
+        .await?;
+    let total: u64 = missing
+        .iter()
+        .filter_map(|h| files.get(h))
+        .map(|f| f.size)
+        .sum();
+    let bar = ProgressBar::new(total);
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    for hash in &missing {
+        let Some(file) = files.get(hash) else {
+            bail!("the server asked for a blob that was not offered")
+        };
+        bar.set_message(
+            file.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        let handle = tokio::fs::File::open(&file.path)
+            .await
+            .with_context(|| format!("opening {}", file.path.display()))?;
+        let progress = bar.clone();
+        let stream = tokio_util::io::ReaderStream::new(handle).inspect(move |chunk| {
+            if let Ok(chunk) = chunk {
+                progress.inc(chunk.len() as u64);
+            }
+        });
+        let request = client
+            .request(Method::PUT, &format!("/blobs/{hash}"))
+            .header(reqwest::header::CONTENT_LENGTH, file.size)
+            .body(reqwest::Body::wrap_stream(stream));
+        let _: serde_json::Value = client
+            .send(request)
+            .await
+            .with_context(|| format!("uploading {}", file.path.display()))?;
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "{} of {} files uploaded ({} bytes); the rest were already on the server",
+        missing.len(),
+        files.len(),
+        total
+    );
+    Ok(())
+}
+
+fn print_result(published: &PublishedGroup, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(published)?);
+        return Ok(());
+    }
+    println!("Update group ID  {}", published.group_id);
+    for update in &published.updates {
+        let signed = if update.signed { "signed" } else { "unsigned" };
+        println!(
+            "{:<16} {}  (runtime {}, {signed})",
+            format!(
+                "{} update ID",
+                match update.platform {
+                    Platform::Ios => "iOS",
+                    Platform::Android => "Android",
+                }
+            ),
+            update.id,
+            update.runtime_version
+        );
+    }
+    println!("Created at       {}", published.created_at);
+    println!("Manifest URL     {}", published.manifest_url);
+    Ok(())
+}
