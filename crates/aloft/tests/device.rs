@@ -1,0 +1,402 @@
+//! End to end, as a device sees it: the real binary on a loopback port, keys from
+//! `aloft keys generate`, publishes with `aloft publish`, requests exactly as expo-updates sends
+//! them, and the checks of PROTOCOL.md §12 (1-6, 8-11, 13) made with independent tools.
+
+mod support;
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+use support::*;
+
+const RV: &str = "1.0.0";
+
+/// The manifest part of a multipart reply, parsed by Python, with its signature header checked.
+fn manifest_part(setup: &Setup, reply: &Reply) -> (Value, Vec<u8>) {
+    assert_eq!(
+        reply.status,
+        200,
+        "body: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let content_type = reply.header("content-type").unwrap();
+    assert!(
+        content_type.starts_with("multipart/mixed; boundary="),
+        "{content_type}"
+    );
+    assert_eq!(reply.header("expo-protocol-version"), Some("1"));
+    assert_eq!(reply.header("expo-sfv-version"), Some("0"));
+    assert_eq!(reply.header("cache-control"), Some("private, max-age=0"));
+    let parts = parse_multipart(content_type, &reply.body);
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    let part = &parts[0];
+    assert_eq!(part.name, "manifest");
+    // §12.8: the signature is a dictionary of sf-strings and verifies over the exact part body.
+    let sig = parse_signature_header(part.header("expo-signature").expect("signed manifest part"));
+    assert_eq!(sig.get("keyid").map(String::as_str), Some("main"));
+    assert_eq!(sig.get("alg").map(String::as_str), Some("rsa-v1_5-sha256"));
+    assert!(
+        openssl_verify(&setup.certificate(), &part.body, &sig["sig"]),
+        "openssl rejects the signature"
+    );
+    // §12.9: one flipped byte and it no longer verifies.
+    let mut tampered = part.body.clone();
+    tampered[10] ^= 0x01;
+    assert!(!openssl_verify(
+        &setup.certificate(),
+        &tampered,
+        &sig["sig"]
+    ));
+    (
+        serde_json::from_slice(&part.body).expect("manifest JSON"),
+        part.body.clone(),
+    )
+}
+
+/// §12.1: every field the client parses, in the form it requires.
+fn check_manifest_shape(m: &Value, expected_id: &str) {
+    assert_eq!(m["id"], expected_id);
+    let id = m["id"].as_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok());
+    let created = m["createdAt"].as_str().unwrap();
+    let b = created.as_bytes();
+    assert!(
+        created.len() == 24
+            && b[4] == b'-'
+            && b[10] == b'T'
+            && b[19] == b'.'
+            && b[23] == b'Z'
+            && created[20..23].bytes().all(|c| c.is_ascii_digit()),
+        "createdAt {created}"
+    );
+    assert_eq!(m["runtimeVersion"], RV);
+    assert!(m["metadata"].is_object());
+    assert_eq!(m["extra"]["expoClient"]["slug"], "demo");
+    let launch = &m["launchAsset"];
+    assert_eq!(launch["fileExtension"], ".bundle");
+    assert_eq!(launch["contentType"], "application/javascript");
+    let mut keys = HashSet::new();
+    for asset in std::iter::once(launch).chain(m["assets"].as_array().unwrap()) {
+        let hash = asset["hash"].as_str().unwrap();
+        assert!(
+            hash.len() == 43
+                && hash
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
+            "{hash}"
+        );
+        let key = asset["key"].as_str().unwrap();
+        assert!(
+            key.len() == 32
+                && key
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+            "{key}"
+        );
+        assert!(keys.insert(key.to_owned()), "duplicate key {key}");
+        assert!(asset["fileExtension"].as_str().unwrap().starts_with('.'));
+        assert!(
+            asset["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("http://127.0.0.1:")
+        );
+        assert!(asset["contentType"].is_string());
+    }
+    assert_eq!(m["assets"].as_array().unwrap().len(), 2);
+}
+
+/// §12.2: every asset downloads, and its bytes match `hash` and `key`, in every encoding.
+async fn check_assets(m: &Value) -> Vec<(String, Vec<u8>)> {
+    let mut fetched = Vec::new();
+    for asset in std::iter::once(&m["launchAsset"]).chain(m["assets"].as_array().unwrap()) {
+        let url = asset["url"].as_str().unwrap();
+        let mut identity = None;
+        for encoding in [None, Some("gzip"), Some("br"), Some("zstd, br, gzip")] {
+            let mut headers = vec![("accept".to_owned(), "*/*".to_owned())];
+            if let Some(e) = encoding {
+                headers.push(("accept-encoding".to_owned(), e.to_owned()));
+            }
+            let reply = get(url, &headers).await;
+            assert_eq!(reply.status, 200, "{url}");
+            assert!(reply.header("content-type").is_some());
+            assert_eq!(
+                reply.header("cache-control"),
+                Some("public, max-age=31536000, immutable")
+            );
+            let body = decode_body(&reply);
+            assert_eq!(
+                sha256_b64url(&body),
+                asset["hash"].as_str().unwrap(),
+                "{url} with {encoding:?}"
+            );
+            assert_eq!(md5_hex(&body), asset["key"].as_str().unwrap());
+            identity.get_or_insert(body);
+        }
+        fetched.push((url.to_owned(), identity.unwrap()));
+    }
+    fetched
+}
+
+#[tokio::test]
+async fn a_device_gets_verifies_and_keeps_updates() {
+    let setup = Setup::new();
+    let url = setup.server.manifest_url("demo");
+    let ios = device_headers("ios", RV, "production");
+    let android = device_headers("android", RV, "production");
+
+    // §12.4 before anything is published: the no-op answer.
+    let reply = get(&url, &ios).await;
+    assert_eq!(reply.status, 204);
+    assert_eq!(reply.header("expo-protocol-version"), Some("1"));
+
+    let first = setup.publish(
+        &make_export(setup.dir.path(), "one", RV),
+        "production",
+        true,
+        &["--message", "first"],
+    );
+    let ios_id = first["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["platform"] == "ios")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let android_id = first["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["platform"] == "android")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(ios_id, android_id);
+
+    // §12.1, §12.8, §12.9 for both platforms.
+    let (m_ios, _) = manifest_part(&setup, &get(&url, &ios).await);
+    check_manifest_shape(&m_ios, &ios_id);
+    let (m_android, _) = manifest_part(&setup, &get(&url, &android).await);
+    check_manifest_shape(&m_android, &android_id);
+    assert_ne!(
+        m_ios["launchAsset"]["hash"],
+        m_android["launchAsset"]["hash"]
+    );
+
+    // §12.2.
+    let old_assets = check_assets(&m_ios).await;
+    check_assets(&m_android).await;
+
+    // §12.3: already running it (iOS sends lower-case ids here too) → 204 with the version.
+    for current in [ios_id.clone(), ios_id.to_uppercase()] {
+        let reply = get(&url, &with(ios.clone(), "Expo-Current-Update-ID", &current)).await;
+        assert_eq!(reply.status, 204, "{current}");
+        assert_eq!(reply.header("expo-protocol-version"), Some("1"));
+        assert!(reply.body.is_empty());
+    }
+
+    // §12.4: another runtime version → the same no-op; a channel that does not exist → 404.
+    let reply = get(&url, &with(ios.clone(), "Expo-Runtime-Version", "2.0.0")).await;
+    assert_eq!(reply.status, 204);
+    assert_eq!(reply.header("expo-protocol-version"), Some("1"));
+    let reply = get(&url, &with(ios.clone(), "expo-channel-name", "nope")).await;
+    assert_eq!(reply.status, 404);
+    let error: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(error["error"]["code"], "channel_not_found");
+
+    // §12.5.
+    for platform in ["web", "IOS", ""] {
+        let reply = get(&url, &with(ios.clone(), "Expo-Platform", platform)).await;
+        assert_eq!(reply.status, 400, "platform {platform:?}");
+        let error: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert!(
+            error["error"]["code"]
+                .as_str()
+                .unwrap()
+                .contains("platform")
+        );
+    }
+    let reply = get(&url, &without(ios.clone(), "Expo-Platform")).await;
+    assert_eq!(reply.status, 400);
+
+    // §12.10: JSON negotiation, signature in the top-level header.
+    for accept in ["application/json", "application/expo+json"] {
+        let reply = get(&url, &with(ios.clone(), "Accept", accept)).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-type"), Some(accept));
+        assert_eq!(reply.header("expo-protocol-version"), Some("1"));
+        let sig = parse_signature_header(reply.header("expo-signature").unwrap());
+        assert!(openssl_verify(
+            &setup.certificate(),
+            &reply.body,
+            &sig["sig"]
+        ));
+        let m: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(m["id"], ios_id.as_str());
+    }
+    let reply = get(&url, &with(ios.clone(), "Accept", "text/html")).await;
+    assert_eq!(reply.status, 406);
+
+    // §12.11: no filters or server-defined headers are sent, so none can contradict the manifest.
+    let reply = get(&url, &ios).await;
+    assert!(reply.header("expo-manifest-filters").is_none());
+    assert!(reply.header("expo-server-defined-headers").is_none());
+
+    // §12.6: a second publish is served, strictly newer.
+    let second = setup.publish(
+        &make_export(setup.dir.path(), "two", RV),
+        "production",
+        true,
+        &[],
+    );
+    let ios_id2 = second["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["platform"] == "ios")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (m2, _) = manifest_part(
+        &setup,
+        &get(&url, &with(ios.clone(), "Expo-Current-Update-ID", &ios_id)).await,
+    );
+    check_manifest_shape(&m2, &ios_id2);
+    assert_ne!(ios_id2, ios_id);
+    assert!(m2["createdAt"].as_str().unwrap() > m_ios["createdAt"].as_str().unwrap());
+    check_assets(&m2).await;
+
+    // §12.13: the first update's assets are still there, byte for byte, immutable.
+    for (asset_url, bytes) in old_assets {
+        let reply = get(&asset_url, &[("accept".into(), "*/*".into())]).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, bytes);
+        assert_eq!(
+            reply.header("cache-control"),
+            Some("public, max-age=31536000, immutable")
+        );
+    }
+
+    // Channels are isolated: a publish to staging creates it and leaves production alone.
+    let staging = setup.publish(
+        &make_export(setup.dir.path(), "three", RV),
+        "staging",
+        true,
+        &["--platform", "android"],
+    );
+    let staging_id = staging["updates"][0]["id"].as_str().unwrap();
+    let (m_staging, _) = manifest_part(
+        &setup,
+        &get(&url, &device_headers("android", RV, "staging")).await,
+    );
+    assert_eq!(m_staging["id"], staging_id);
+    let (m_prod, _) = manifest_part(&setup, &get(&url, &android).await);
+    assert_ne!(m_prod["id"], staging_id);
+    // A build without the channel header can name it in the URL.
+    let reply = get(
+        &format!("{url}?channel=staging"),
+        &without(device_headers("android", RV, "x"), "expo-channel-name"),
+    )
+    .await;
+    let (m_query, _) = manifest_part(&setup, &reply);
+    assert_eq!(m_query["id"], staging_id);
+}
+
+#[tokio::test]
+async fn server_side_signing_and_unsigned_updates() {
+    let setup = Setup::new();
+    let url = setup.server.manifest_url("demo");
+    let ios = device_headers("ios", RV, "production");
+
+    // Unsigned publish: a device that expects a signature gets a clear error, not the manifest.
+    setup.publish(
+        &make_export(setup.dir.path(), "u", RV),
+        "production",
+        false,
+        &[],
+    );
+    let reply = get(&url, &ios).await;
+    assert_eq!(reply.status, 400);
+    let error: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(error["error"]["code"], "signature_unavailable");
+    // Without expecting one, the unsigned manifest is served.
+    let reply = get(&url, &without(ios.clone(), "expo-expect-signature")).await;
+    assert_eq!(reply.status, 200);
+    let parts = parse_multipart(reply.header("content-type").unwrap(), &reply.body);
+    assert!(parts[0].header("expo-signature").is_none());
+
+    // With a server-side key, the server signs at publish time.
+    aloft_ok(&[
+        "apps",
+        "set-signing-key",
+        "demo",
+        "--private-key",
+        &setup.key(),
+        "--keyid",
+        "main",
+        "--server",
+        &setup.server.base,
+        "--token",
+        &setup.token,
+    ]);
+    let published = setup.publish(
+        &make_export(setup.dir.path(), "s", RV),
+        "production",
+        false,
+        &[],
+    );
+    assert_eq!(published["updates"][0]["signed"], true);
+    let (m, _) = manifest_part(&setup, &get(&url, &ios).await);
+    let ios_id = published["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["platform"] == "ios")
+        .unwrap()["id"]
+        .clone();
+    assert_eq!(m["id"], ios_id);
+
+    // A device configured with another key id is told so.
+    let reply = get(
+        &url,
+        &with(
+            ios,
+            "expo-expect-signature",
+            r#"sig, keyid="other", alg="rsa-v1_5-sha256""#,
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+    let error: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(error["error"]["code"], "signature_keyid_mismatch");
+}
+
+#[tokio::test]
+async fn health_metrics_and_logs() {
+    let setup = Setup::new();
+    let reply = get(&format!("{}/healthz", setup.server.base), &[]).await;
+    assert_eq!(reply.status, 200);
+    let _ = get(
+        &setup.server.manifest_url("demo"),
+        &device_headers("ios", RV, "production"),
+    )
+    .await;
+    let reply = get(&format!("{}/metrics", setup.server.base), &[]).await;
+    assert_eq!(reply.status, 200);
+    let text = String::from_utf8(reply.body).unwrap();
+    assert!(text.contains("aloft_http_requests_total"), "{text}");
+    assert!(text.contains(r#"route="/apps/{slug}/manifest""#), "{text}");
+    assert!(
+        text.contains(r#"aloft_manifest_responses_total{kind="no-update"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("aloft_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("aloft_http_response_bytes_total"), "{text}");
+}

@@ -1,0 +1,484 @@
+//! Shared pieces of the end-to-end tests: the real `aloft` binary started on a loopback port,
+//! synthetic exports, device requests as PROTOCOL.md §1 describes them, and independent checks
+//! (Python's `email` package parses multipart bodies; the `openssl` command verifies signatures).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use md5::Digest as _;
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_aloft");
+
+pub fn aloft(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run aloft")
+}
+
+/// Runs aloft and insists on success; returns stdout.
+pub fn aloft_ok(args: &[&str]) -> String {
+    let out = aloft(args);
+    assert!(
+        out.status.success(),
+        "aloft {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// A running `aloft serve`, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_at(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same address and data folder, so
+    /// URLs in earlier manifests stay valid.
+    pub fn crash_and_restart(self) -> Self {
+        let listen = self.base.trim_start_matches("http://").to_owned();
+        let data_dir = self.data_dir.clone();
+        self.kill();
+        Self::start_at(&data_dir, &listen, &[])
+    }
+
+    pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", listen, "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("ALOFT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn aloft serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            base,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    pub fn manifest_url(&self, slug: &str) -> String {
+        format!("{}/apps/{slug}/manifest", self.base)
+    }
+
+    /// SIGKILL: no graceful anything, as a crash would be.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Keys from `aloft keys generate`, a fresh data folder with a token, and a running server with
+/// an app `demo`.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub server: Server,
+    pub token: String,
+}
+
+impl Setup {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = dir.path().join("keys");
+        aloft_ok(&[
+            "keys",
+            "generate",
+            "--output-dir",
+            keys.to_str().unwrap(),
+            "--common-name",
+            "Aloft E2E",
+        ]);
+        let data = dir.path().join("data");
+        let token = aloft_ok(&["tokens", "create", "--data-dir", data.to_str().unwrap()])
+            .trim()
+            .to_owned();
+        let server = Server::start(&data);
+        let out = aloft_ok(&[
+            "apps",
+            "create",
+            "demo",
+            "--server",
+            &server.base,
+            "--token",
+            &token,
+        ]);
+        assert!(
+            out.contains(&server.manifest_url("demo")),
+            "apps create printed {out:?}"
+        );
+        Self { dir, server, token }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn key(&self) -> String {
+        self.path("keys/private-key.pem")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    pub fn certificate(&self) -> PathBuf {
+        self.path("keys/certificate.pem")
+    }
+
+    /// `aloft publish ... --json`, signed with the generated key unless `unsigned`.
+    pub fn publish(&self, export: &Path, channel: &str, signed: bool, extra: &[&str]) -> Value {
+        let mut args = vec![
+            "publish",
+            "--server",
+            &self.server.base,
+            "--token",
+            &self.token,
+            "--app",
+            "demo",
+            "--channel",
+            channel,
+            "--input",
+            export.to_str().unwrap(),
+            "--json",
+        ];
+        let key = self.key();
+        if signed {
+            args.extend(["--signing-key", &key, "--keyid", "main"]);
+        }
+        args.extend(extra);
+        serde_json::from_str(&aloft_ok(&args)).expect("publish --json output")
+    }
+}
+
+pub fn sha256_b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(bytes))
+}
+
+pub fn md5_hex(bytes: &[u8]) -> String {
+    hex::encode(md5::Md5::digest(bytes))
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes_of(seed: &str, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = sha2::Sha256::digest(seed.as_bytes());
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = sha2::Sha256::digest(block);
+    }
+    out.truncate(len);
+    out
+}
+
+/// A synthetic `expo export` folder: Hermes-looking bundles per platform, a PNG and a font
+/// shared by both, `metadata.json` and `expoConfig.json`. `tag` makes the bytes unique.
+pub fn make_export(dir: &Path, tag: &str, runtime_version: &str) -> PathBuf {
+    let dist = dir.join(format!("dist-{tag}"));
+    let mut fm = serde_json::Map::new();
+    let png = [
+        b"\x89PNG\r\n\x1a\n".as_slice(),
+        &bytes_of(&format!("{tag}-png"), 3000),
+    ]
+    .concat();
+    let font = [
+        b"\x00\x01\x00\x00".as_slice(),
+        "glyphs ".repeat(500).as_bytes(),
+        tag.as_bytes(),
+    ]
+    .concat();
+    let mut assets = Vec::new();
+    for (bytes, ext) in [(&png, "png"), (&font, "ttf")] {
+        let name = md5_hex(bytes);
+        write(&dist.join("assets").join(&name), bytes);
+        assets.push(json!({"path": format!("assets/{name}"), "ext": ext}));
+    }
+    for platform in ["ios", "android"] {
+        // Hermes magic, then compressible text so the brotli variant is worth keeping.
+        let body = [
+            b"\xc6\x1f\xbc\x03\xc1\x03\x19\x1f".as_slice(),
+            format!("// {tag} {platform}\n").as_bytes(),
+            "function render(){return 'hello world';}\n"
+                .repeat(2000)
+                .as_bytes(),
+        ]
+        .concat();
+        let path = format!(
+            "_expo/static/js/{platform}/index-{}.hbc",
+            &md5_hex(tag.as_bytes())[..12]
+        );
+        write(&dist.join(&path), &body);
+        fm.insert(platform.into(), json!({"bundle": path, "assets": assets}));
+    }
+    write(
+        &dist.join("metadata.json"),
+        json!({"version": 0, "bundler": "metro", "fileMetadata": fm})
+            .to_string()
+            .as_bytes(),
+    );
+    let config = json!({"name": "demo", "slug": "demo", "version": "1.0.0", "runtimeVersion": runtime_version,
+                        "sdkVersion": "57.0.0", "platforms": ["ios", "android"]});
+    write(
+        &dist.join("expoConfig.json"),
+        serde_json::to_string_pretty(&config).unwrap().as_bytes(),
+    );
+    dist
+}
+
+pub fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Headers the real client sends with a manifest request (PROTOCOL.md §1.1). iOS sends its
+/// EAS-Client-ID upper-case, Android lower-case.
+pub fn device_headers(
+    platform: &str,
+    runtime_version: &str,
+    channel: &str,
+) -> Vec<(String, String)> {
+    let client_id = if platform == "ios" {
+        "0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D".to_owned()
+    } else {
+        "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d".to_owned()
+    };
+    [
+        (
+            "Accept",
+            "multipart/mixed,application/expo+json,application/json",
+        ),
+        ("Expo-Platform", platform),
+        ("Expo-Protocol-Version", "1"),
+        ("Expo-Runtime-Version", runtime_version),
+        ("Expo-API-Version", "1"),
+        ("Expo-Updates-Environment", "BARE"),
+        ("Expo-JSON-Error", "true"),
+        ("EAS-Client-ID", &client_id),
+        (
+            "Expo-Embedded-Update-ID",
+            "7c2e8f4a-1b3d-4e5f-9a8b-6c7d8e9f0a1b",
+        ),
+        ("expo-channel-name", channel),
+        (
+            "expo-expect-signature",
+            r#"sig, keyid="main", alg="rsa-v1_5-sha256""#,
+        ),
+        ("Accept-Encoding", "zstd, br, gzip"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn get(url: &str, headers: &[(String, String)]) -> Reply {
+    let client = reqwest::Client::new();
+    let mut request = client.get(url);
+    for (k, v) in headers {
+        request = request.header(k, v);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("body").to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn with(mut headers: Vec<(String, String)>, name: &str, value: &str) -> Vec<(String, String)> {
+    headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+    headers.push((name.to_owned(), value.to_owned()));
+    headers
+}
+
+pub fn without(mut headers: Vec<(String, String)>, name: &str) -> Vec<(String, String)> {
+    headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+    headers
+}
+
+/// One part of a multipart body as Python's `email` package sees it.
+#[derive(Debug)]
+pub struct ParsedPart {
+    pub name: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ParsedPart {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+const PY_MULTIPART: &str = r#"
+import base64, email, email.policy, json, sys
+content_type = sys.argv[1]
+body = sys.stdin.buffer.read()
+msg = email.message_from_bytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body, policy=email.policy.HTTP)
+if not msg.is_multipart():
+    sys.exit("not multipart")
+if msg.defects:
+    sys.exit("defects: %r" % msg.defects)
+parts = []
+for part in msg.iter_parts():
+    if part.defects:
+        sys.exit("part defects: %r" % part.defects)
+    parts.append({
+        "name": part.get_param("name", header="content-disposition"),
+        "headers": [[k, str(v)] for k, v in part.items()],
+        "body": base64.b64encode(part.get_payload(decode=True)).decode(),
+    })
+print(json.dumps(parts))
+"#;
+
+/// Parses a multipart body with Python's standard library, not with anything written here.
+pub fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<ParsedPart> {
+    let mut child = Command::new("python3")
+        .args(["-c", PY_MULTIPART, content_type])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for the independent multipart parser");
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python multipart parse failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parts: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    parts
+        .into_iter()
+        .map(|p| ParsedPart {
+            name: p["name"].as_str().unwrap_or_default().to_owned(),
+            headers: p["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| {
+                    (
+                        h[0].as_str().unwrap().to_owned(),
+                        h[1].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect(),
+            body: STANDARD.decode(p["body"].as_str().unwrap()).unwrap(),
+        })
+        .collect()
+}
+
+/// Parses `sig="…", keyid="…", alg="…"` strictly as a dictionary of sf-strings.
+pub fn parse_signature_header(value: &str) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for member in value.split(", ") {
+        let (k, v) = member
+            .split_once('=')
+            .unwrap_or_else(|| panic!("member {member:?} is not key=value"));
+        assert!(
+            v.starts_with('"') && v.ends_with('"') && v.len() >= 2,
+            "member {k} is not an sf-string: {v}"
+        );
+        out.insert(k.to_owned(), v[1..v.len() - 1].to_owned());
+    }
+    out
+}
+
+/// Verifies an RSA PKCS#1 v1.5 SHA-256 signature with the `openssl` command line and the public
+/// key of `certificate`.
+pub fn openssl_verify(certificate: &Path, message: &[u8], sig_b64: &str) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let pubkey = dir.path().join("pub.pem");
+    let out = Command::new("openssl")
+        .args(["x509", "-pubkey", "-noout", "-in"])
+        .arg(certificate)
+        .output()
+        .expect("the openssl command is needed for independent signature checks");
+    assert!(out.status.success(), "openssl x509 failed");
+    std::fs::write(&pubkey, &out.stdout).unwrap();
+    std::fs::write(dir.path().join("msg"), message).unwrap();
+    std::fs::write(
+        dir.path().join("sig"),
+        STANDARD.decode(sig_b64).expect("standard base64 signature"),
+    )
+    .unwrap();
+    Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&pubkey)
+        .arg("-signature")
+        .arg(dir.path().join("sig"))
+        .arg(dir.path().join("msg"))
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Removes a `content-encoding` the way a client would.
+pub fn decode_body(reply: &Reply) -> Vec<u8> {
+    match reply.header("content-encoding") {
+        None => reply.body.clone(),
+        Some("br") => {
+            let mut out = Vec::new();
+            brotli::BrotliDecompress(&mut &reply.body[..], &mut out).expect("valid brotli");
+            out
+        }
+        Some("gzip") => {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(&reply.body[..]),
+                &mut out,
+            )
+            .expect("valid gzip");
+            out
+        }
+        Some(other) => panic!("unexpected content-encoding {other}"),
+    }
+}
