@@ -2,6 +2,8 @@
 //! `aloft keys generate`, publishes with `aloft publish`, requests exactly as expo-updates sends
 //! them, and the checks of PROTOCOL.md §12 (1-6, 8-11, 13) made with independent tools.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 mod support;
 
 use std::collections::HashSet;

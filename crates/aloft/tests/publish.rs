@@ -1,6 +1,8 @@
 //! Publishing through the real CLI and binary: bad exports get messages that say what to fix and
 //! publish nothing; a server killed in the middle of a publish restarts into the old state, whole.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 mod support;
 
 use std::time::Duration;

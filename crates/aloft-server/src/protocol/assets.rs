@@ -125,13 +125,11 @@ async fn blob_record(state: &AppState, hash: &ContentHash) -> Result<Option<Blob
         return Ok(Some(rec));
     }
     let rec = blobs::get(&state.db, hash).await?;
-    if let Some(rec) = &rec {
-        if rec.compressed {
-            if let Ok(mut cache) = state.blob_cache.write() {
+    if let Some(rec) = &rec
+        && rec.compressed
+            && let Ok(mut cache) = state.blob_cache.write() {
                 cache.insert(*hash, rec.clone());
             }
-        }
-    }
     Ok(rec)
 }
 

@@ -77,11 +77,10 @@ impl Database {
                 .await
                 .ok()
                 .flatten();
-        if let Some(found) = found {
-            if found > known {
+        if let Some(found) = found
+            && found > known {
                 return Err(DbError::SchemaTooNew { found, known });
             }
-        }
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }

@@ -58,14 +58,13 @@ pub async fn publish(db: &Database, group: &NewGroup) -> Result<i64, DbError> {
             .bind(group.app_id)
             .fetch_one(&mut *tx)
             .await?;
-    if let Some(newest) = newest {
-        if group.created_at.0 <= newest {
+    if let Some(newest) = newest
+        && group.created_at.0 <= newest {
             return Err(DbError::StaleCreatedAt {
                 created_at: group.created_at.0,
                 newest,
             });
         }
-    }
     let branch_id = match &group.target {
         Target::Channel(name) => {
             channels::ensure_channel(&mut tx, group.app_id, name, group.created_at).await?

@@ -2,7 +2,7 @@
 //! synthetic exports, device requests as PROTOCOL.md §1 describes them, and independent checks
 //! (Python's `email` package parses multipart bodies; the `openssl` command verifies signatures).
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
