@@ -81,9 +81,10 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         .or(file.public_url)
         .map(|u| u.trim_end_matches('/').to_owned());
     if let Some(url) = &public_url
-        && !(url.starts_with("http://") || url.starts_with("https://")) {
-            bail!("public-url must start with http:// or https://, got {url:?}");
-        }
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        bail!("public-url must start with http:// or https://, got {url:?}");
+    }
     let max_upload_bytes = args
         .max_upload_bytes
         .or(file.max_upload_bytes)

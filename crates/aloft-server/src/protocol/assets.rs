@@ -127,9 +127,10 @@ async fn blob_record(state: &AppState, hash: &ContentHash) -> Result<Option<Blob
     let rec = blobs::get(&state.db, hash).await?;
     if let Some(rec) = &rec
         && rec.compressed
-            && let Ok(mut cache) = state.blob_cache.write() {
-                cache.insert(*hash, rec.clone());
-            }
+        && let Ok(mut cache) = state.blob_cache.write()
+    {
+        cache.insert(*hash, rec.clone());
+    }
     Ok(rec)
 }
 

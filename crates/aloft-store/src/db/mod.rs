@@ -78,9 +78,10 @@ impl Database {
                 .ok()
                 .flatten();
         if let Some(found) = found
-            && found > known {
-                return Err(DbError::SchemaTooNew { found, known });
-            }
+            && found > known
+        {
+            return Err(DbError::SchemaTooNew { found, known });
+        }
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }

@@ -59,12 +59,13 @@ pub async fn publish(db: &Database, group: &NewGroup) -> Result<i64, DbError> {
             .fetch_one(&mut *tx)
             .await?;
     if let Some(newest) = newest
-        && group.created_at.0 <= newest {
-            return Err(DbError::StaleCreatedAt {
-                created_at: group.created_at.0,
-                newest,
-            });
-        }
+        && group.created_at.0 <= newest
+    {
+        return Err(DbError::StaleCreatedAt {
+            created_at: group.created_at.0,
+            newest,
+        });
+    }
     let branch_id = match &group.target {
         Target::Channel(name) => {
             channels::ensure_channel(&mut tx, group.app_id, name, group.created_at).await?
