@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod error;
+mod extract;
 mod metrics;
 pub mod protocol;
 pub mod served;

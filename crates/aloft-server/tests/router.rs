@@ -75,7 +75,10 @@ impl Resp {
         assert_eq!(obj.len(), 1, "{v}");
         let err = v["error"].as_object().unwrap();
         assert!(err["code"].as_str().is_some_and(|c| !c.is_empty()), "{v}");
-        assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
     }
 
     /// 204 with the headers a client needs to take it as "nothing new".
@@ -95,7 +98,7 @@ impl Resp {
 }
 
 struct Env {
-    _dir: TempDir,
+    dir: TempDir,
     state: AppState,
     token: String,
 }
@@ -116,11 +119,29 @@ impl Env {
             .await
             .unwrap();
         let state = AppState::new(config, db, blobs, None).await.unwrap();
+        Self { dir, state, token }
+    }
+
+    /// The same data directory served by a freshly started process.
+    async fn restart(self) -> Self {
+        let db = Database::open_sqlite(&self.dir.path().join("aloft.db"))
+            .await
+            .unwrap();
+        let blobs = BlobStore::local(self.dir.path()).unwrap();
+        let config = ServerConfig::clone(&self.state.config);
+        let state = AppState::new(config, db, blobs, None).await.unwrap();
         Self {
-            _dir: dir,
+            dir: self.dir,
             state,
-            token,
+            token: self.token,
         }
+    }
+
+    /// Files left in the upload staging directory.
+    fn staged_files(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("tmp"))
+            .unwrap()
+            .count()
     }
 
     fn db(&self) -> &Database {
@@ -349,11 +370,9 @@ impl Part {
 
     fn name(&self) -> Option<&str> {
         let disposition = self.header("content-disposition")?;
-        disposition.split(';').find_map(|p| {
-            p.trim()
-                .strip_prefix("name=")
-                .map(|n| n.trim_matches('"'))
-        })
+        disposition
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("name=").map(|n| n.trim_matches('"')))
     }
 }
 
@@ -578,7 +597,10 @@ async fn publish_standard(env: &Env, slug: &str, channel: &str, version: u32) ->
     assert_eq!(group.updates.len(), 1);
     assert_eq!(group.updates[0].platform, Platform::Ios);
     assert_eq!(group.updates[0].runtime_version, "1.0.0");
-    assert_eq!(group.manifest_url, format!("http://ota.test/apps/{slug}/manifest"));
+    assert_eq!(
+        group.manifest_url,
+        format!("http://ota.test/apps/{slug}/manifest")
+    );
     Published {
         bundle,
         png,
@@ -603,7 +625,12 @@ fn assert_asset_entry(entry: &Value, bytes: &[u8], ext: &str, content_type: &str
     assert_eq!(entry["hash"], hash);
     assert_eq!(entry["key"], Md5Key::of(bytes).to_string());
     let key = entry["key"].as_str().unwrap();
-    assert!(key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        key.len() == 32
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
     assert_eq!(entry["fileExtension"], format!(".{ext}"));
     assert_eq!(entry["contentType"], content_type);
     assert_eq!(entry["url"], format!("http://ota.test/assets/{hash}.{ext}"));
@@ -813,7 +840,10 @@ async fn json_negotiation() {
     for (accept, content_type) in [
         ("application/json", "application/json"),
         ("application/expo+json", "application/expo+json"),
-        ("multipart/mixed;q=0.1, application/json", "application/json"),
+        (
+            "multipart/mixed;q=0.1, application/json",
+            "application/json",
+        ),
         (
             "application/json;q=0.5, application/expo+json",
             "application/expo+json",
@@ -827,7 +857,11 @@ async fn json_negotiation() {
         assert_eq!(r.header("expo-sfv-version"), Some("0"));
         assert_eq!(r.header("cache-control"), Some("private, max-age=0"));
         assert_eq!(r.header("expo-signature"), None);
-        assert_eq!(&r.body[..], &multipart_body[..], "{accept}: body = manifest");
+        assert_eq!(
+            &r.body[..],
+            &multipart_body[..],
+            "{accept}: body = manifest"
+        );
         let m: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(m["id"], p.group.updates[0].id.to_string());
     }
@@ -919,7 +953,10 @@ async fn channel_by_header_and_by_query() {
         .check("demo", &Check::ios().query("channel=staging"))
         .await;
     assert_eq!(manifest_json(&by_query)["id"], id);
-    assert_eq!(manifest_part(&by_header).body, manifest_part(&by_query).body);
+    assert_eq!(
+        manifest_part(&by_header).body,
+        manifest_part(&by_query).body
+    );
 
     // The default channel is untouched.
     env.check("demo", &Check::ios()).await.assert_no_update();
@@ -982,7 +1019,10 @@ async fn platforms_are_isolated() {
     assert_ne!(ios["id"], android["id"]);
     assert_eq!(ios["id"], id_of(Platform::Ios));
     assert_eq!(android["id"], id_of(Platform::Android));
-    assert_eq!(ios["createdAt"], android["createdAt"], "one group, one time");
+    assert_eq!(
+        ios["createdAt"], android["createdAt"],
+        "one group, one time"
+    );
     assert_eq!(ios["launchAsset"]["hash"], b.to_string());
     assert_eq!(android["launchAsset"]["hash"], a.to_string());
     assert_eq!(android["launchAsset"]["fileExtension"], ".bundle");
@@ -994,7 +1034,12 @@ async fn platforms_are_isolated() {
             "demo",
             &to_channel(
                 "production",
-                vec![platform_update(Platform::Ios, "1.0.0", file(c, "js"), vec![])],
+                vec![platform_update(
+                    Platform::Ios,
+                    "1.0.0",
+                    file(c, "js"),
+                    vec![],
+                )],
             ),
         )
         .await;
@@ -1021,7 +1066,12 @@ async fn runtime_versions_are_isolated() {
             "demo",
             &to_channel(
                 "production",
-                vec![platform_update(Platform::Ios, "2.0.0", file(b, "js"), vec![])],
+                vec![platform_update(
+                    Platform::Ios,
+                    "2.0.0",
+                    file(b, "js"),
+                    vec![],
+                )],
             ),
         )
         .await;
@@ -1083,10 +1133,17 @@ async fn server_side_signing_verifies_over_the_exact_part_body() {
         )
         .await;
     let part = manifest_part(&r);
-    assert_eq!(r.header("expo-signature"), None, "multipart: part header only");
+    assert_eq!(
+        r.header("expo-signature"),
+        None,
+        "multipart: part header only"
+    );
     let members = signature_members(part.header("expo-signature").unwrap());
     assert_eq!(member(&members, "keyid"), Some("main"));
-    assert!(matches!(member(&members, "alg"), None | Some("rsa-v1_5-sha256")));
+    assert!(matches!(
+        member(&members, "alg"),
+        None | Some("rsa-v1_5-sha256")
+    ));
     let sig = member(&members, "sig").unwrap();
     aloft_core::signature::verify(&keys.certificate_pem, &part.body, sig).unwrap();
     aloft_core::signature::verify(&keys.public_key_pem, &part.body, sig).unwrap();
@@ -1120,20 +1177,18 @@ async fn server_side_signing_verifies_over_the_exact_part_body() {
     assert_eq!(&r.body[..], &part.body[..]);
     let members = signature_members(r.header("expo-signature").unwrap());
     assert_eq!(member(&members, "keyid"), Some("main"));
-    aloft_core::signature::verify(&keys.certificate_pem, &r.body, member(&members, "sig").unwrap())
-        .unwrap();
+    aloft_core::signature::verify(
+        &keys.certificate_pem,
+        &r.body,
+        member(&members, "sig").unwrap(),
+    )
+    .unwrap();
 
     // The device expects another key id (or the default `root`): refused, not silently served.
-    for expect in [
-        r#"sig, keyid="other", alg="rsa-v1_5-sha256""#,
-        "sig",
-    ] {
-        env.check(
-            "demo",
-            &Check::ios().set("expo-expect-signature", expect),
-        )
-        .await
-        .assert_error(StatusCode::BAD_REQUEST, "signature_keyid_mismatch");
+    for expect in [r#"sig, keyid="other", alg="rsa-v1_5-sha256""#, "sig"] {
+        env.check("demo", &Check::ios().set("expo-expect-signature", expect))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "signature_keyid_mismatch");
     }
 }
 
@@ -1179,7 +1234,10 @@ async fn second_publish_is_served_and_first_assets_stay() {
 
     // A device on the first update is offered the second; one on the second is up to date.
     let on_first = Check::ios().set("expo-current-update-id", m1["id"].as_str().unwrap());
-    assert_eq!(manifest_json(&env.check("demo", &on_first).await)["id"], m2["id"]);
+    assert_eq!(
+        manifest_json(&env.check("demo", &on_first).await)["id"],
+        m2["id"]
+    );
     env.check(
         "demo",
         &Check::ios().set("expo-current-update-id", m2["id"].as_str().unwrap()),
@@ -1194,7 +1252,9 @@ async fn second_publish_is_served_and_first_assets_stay() {
         (&m1["assets"][1], &first.ttf),
     ];
     for (entry, bytes) in expected {
-        let r = env.get_url(entry["url"].as_str().unwrap(), &[("accept", "*/*")]).await;
+        let r = env
+            .get_url(entry["url"].as_str().unwrap(), &[("accept", "*/*")])
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", entry["url"]);
         assert_eq!(&r.body[..], &bytes[..]);
         assert_eq!(r.header("cache-control"), Some(IMMUTABLE));
@@ -1325,15 +1385,107 @@ async fn asset_names_are_validated_never_5xx() {
             .assert_error(StatusCode::BAD_REQUEST, "invalid_asset_name");
     }
     // Paths the router itself refuses, or that cannot be decoded: still JSON errors, never 5xx.
-    for uri in [
-        "/assets/../../etc/passwd",
-        "/assets/a/b.png",
-        "/assets/%FF%FE.png",
-    ] {
+    for uri in ["/assets/../../etc/passwd", "/assets/a/b.png"] {
         let r = env.get(uri, &[]).await;
         assert!(r.status.is_client_error(), "{uri}: {}", r.status);
         r.assert_json_error_shape();
     }
+}
+
+#[tokio::test]
+async fn undecodable_path_segments_are_json_errors() {
+    // `%FF` decodes to bytes that are not UTF-8. Every error of the HTTP surfaces is meant to be
+    // `{"error":{"code",...}}` JSON, including path segments the extractor cannot decode.
+    let (env, _) = published_env().await;
+    let auth = format!("Bearer {}", env.token);
+    for (method, uri) in [
+        (Method::GET, "/assets/%FF%FE.png"),
+        (Method::HEAD, "/assets/%FF%FE.png"),
+        (Method::GET, "/apps/%FF/manifest"),
+        (Method::GET, "/api/v1/apps/%FF"),
+        (Method::PUT, "/api/v1/blobs/%FF"),
+    ] {
+        let r = env
+            .request(
+                method.clone(),
+                uri,
+                &[
+                    ("authorization", &auth),
+                    ("expo-platform", "ios"),
+                    ("expo-runtime-version", "1.0.0"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{method} {uri}");
+        if method != Method::HEAD {
+            r.assert_json_error_shape();
+        } else {
+            assert_eq!(r.header("content-type"), Some("application/json"), "{uri}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn if_none_match_uses_weak_comparison() {
+    // RFC 9110 §13.1.2: If-None-Match is evaluated with the weak comparison function, so a
+    // validator a CDN weakened (`W/"…"`) still revalidates to 304.
+    let (env, p) = published_env().await;
+    let hash = ContentHash::of(&p.png);
+    let uri = format!("/assets/{hash}.png");
+    let r = env
+        .get(&uri, &[("if-none-match", &format!("W/\"{hash}\""))])
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert!(r.body.is_empty());
+}
+
+#[tokio::test]
+async fn a_restarted_server_serves_the_same_bytes() {
+    let env = Env::new().await;
+    env.create_app("demo").await;
+    let keys = aloft_core::keys::generate("aloft router test", 1).unwrap();
+    let r = env
+        .api(
+            Method::PUT,
+            "/api/v1/apps/demo/signing-key",
+            &json!({"private_key_pem": keys.private_key_pem, "keyid": "main"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let p = publish_standard(&env, "demo", "production", 1).await;
+    let signed = Check::ios().set("expo-expect-signature", EXPECT_MAIN);
+    let before = manifest_part(&env.check("demo", &signed).await);
+
+    let env = env.restart().await;
+    let after = manifest_part(&env.check("demo", &signed).await);
+    assert_eq!(after.body, before.body);
+    assert_eq!(
+        after.header("expo-signature"),
+        before.header("expo-signature")
+    );
+    let members = signature_members(after.header("expo-signature").unwrap());
+    aloft_core::signature::verify(
+        &keys.certificate_pem,
+        &after.body,
+        member(&members, "sig").unwrap(),
+    )
+    .unwrap();
+    env.check(
+        "demo",
+        &Check::ios().set("expo-current-update-id", &p.group.updates[0].id.to_string()),
+    )
+    .await
+    .assert_no_update();
+    let m: Value = serde_json::from_slice(&after.body).unwrap();
+    let r = env
+        .get_url(m["launchAsset"]["url"].as_str().unwrap(), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(&r.body[..], &p.bundle[..]);
+    // The token and the apps survived too.
+    env.api(Method::POST, "/api/v1/apps", &json!({"slug": "demo"}))
+        .await
+        .assert_error(StatusCode::CONFLICT, "app_exists");
 }
 
 #[tokio::test]
@@ -1372,10 +1524,16 @@ async fn precompressed_variants_after_background_compression() {
         assert_eq!(r.header("content-type"), Some("application/javascript"));
         assert_eq!(r.header("cache-control"), Some(IMMUTABLE));
         assert_eq!(r.header("etag"), Some(format!("\"{hash}-br\"").as_str()));
-        assert_eq!(r.header("content-length"), Some(br_size.to_string().as_str()));
+        assert_eq!(
+            r.header("content-length"),
+            Some(br_size.to_string().as_str())
+        );
         assert_eq!(r.body.len() as u64, br_size);
         let decoded = br_decode(&r.body);
-        assert_eq!(ContentHash::of(&decoded).to_string(), m["launchAsset"]["hash"]);
+        assert_eq!(
+            ContentHash::of(&decoded).to_string(),
+            m["launchAsset"]["hash"]
+        );
         assert_eq!(Md5Key::of(&decoded).to_string(), m["launchAsset"]["key"]);
         assert_eq!(decoded, p.bundle);
     }
@@ -1400,7 +1558,10 @@ async fn precompressed_variants_after_background_compression() {
         .await;
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.header("content-encoding"), Some("br"));
-    assert_eq!(head.header("content-length"), Some(br_size.to_string().as_str()));
+    assert_eq!(
+        head.header("content-length"),
+        Some(br_size.to_string().as_str())
+    );
     assert!(head.body.is_empty());
     // A range is of the identity bytes, whatever the client accepts.
     let r = env
@@ -1414,7 +1575,10 @@ async fn precompressed_variants_after_background_compression() {
     let png_hash = ContentHash::of(&p.png);
     env.wait_compressed(&png_hash).await;
     let r = env
-        .get(&format!("/assets/{png_hash}.png"), &[("accept-encoding", "br, gzip")])
+        .get(
+            &format!("/assets/{png_hash}.png"),
+            &[("accept-encoding", "br, gzip")],
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("content-encoding"), None);
@@ -1472,7 +1636,12 @@ async fn management_api_requires_a_valid_token() {
     );
 
     // The right token works.
-    let r = env.get("/api/v1/apps", &[("authorization", &format!("Bearer {}", env.token))]).await;
+    let r = env
+        .get(
+            "/api/v1/apps",
+            &[("authorization", &format!("Bearer {}", env.token))],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json(), json!([]));
 }
@@ -1484,7 +1653,10 @@ async fn invalid_json_is_400() {
     for (uri, body) in [
         ("/api/v1/apps", "{\"slug\":"),
         ("/api/v1/apps", "not json"),
-        ("/api/v1/apps/demo/publish", "{\"channel\": \"production\", "),
+        (
+            "/api/v1/apps/demo/publish",
+            "{\"channel\": \"production\", ",
+        ),
     ] {
         env.api_raw(Method::POST, uri, Some("application/json"), body)
             .await
@@ -1492,7 +1664,11 @@ async fn invalid_json_is_400() {
     }
     // Well-formed JSON of the wrong shape is refused too, with the same code.
     let r = env
-        .api(Method::POST, "/api/v1/apps", &json!({"slug": "x", "extra": 1}))
+        .api(
+            Method::POST,
+            "/api/v1/apps",
+            &json!({"slug": "x", "extra": 1}),
+        )
         .await;
     assert!(r.status.is_client_error());
     r.assert_json_error_shape();
@@ -1541,16 +1717,16 @@ async fn upload_must_match_its_hash() {
     env.get(&format!("/assets/{claimed}.png"), &[])
         .await
         .assert_error(StatusCode::NOT_FOUND, "asset_not_found");
+    assert_eq!(
+        env.staged_files(),
+        0,
+        "a refused upload leaves no staged file"
+    );
 
     // A malformed hash in the URL.
-    env.api_raw(
-        Method::PUT,
-        "/api/v1/blobs/not-a-hash",
-        None,
-        &b"x"[..],
-    )
-    .await
-    .assert_error(StatusCode::BAD_REQUEST, "invalid_hash");
+    env.api_raw(Method::PUT, "/api/v1/blobs/not-a-hash", None, &b"x"[..])
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_hash");
 
     // The right bytes are accepted and then served.
     env.upload(b"the bytes the URL names").await;
@@ -1578,9 +1754,14 @@ async fn upload_over_the_limit_is_413() {
         .await
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large");
     // ...or only found out while streaming.
-    env.api_raw(Method::PUT, &format!("/api/v1/blobs/{hash}"), None, big.clone())
-        .await
-        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large");
+    env.api_raw(
+        Method::PUT,
+        &format!("/api/v1/blobs/{hash}"),
+        None,
+        big.clone(),
+    )
+    .await
+    .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large");
     assert!(
         aloft_store::db::blobs::get(env.db(), &hash)
             .await
@@ -1590,6 +1771,11 @@ async fn upload_over_the_limit_is_413() {
     env.get(&format!("/assets/{hash}.bundle"), &[])
         .await
         .assert_error(StatusCode::NOT_FOUND, "asset_not_found");
+    assert_eq!(
+        env.staged_files(),
+        0,
+        "a refused upload leaves no staged file"
+    );
     // Exactly at the limit is fine.
     let at_limit = vec![b'b'; MAX_UPLOAD as usize];
     env.upload(&at_limit).await;
@@ -1602,7 +1788,12 @@ async fn publish_with_a_missing_blob_is_refused_and_serves_nothing() {
     let b = env.upload(&bundle(1)).await;
     let never = ContentHash::of(b"never uploaded");
     for updates in [
-        vec![platform_update(Platform::Ios, "1.0.0", file(never, "js"), vec![])],
+        vec![platform_update(
+            Platform::Ios,
+            "1.0.0",
+            file(never, "js"),
+            vec![],
+        )],
         vec![platform_update(
             Platform::Ios,
             "1.0.0",
@@ -1612,7 +1803,12 @@ async fn publish_with_a_missing_blob_is_refused_and_serves_nothing() {
         // One good platform does not let the group through partially.
         vec![
             platform_update(Platform::Android, "1.0.0", file(b, "js"), vec![]),
-            platform_update(Platform::Ios, "1.0.0", file(b, "js"), vec![file(never, "png")]),
+            platform_update(
+                Platform::Ios,
+                "1.0.0",
+                file(b, "js"),
+                vec![file(never, "png")],
+            ),
         ],
     ] {
         env.publish("demo", &to_channel("production", updates))
@@ -1628,7 +1824,12 @@ async fn publish_with_a_missing_blob_is_refused_and_serves_nothing() {
         "demo",
         &to_channel(
             "beta",
-            vec![platform_update(Platform::Ios, "1.0.0", file(never, "js"), vec![])],
+            vec![platform_update(
+                Platform::Ios,
+                "1.0.0",
+                file(never, "js"),
+                vec![],
+            )],
         ),
     )
     .await
@@ -1643,7 +1844,12 @@ async fn publish_needs_exactly_one_target() {
     let env = Env::new().await;
     env.create_app("demo").await;
     let b = env.upload(&bundle(1)).await;
-    let updates = vec![platform_update(Platform::Ios, "1.0.0", file(b, "js"), vec![])];
+    let updates = vec![platform_update(
+        Platform::Ios,
+        "1.0.0",
+        file(b, "js"),
+        vec![],
+    )];
     let both = PublishRequest {
         branch: Some("production".into()),
         ..to_channel("production", updates.clone())
@@ -1662,7 +1868,12 @@ async fn publish_needs_exactly_one_target() {
     // Publishing to an unknown app.
     let b2 = to_channel(
         "production",
-        vec![platform_update(Platform::Ios, "1.0.0", file(b, "js"), vec![])],
+        vec![platform_update(
+            Platform::Ios,
+            "1.0.0",
+            file(b, "js"),
+            vec![],
+        )],
     );
     env.publish("nope", &b2)
         .await

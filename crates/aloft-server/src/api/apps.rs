@@ -3,12 +3,12 @@ use aloft_core::api::{AppInfo, CreateApp, SetSigningKey};
 use aloft_core::signature::{CodeSignature, Signer};
 use aloft_store::db::apps::{self, App};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::Caller;
-use super::json::ApiJson;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 
 pub(crate) fn parse_slug(slug: &str) -> Result<AppSlug, ApiError> {
@@ -55,7 +55,7 @@ pub async fn list_apps(
 pub async fn show_app(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> Result<Json<AppInfo>, ApiError> {
     Ok(Json(info(&state, &load_app(&state, &slug).await?)))
 }
@@ -64,7 +64,7 @@ pub async fn show_app(
 pub async fn set_signing_key(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     ApiJson(body): ApiJson<SetSigningKey>,
 ) -> Result<Json<AppInfo>, ApiError> {
     let app = load_app(&state, &slug).await?;
@@ -88,7 +88,7 @@ pub async fn set_signing_key(
 pub async fn delete_signing_key(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> Result<Json<AppInfo>, ApiError> {
     let app = load_app(&state, &slug).await?;
     apps::set_signing_key(&state.db, app.id, None).await?;

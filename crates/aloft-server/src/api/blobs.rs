@@ -4,12 +4,12 @@ use aloft_store::IngestError;
 use aloft_store::db::blobs;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 
 use super::Caller;
-use super::json::ApiJson;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 
 /// Which of the given blobs the server does not have yet.
@@ -33,7 +33,7 @@ pub async fn missing_blobs(
 pub async fn upload_blob(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(hash): Path<String>,
+    ApiPath(hash): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<BlobInfo>), ApiError> {

@@ -3,7 +3,6 @@
 mod apps;
 mod auth;
 mod blobs;
-mod json;
 mod publish;
 
 use axum::Router;

@@ -1,19 +1,19 @@
 use aloft_core::api::{PreparedGroup, PublishRequest, PublishedGroup};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::Caller;
 use super::apps::load_app;
-use super::json::ApiJson;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath};
 use crate::service;
 use crate::state::AppState;
 
 pub async fn prepare_publish(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     ApiJson(req): ApiJson<PublishRequest>,
 ) -> Result<Json<PreparedGroup>, ApiError> {
     let app = load_app(&state, &slug).await?;
@@ -23,7 +23,7 @@ pub async fn prepare_publish(
 pub async fn publish(
     State(state): State<AppState>,
     caller: Caller,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     ApiJson(req): ApiJson<PublishRequest>,
 ) -> Result<(StatusCode, Json<PublishedGroup>), ApiError> {
     let app = load_app(&state, &slug).await?;

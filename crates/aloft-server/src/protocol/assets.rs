@@ -6,7 +6,9 @@ use aloft_core::{ContentHash, content_type};
 use aloft_store::Encoding;
 use aloft_store::db::blobs::{self, BlobRecord};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::ApiPath;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -136,7 +138,7 @@ async fn blob_record(state: &AppState, hash: &ContentHash) -> Result<Option<Blob
 
 pub async fn get_asset(
     State(state): State<AppState>,
-    Path(file): Path<String>,
+    ApiPath(file): ApiPath<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -176,7 +178,12 @@ pub async fn get_asset(
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
-    if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+    // Weak comparison (RFC 9110 §13.1.2): a proxy may have weakened the tag.
+    let matches = |tag: &str| {
+        let tag = tag.trim();
+        tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag
+    };
+    if if_none_match.is_some_and(|v| v.split(',').any(matches)) {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
 

@@ -6,7 +6,9 @@ use aloft_core::accept::{ManifestFormat, negotiate};
 use aloft_core::signature::ExpectSignature;
 use aloft_core::{ChannelName, Platform, RuntimeVersion};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use crate::extract::ApiPath;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
@@ -137,7 +139,7 @@ fn no_update(protocol: u8) -> Response {
 
 pub async fn get_manifest(
     State(state): State<AppState>,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

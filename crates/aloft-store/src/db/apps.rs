@@ -41,7 +41,7 @@ macro_rules! select_apps {
 pub async fn create(db: &Database, slug: &AppSlug) -> Result<App, DbError> {
     let now = Millis::now().0;
     let default_channel = "production";
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO apps (slug, default_channel, created_at) VALUES (?, ?, ?) RETURNING id",
     )

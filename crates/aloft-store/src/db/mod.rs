@@ -86,6 +86,13 @@ impl Database {
         Ok(())
     }
 
+    /// A transaction that takes the write lock up front (`BEGIN IMMEDIATE`). A deferred
+    /// transaction that reads first and writes later fails at once with `SQLITE_BUSY` if another
+    /// connection wrote in between; this one waits its turn instead.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, DbError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }

@@ -52,7 +52,7 @@ pub async fn newest_created_at(db: &Database, app_id: i64) -> Result<Option<Mill
 
 /// Commits a whole update group in one transaction: visible entirely or not at all.
 pub async fn publish(db: &Database, group: &NewGroup) -> Result<i64, DbError> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
     let newest: Option<i64> =
         sqlx::query_scalar("SELECT MAX(created_at) FROM update_groups WHERE app_id = ?")
             .bind(group.app_id)
