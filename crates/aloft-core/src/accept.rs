@@ -75,11 +75,7 @@ fn parse_range(range: &str) -> Option<(String, String, f32)> {
         if let Some((k, v)) = param.split_once('=')
             && k.trim().eq_ignore_ascii_case("q")
         {
-            q = v
-                .trim()
-                .parse::<f32>()
-                .ok()
-                .filter(|q| (0.0..=1.0).contains(q))?;
+            q = v.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q))?;
         }
     }
     Some((ty.trim().to_owned(), sub.trim().to_owned(), q))
@@ -93,9 +89,7 @@ mod tests {
     #[test]
     fn what_the_client_sends_gets_multipart() {
         assert_eq!(
-            negotiate(Some(
-                "multipart/mixed,application/expo+json,application/json"
-            ))[0],
+            negotiate(Some("multipart/mixed,application/expo+json,application/json"))[0],
             Multipart
         );
         assert_eq!(negotiate(None)[0], Multipart);
@@ -114,10 +108,7 @@ mod tests {
             negotiate(Some("*/*;q=0.1, application/expo+json;q=0.9")),
             vec![ExpoJson, Multipart, Json]
         );
-        assert_eq!(
-            negotiate(Some("multipart/*;q=0, */*")),
-            vec![ExpoJson, Json]
-        );
+        assert_eq!(negotiate(Some("multipart/*;q=0, */*")), vec![ExpoJson, Json]);
         assert_eq!(negotiate(Some("application/*")), vec![ExpoJson, Json]);
     }
 

@@ -17,18 +17,11 @@ pub struct DistPath(String);
 impl DistPath {
     pub fn parse(path: &str) -> Result<Self, MetadataError> {
         let bad = || MetadataError::UnsafePath(path.to_owned());
-        if path.is_empty()
-            || path.starts_with('/')
-            || path.contains('\\')
-            || path.contains('\0')
-            || path.contains(':')
+        if path.is_empty() || path.starts_with('/') || path.contains('\\') || path.contains('\0') || path.contains(':')
         {
             return Err(bad());
         }
-        if path
-            .split('/')
-            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-        {
+        if path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
             return Err(bad());
         }
         Ok(Self(path.to_owned()))
@@ -70,21 +63,15 @@ pub struct ExportMetadata {
 pub enum MetadataError {
     #[error("metadata.json is not valid JSON of the expected shape: {0}")]
     Malformed(String),
-    #[error(
-        "metadata.json has version {0}; only version 0 (written by `expo export`) is understood"
-    )]
+    #[error("metadata.json has version {0}; only version 0 (written by `expo export`) is understood")]
     UnsupportedVersion(i64),
     #[error("metadata.json was written by bundler {0:?}; only \"metro\" is supported")]
     UnsupportedBundler(String),
     #[error("metadata.json lists no ios or android platform; run `npx expo export --platform all`")]
     NoPlatforms,
-    #[error(
-        "metadata.json names the path {0:?}, which is not a plain relative path inside the export folder"
-    )]
+    #[error("metadata.json names the path {0:?}, which is not a plain relative path inside the export folder")]
     UnsafePath(String),
-    #[error(
-        "metadata.json gives asset {path:?} the extension {ext:?}; extensions are 1-16 letters or digits"
-    )]
+    #[error("metadata.json gives asset {path:?} the extension {ext:?}; extensions are 1-16 letters or digits")]
     BadExtension { path: String, ext: String },
 }
 
@@ -111,8 +98,7 @@ struct RawAsset {
 
 impl ExportMetadata {
     pub fn parse(bytes: &[u8]) -> Result<Self, MetadataError> {
-        let raw: RawMetadata =
-            serde_json::from_slice(bytes).map_err(|e| MetadataError::Malformed(e.to_string()))?;
+        let raw: RawMetadata = serde_json::from_slice(bytes).map_err(|e| MetadataError::Malformed(e.to_string()))?;
         if raw.version != 0 {
             return Err(MetadataError::UnsupportedVersion(raw.version));
         }
@@ -157,9 +143,7 @@ pub enum RuntimeVersionError {
     Fingerprint,
     #[error("runtimeVersion policy {policy:?} needs {field:?} in the app config")]
     MissingField { policy: String, field: &'static str },
-    #[error(
-        "runtimeVersion policy {0:?} is not one of appVersion, nativeVersion, sdkVersion, fingerprint"
-    )]
+    #[error("runtimeVersion policy {0:?} is not one of appVersion, nativeVersion, sdkVersion, fingerprint")]
     UnknownPolicy(String),
     #[error("runtimeVersion must be a string or {{\"policy\": …}}")]
     BadShape,
@@ -169,10 +153,7 @@ pub enum RuntimeVersionError {
 
 /// The runtime version a build of `platform` has, from the public app config (`exp`, or an
 /// `app.json` with a top-level `expo` key). Platform-level `runtimeVersion` wins.
-pub fn runtime_version(
-    config: &Value,
-    platform: Platform,
-) -> Result<RuntimeVersion, RuntimeVersionError> {
+pub fn runtime_version(config: &Value, platform: Platform) -> Result<RuntimeVersion, RuntimeVersionError> {
     let exp = config.get("expo").unwrap_or(config);
     let platform_cfg = exp.get(platform.as_str());
     let rv = platform_cfg
@@ -187,13 +168,12 @@ pub fn runtime_version(
                 .and_then(Value::as_str)
                 .ok_or(RuntimeVersionError::BadShape)?;
             let field = |name: &'static str| {
-                exp.get(name)
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or_else(|| RuntimeVersionError::MissingField {
+                exp.get(name).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| {
+                    RuntimeVersionError::MissingField {
                         policy: policy.to_owned(),
                         field: name,
-                    })
+                    }
+                })
             };
             match policy {
                 "appVersion" => field("version")?,
@@ -270,18 +250,13 @@ mod tests {
 
     #[test]
     fn refuses_other_shapes() {
-        assert!(matches!(
-            ExportMetadata::parse(b"{"),
-            Err(MetadataError::Malformed(_))
-        ));
+        assert!(matches!(ExportMetadata::parse(b"{"), Err(MetadataError::Malformed(_))));
         assert!(matches!(
             ExportMetadata::parse(br#"{"version":1,"bundler":"metro","fileMetadata":{}}"#),
             Err(MetadataError::UnsupportedVersion(1))
         ));
         assert_eq!(
-            ExportMetadata::parse(
-                br#"{"version":0,"bundler":"metro","fileMetadata":{"web":{"bundle":"a.js"}}}"#
-            ),
+            ExportMetadata::parse(br#"{"version":0,"bundler":"metro","fileMetadata":{"web":{"bundle":"a.js"}}}"#),
             Err(MetadataError::NoPlatforms)
         );
         assert!(matches!(
@@ -293,10 +268,7 @@ mod tests {
     #[test]
     fn runtime_version_policies() {
         let rv = |cfg: Value, p| runtime_version(&cfg, p).map(|r| r.to_string());
-        assert_eq!(
-            rv(json!({"runtimeVersion": "1.0.0"}), Platform::Ios).unwrap(),
-            "1.0.0"
-        );
+        assert_eq!(rv(json!({"runtimeVersion": "1.0.0"}), Platform::Ios).unwrap(), "1.0.0");
         assert_eq!(
             rv(json!({"expo": {"runtimeVersion": "2"}}), Platform::Ios).unwrap(),
             "2"
@@ -338,25 +310,13 @@ mod tests {
             "2"
         );
         assert_eq!(
-            rv(
-                json!({"runtimeVersion": {"policy": "fingerprint"}}),
-                Platform::Ios
-            ),
+            rv(json!({"runtimeVersion": {"policy": "fingerprint"}}), Platform::Ios),
             Err(RuntimeVersionError::Fingerprint)
         );
-        assert_eq!(
-            rv(json!({}), Platform::Ios),
-            Err(RuntimeVersionError::Missing)
-        );
+        assert_eq!(rv(json!({}), Platform::Ios), Err(RuntimeVersionError::Missing));
         assert!(matches!(
-            rv(
-                json!({"runtimeVersion": {"policy": "appVersion"}}),
-                Platform::Ios
-            ),
-            Err(RuntimeVersionError::MissingField {
-                field: "version",
-                ..
-            })
+            rv(json!({"runtimeVersion": {"policy": "appVersion"}}), Platform::Ios),
+            Err(RuntimeVersionError::MissingField { field: "version", .. })
         ));
     }
 }

@@ -28,19 +28,18 @@ impl ContentHash {
         &self.0
     }
 
+    /// Lower-case hex, as `sha256sum` prints it.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
     /// Parses exactly 43 base64url characters; anything else (padding, `/`, `..`) is refused,
     /// so a parsed hash is always safe to use as a storage key.
     pub fn parse(s: &str) -> Result<Self, InvalidHash> {
-        if s.len() != 43
-            || !s
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if s.len() != 43 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(InvalidHash(s.chars().take(80).collect()));
         }
-        let bytes = URL_SAFE_NO_PAD
-            .decode(s)
-            .map_err(|_| InvalidHash(s.to_owned()))?;
+        let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| InvalidHash(s.to_owned()))?;
         let digest: [u8; 32] = bytes.try_into().map_err(|_| InvalidHash(s.to_owned()))?;
         // Reject non-canonical encodings (non-zero trailing bits) so one hash has one spelling.
         if URL_SAFE_NO_PAD.encode(digest) != s {
@@ -79,6 +78,20 @@ impl<'de> Deserialize<'de> for ContentHash {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for ContentHash {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ContentHash".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "Unpadded base64url SHA-256 of the bytes",
+            "pattern": "^[A-Za-z0-9_-]{43}$"
+        })
     }
 }
 
@@ -164,10 +177,7 @@ mod tests {
             ContentHash::of(b"").to_string(),
             "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
         );
-        assert_eq!(
-            Md5Key::of(b"").to_string(),
-            "d41d8cd98f00b204e9800998ecf8427e"
-        );
+        assert_eq!(Md5Key::of(b"").to_string(), "d41d8cd98f00b204e9800998ecf8427e");
         let mut h = Hasher::default();
         h.update(b"hello ");
         h.update(b"world");

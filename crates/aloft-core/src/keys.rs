@@ -6,9 +6,7 @@ use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rcgen::KeyPair;
-use rcgen::{
-    CertificateParams, CustomExtension, DistinguishedName, DnType, PKCS_RSA_SHA256, SerialNumber,
-};
+use rcgen::{CertificateParams, CustomExtension, DistinguishedName, DnType, PKCS_RSA_SHA256, SerialNumber};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,9 +141,7 @@ const OID_EXT_KEY_USAGE: &[u64] = &[2, 5, 29, 37];
 /// BIT STRING, 7 unused bits, digitalSignature (bit 0).
 const KEY_USAGE_DIGITAL_SIGNATURE: &[u8] = &[0x03, 0x02, 0x07, 0x80];
 /// SEQUENCE { OID 1.3.6.1.5.5.7.3.3 (codeSigning) }.
-const EXT_KEY_USAGE_CODE_SIGNING: &[u8] = &[
-    0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03,
-];
+const EXT_KEY_USAGE_CODE_SIGNING: &[u8] = &[0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
 
 /// RSA-2048 (e = 65537) and a self-signed v3 certificate, subject `CN=<common_name>`, valid from
 /// now for `validity_years`, with critical keyUsage digitalSignature and critical extKeyUsage
@@ -156,9 +152,8 @@ pub fn generate(common_name: &str, validity_years: u32) -> Result<GeneratedKeys,
     let pkcs8 = rsa.as_der().map_err(|e| gen_err(&e))?;
     let pkcs8 = pkcs8.as_ref().to_vec();
     let pkcs1 = pkcs1_of_pkcs8(&pkcs8).ok_or_else(|| KeyError::Generation("bad PKCS#8".into()))?;
-    let key_pair =
-        KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(pkcs8), &PKCS_RSA_SHA256)
-            .map_err(|e| gen_err(&e))?;
+    let key_pair = KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(pkcs8), &PKCS_RSA_SHA256)
+        .map_err(|e| gen_err(&e))?;
 
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -174,16 +169,12 @@ pub fn generate(common_name: &str, validity_years: u32) -> Result<GeneratedKeys,
     params.not_before = now;
     params.not_after = now
         .replace_year(now.year() + validity_years as i32)
-        .or_else(|_| {
-            (now + time::Duration::days(365 * validity_years as i64)).replace_nanosecond(0)
-        })
+        .or_else(|_| (now + time::Duration::days(365 * validity_years as i64)).replace_nanosecond(0))
         .map_err(|e| gen_err(&e))?;
     params.key_identifier_method = rcgen::KeyIdMethod::Sha256;
-    let mut ku =
-        CustomExtension::from_oid_content(OID_KEY_USAGE, KEY_USAGE_DIGITAL_SIGNATURE.to_vec());
+    let mut ku = CustomExtension::from_oid_content(OID_KEY_USAGE, KEY_USAGE_DIGITAL_SIGNATURE.to_vec());
     ku.set_criticality(true);
-    let mut eku =
-        CustomExtension::from_oid_content(OID_EXT_KEY_USAGE, EXT_KEY_USAGE_CODE_SIGNING.to_vec());
+    let mut eku = CustomExtension::from_oid_content(OID_EXT_KEY_USAGE, EXT_KEY_USAGE_CODE_SIGNING.to_vec());
     eku.set_criticality(true);
     params.custom_extensions = vec![ku, eku];
     let cert = params.self_signed(&key_pair).map_err(|e| gen_err(&e))?;
@@ -203,14 +194,8 @@ mod tests {
     #[test]
     fn generated_keys_sign_and_verify() {
         let keys = generate("Aloft Test", 10).unwrap();
-        assert!(
-            keys.private_key_pem
-                .starts_with("-----BEGIN RSA PRIVATE KEY-----\n")
-        );
-        assert!(
-            keys.public_key_pem
-                .starts_with("-----BEGIN PUBLIC KEY-----")
-        );
+        assert!(keys.private_key_pem.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
+        assert!(keys.public_key_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
         let signer = Signer::from_pem(&keys.private_key_pem).unwrap();
         let sig = signer.sign(b"{\"id\":1}").unwrap();
         verify(&keys.certificate_pem, b"{\"id\":1}", &sig).unwrap();
@@ -243,10 +228,7 @@ mod tests {
         assert!(eku.critical);
         assert!(eku.value.code_signing);
         assert!(cert.basic_constraints().unwrap().is_none());
-        let years = (cert.validity().not_after.timestamp()
-            - cert.validity().not_before.timestamp())
-            / 86400
-            / 365;
+        let years = (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp()) / 86400 / 365;
         assert_eq!(years, 3);
         assert!(cert.validity().is_valid());
         let serial = cert.raw_serial();

@@ -17,10 +17,7 @@ pub fn boundary_for(parts: &[Part<'_>]) -> String {
     loop {
         let candidate = format!("aloft-{:016x}{:08x}", rand::random::<u64>(), n);
         let needle = candidate.as_bytes();
-        if parts
-            .iter()
-            .all(|p| !p.body.windows(needle.len()).any(|w| w == needle))
-        {
+        if parts.iter().all(|p| !p.body.windows(needle.len()).any(|w| w == needle)) {
             return candidate;
         }
         n += 1;

@@ -73,8 +73,7 @@ fn is_slug(s: &str) -> bool {
 /// Channel and branch names: what `eas` accepts in practice (letters, digits, `-_./`).
 fn is_ref_name(s: &str) -> bool {
     (1..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
         && !s.starts_with('.')
         && !s.contains("..")
 }

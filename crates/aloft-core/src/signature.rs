@@ -56,7 +56,8 @@ impl ExpectSignature {
 }
 
 /// A signature as stored with an update: standard padded base64 and the key id it was made with.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// `sig` is standard padded base64 of the RSA signature; `keyid` names the key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct CodeSignature {
     pub sig: String,
     pub keyid: String,
@@ -79,9 +80,7 @@ pub enum SignatureError {
 impl CodeSignature {
     /// Checks the parts so that [`CodeSignature::header_value`] cannot fail later.
     pub fn new(sig: String, keyid: String) -> Result<Self, SignatureError> {
-        let decoded = STANDARD
-            .decode(sig.as_bytes())
-            .map_err(|_| SignatureError::NotBase64)?;
+        let decoded = STANDARD.decode(sig.as_bytes()).map_err(|_| SignatureError::NotBase64)?;
         if decoded.is_empty() || STANDARD.encode(&decoded) != sig {
             return Err(SignatureError::NotBase64);
         }
@@ -150,9 +149,7 @@ impl Signer {
 /// Verifies a signature with the public key of a PEM certificate or SPKI public key.
 pub fn verify(public_pem: &str, message: &[u8], sig_b64: &str) -> Result<(), SignatureError> {
     let spki = keys::public_key_der(public_pem)?;
-    let sig = STANDARD
-        .decode(sig_b64)
-        .map_err(|_| SignatureError::NotBase64)?;
+    let sig = STANDARD.decode(sig_b64).map_err(|_| SignatureError::NotBase64)?;
     UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, spki)
         .verify(message, &sig)
         .map_err(|_| SignatureError::DoesNotVerify)
@@ -190,10 +187,7 @@ mod tests {
     #[test]
     fn header_is_a_dictionary_of_strings() {
         let s = CodeSignature::new("AAEC".into(), "main".into()).unwrap();
-        assert_eq!(
-            s.header_value(),
-            r#"sig="AAEC", keyid="main", alg="rsa-v1_5-sha256""#
-        );
+        assert_eq!(s.header_value(), r#"sig="AAEC", keyid="main", alg="rsa-v1_5-sha256""#);
         assert!(CodeSignature::new("AAEC".into(), "é".into()).is_err());
         assert!(CodeSignature::new("AAE".into(), "main".into()).is_err());
         assert!(CodeSignature::new("AA-_".into(), "main".into()).is_err());

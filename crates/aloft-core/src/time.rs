@@ -16,8 +16,8 @@ impl Millis {
 
     /// `2024-05-01T12:34:56.789Z`: JavaScript's `Date.prototype.toISOString()` form.
     pub fn to_iso(self) -> String {
-        let t = OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let t =
+            OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
             t.year(),
@@ -44,14 +44,8 @@ mod tests {
     #[test]
     fn iso_form_has_exactly_three_fraction_digits() {
         assert_eq!(Millis(0).to_iso(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            Millis(1_714_566_896_789).to_iso(),
-            "2024-05-01T12:34:56.789Z"
-        );
-        assert_eq!(
-            Millis(1_714_566_896_007).to_iso(),
-            "2024-05-01T12:34:56.007Z"
-        );
+        assert_eq!(Millis(1_714_566_896_789).to_iso(), "2024-05-01T12:34:56.789Z");
+        assert_eq!(Millis(1_714_566_896_007).to_iso(), "2024-05-01T12:34:56.007Z");
         assert_eq!(
             Millis::parse_iso("2024-05-01T12:34:56.789Z"),
             Some(Millis(1_714_566_896_789))

@@ -58,10 +58,9 @@ impl IntoResponse for ApiError {
         let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
+            response
+                .headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -76,21 +75,13 @@ impl From<DbError> for ApiError {
                 "app_exists",
                 format!("an app with slug {slug:?} already exists"),
             ),
-            DbError::NoSuchChannel => {
-                ApiError::not_found("channel_not_found", "no channel with that name")
-            }
-            DbError::NoSuchBranch => {
-                ApiError::not_found("branch_not_found", "no branch with that name")
-            }
+            DbError::NoSuchChannel => ApiError::not_found("channel_not_found", "no channel with that name"),
+            DbError::NoSuchBranch => ApiError::not_found("branch_not_found", "no branch with that name"),
             DbError::MissingBlob(hash) => ApiError::bad_request(
                 "missing_blob",
-                format!(
-                    "blob {hash} has not been uploaded; upload it with PUT /api/v1/blobs/{hash} first"
-                ),
+                format!("blob {hash} has not been uploaded; upload it with PUT /api/v1/blobs/{hash} first"),
             ),
-            e @ DbError::UpdateAlreadyExists(_) => {
-                ApiError::new(StatusCode::CONFLICT, "update_exists", e.to_string())
-            }
+            e @ DbError::UpdateAlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "update_exists", e.to_string()),
             e @ DbError::StaleCreatedAt { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "stale_created_at", e.to_string())
             }
@@ -102,14 +93,10 @@ impl From<DbError> for ApiError {
 impl From<IngestError> for ApiError {
     fn from(err: IngestError) -> Self {
         match err {
-            e @ IngestError::TooLarge { .. } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "upload_too_large",
-                e.to_string(),
-            ),
-            e @ IngestError::Mismatch { .. } => {
-                ApiError::bad_request("hash_mismatch", e.to_string())
+            e @ IngestError::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large", e.to_string())
             }
+            e @ IngestError::Mismatch { .. } => ApiError::bad_request("hash_mismatch", e.to_string()),
             e @ IngestError::Body(_) => ApiError::bad_request("upload_interrupted", e.to_string()),
             IngestError::Db(e) => e.into(),
             other => ApiError::internal("storing the upload failed", &other),

@@ -13,8 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::state::AppState;
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
 /// Installs the process-wide recorder (the `metrics` facade is global by design); call once.
@@ -28,13 +27,8 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
 
 pub async fn render(State(state): State<AppState>) -> Response {
     match &state.metrics {
-        Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
-        None => ApiError::not_found("metrics_disabled", "metrics are not enabled on this server")
-            .into_response(),
+        Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
+        None => ApiError::not_found("metrics_disabled", "metrics are not enabled on this server").into_response(),
     }
 }
 
@@ -64,8 +58,7 @@ pub async fn track(request: Request, next: Next) -> Response {
         ("status", status.to_string()),
     ];
     metrics::counter!("aloft_http_requests_total", &labels).increment(1);
-    metrics::histogram!("aloft_http_request_duration_seconds", "route" => route.clone())
-        .record(elapsed.as_secs_f64());
+    metrics::histogram!("aloft_http_request_duration_seconds", "route" => route.clone()).record(elapsed.as_secs_f64());
     metrics::counter!("aloft_http_response_bytes_total", "route" => route).increment(bytes);
     tracing::info!(
         target: "aloft::request",

@@ -1,59 +1,109 @@
-//! The state a device check is answered from: per app, its channels and the head update of
-//! every (branch, platform, runtime version), with response bodies prepared once. A check does no
-//! I/O, signing, hashing or serialisation; it looks up two maps and clones `Bytes`.
+//! The state a device check is answered from: per app, its channels (with any branch rollout)
+//! and the head of every (branch, platform, runtime version) with its rollout control, response
+//! bodies prepared once. A check does no I/O, signing or serialisation: it looks up maps, hashes
+//! the device id when a rollout applies, and clones `Bytes`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use aloft_core::multipart::{self, Part};
-use aloft_core::{AppSlug, Platform};
+use aloft_core::{AppSlug, Platform, rollout};
 use aloft_store::Database;
 use aloft_store::DbError;
-use aloft_store::db::{apps, channels, updates};
+use aloft_store::db::updates::{self, BodyKind};
+use aloft_store::db::{apps, channels};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::HeaderValue;
 use uuid::Uuid;
 
-/// One servable update with its prepared bodies.
+/// One servable update (a manifest, or a `rollBackToEmbedded` directive) with prepared bodies.
 #[derive(Debug)]
 pub struct ServedUpdate {
     pub id: Uuid,
-    /// The exact manifest bytes (signed, if signed).
-    pub manifest: Bytes,
+    pub kind: BodyKind,
+    /// The exact body bytes (signed, if signed).
+    pub body: Bytes,
     /// `expo-signature` value and the key id it was made with.
     pub signature: Option<(HeaderValue, String)>,
-    /// The full `multipart/mixed` body with the `manifest` part (signature header included).
+    /// The full `multipart/mixed` body: a `manifest` or `directive` part, signature included.
     pub multipart: Bytes,
     pub multipart_content_type: HeaderValue,
 }
 
 impl ServedUpdate {
-    pub fn prepare(head: updates::Head) -> Self {
-        let signature = head.signature.as_ref().map(|s| s.header_value());
+    pub fn prepare(update: updates::StoredUpdate, kind: BodyKind) -> Self {
+        let signature = update.signature.as_ref().map(|s| s.header_value());
         let part = Part {
-            name: "manifest",
+            name: match kind {
+                BodyKind::Manifest => "manifest",
+                BodyKind::Directive => "directive",
+            },
             content_type: "application/json; charset=utf-8",
             signature: signature.as_deref(),
-            body: &head.manifest,
+            body: &update.body,
         };
         let boundary = multipart::boundary_for(std::slice::from_ref(&part));
         let body = multipart::encode(&boundary, &[part]);
         Self {
-            id: head.id,
+            id: update.id,
+            kind,
             multipart: Bytes::from(body),
             multipart_content_type: HeaderValue::from_str(&multipart::content_type(&boundary))
                 .unwrap_or(HeaderValue::from_static("multipart/mixed")),
-            signature: head.signature.and_then(|s| {
+            signature: update.signature.and_then(|s| {
                 let value = HeaderValue::from_str(&s.header_value()).ok()?;
                 Some((value, s.keyid))
             }),
-            manifest: Bytes::from(head.manifest),
+            body: Bytes::from(update.body),
         }
     }
 }
 
-type Heads = HashMap<Platform, HashMap<String, Arc<ServedUpdate>>>;
+/// The newest served update of a (branch, platform, runtime version). When its group is being
+/// rolled out, devices outside the rollout get `control` (or nothing newer, when it is `None`).
+#[derive(Debug)]
+pub struct Head {
+    pub update: Arc<ServedUpdate>,
+    pub rollout: Option<HeadRollout>,
+}
+
+#[derive(Debug)]
+pub struct HeadRollout {
+    pub percentage: u8,
+    pub salt: String,
+    pub control: Option<Arc<ServedUpdate>>,
+}
+
+impl Head {
+    /// The update this device gets.
+    pub fn for_device(&self, client_id: Option<&str>) -> Option<&Arc<ServedUpdate>> {
+        match &self.rollout {
+            None => Some(&self.update),
+            Some(r) if rollout::is_in(&r.salt, client_id, r.percentage) => Some(&self.update),
+            Some(r) => r.control.as_ref(),
+        }
+    }
+}
+
+/// Where a channel sends devices.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub branch: i64,
+    /// A branch rollout: this share of devices goes to the other branch.
+    pub rollout: Option<(i64, u8, String)>,
+}
+
+impl Route {
+    pub fn branch_for(&self, client_id: Option<&str>) -> i64 {
+        match &self.rollout {
+            Some((branch, pct, salt)) if rollout::is_in(salt, client_id, *pct) => *branch,
+            _ => self.branch,
+        }
+    }
+}
+
+type Heads = HashMap<Platform, HashMap<String, Head>>;
 
 /// One app as devices see it.
 #[derive(Debug)]
@@ -61,9 +111,8 @@ pub struct ServedApp {
     pub id: i64,
     pub slug: AppSlug,
     pub default_channel: String,
-    /// Channel name → branch id.
-    pub channels: HashMap<String, i64>,
-    /// Branch id → platform → runtime version → head update.
+    pub channels: HashMap<String, Route>,
+    /// Branch id → platform → runtime version → head.
     pub heads: HashMap<i64, Heads>,
 }
 
@@ -73,19 +122,44 @@ impl ServedApp {
         let channels = channels::list(db, app_id)
             .await?
             .into_iter()
-            .map(|c| (c.name, c.branch_id))
+            .map(|c| {
+                let rollout = c.rollout.map(|r| (r.branch_id, r.percentage, r.salt));
+                (
+                    c.name,
+                    Route {
+                        branch: c.branch_id,
+                        rollout,
+                    },
+                )
+            })
             .collect();
+        let mut rows = updates::heads(db, app_id).await?;
+        // Newest first within each key, so the head is seen before its control.
+        rows.sort_by_key(|h| h.rank);
         let mut heads: HashMap<i64, Heads> = HashMap::new();
-        for head in updates::heads(db, app_id).await? {
-            heads
-                .entry(head.branch_id)
+        for row in rows {
+            let slot = heads
+                .entry(row.branch_id)
                 .or_default()
-                .entry(head.platform)
-                .or_default()
-                .insert(
-                    head.runtime_version.to_string(),
-                    Arc::new(ServedUpdate::prepare(head)),
-                );
+                .entry(row.update.platform)
+                .or_default();
+            let rv = row.update.runtime_version.to_string();
+            match slot.get_mut(&rv) {
+                None => {
+                    let rollout = row.rollout.map(|r| HeadRollout {
+                        percentage: r.percentage,
+                        salt: r.salt,
+                        control: None,
+                    });
+                    let update = Arc::new(ServedUpdate::prepare(row.update, row.kind));
+                    slot.insert(rv, Head { update, rollout });
+                }
+                Some(head) => {
+                    if let Some(rollout) = &mut head.rollout {
+                        rollout.control = Some(Arc::new(ServedUpdate::prepare(row.update, row.kind)));
+                    }
+                }
+            }
         }
         Ok(Self {
             id: app.id,
@@ -96,21 +170,12 @@ impl ServedApp {
         })
     }
 
-    /// The branch a channel points at, if the channel exists.
-    pub fn branch_of(&self, channel: &str) -> Option<i64> {
-        self.channels.get(channel).copied()
+    pub fn route(&self, channel: &str) -> Option<&Route> {
+        self.channels.get(channel)
     }
 
-    pub fn head(
-        &self,
-        branch_id: i64,
-        platform: Platform,
-        runtime_version: &str,
-    ) -> Option<&Arc<ServedUpdate>> {
-        self.heads
-            .get(&branch_id)?
-            .get(&platform)?
-            .get(runtime_version)
+    pub fn head(&self, branch_id: i64, platform: Platform, runtime_version: &str) -> Option<&Head> {
+        self.heads.get(&branch_id)?.get(&platform)?.get(runtime_version)
     }
 }
 
@@ -124,10 +189,7 @@ impl Served {
     pub async fn load(db: &Database) -> Result<Self, DbError> {
         let mut map = HashMap::new();
         for app in apps::list(db).await? {
-            map.insert(
-                app.slug.to_string(),
-                Arc::new(ServedApp::load(db, app.id).await?),
-            );
+            map.insert(app.slug.to_string(), Arc::new(ServedApp::load(db, app.id).await?));
         }
         Ok(Self {
             apps: ArcSwap::from_pointee(map),

@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use aloft_core::api::{FileRef, PlatformUpdate, PublishRequest, PublishedGroup};
+use aloft_core::api::{FileRef, Outcome, PlatformUpdate, PublishRequest, PublishedGroup};
 use aloft_core::{ContentHash, Md5Key, Platform};
 use aloft_server::{AppState, ServerConfig};
 use aloft_store::{BlobStore, Database};
@@ -40,23 +40,14 @@ impl Resp {
     }
 
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 
     /// `{"error":{"code":…,"message":…}}` with the given status and code, served as JSON.
     #[track_caller]
     fn assert_error(&self, status: StatusCode, code: &str) {
-        assert_eq!(
-            self.status,
-            status,
-            "body: {:?}",
-            String::from_utf8_lossy(&self.body)
-        );
+        assert_eq!(self.status, status, "body: {:?}", String::from_utf8_lossy(&self.body));
         self.assert_json_error_shape();
         assert_eq!(self.json()["error"]["code"], code, "{}", self.json());
     }
@@ -75,10 +66,7 @@ impl Resp {
         assert_eq!(obj.len(), 1, "{v}");
         let err = v["error"].as_object().unwrap();
         assert!(err["code"].as_str().is_some_and(|c| !c.is_empty()), "{v}");
-        assert!(
-            err["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "{v}"
-        );
+        assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     }
 
     /// 204 with the headers a client needs to take it as "nothing new".
@@ -106,16 +94,14 @@ struct Env {
 impl Env {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::open_sqlite(&dir.path().join("aloft.db"))
-            .await
-            .unwrap();
+        let db = Database::open_sqlite(&dir.path().join("aloft.db")).await.unwrap();
         let blobs = BlobStore::local(dir.path()).unwrap();
         let config = ServerConfig {
             listen: "127.0.0.1:3000".parse().unwrap(),
             public_url: "http://ota.test".into(),
             max_upload_bytes: MAX_UPLOAD,
         };
-        let token = aloft_store::db::tokens::create(&db, "test", "admin")
+        let (_, token) = aloft_store::db::tokens::create(&db, "test", &aloft_store::db::tokens::Scope::Admin, None)
             .await
             .unwrap();
         let state = AppState::new(config, db, blobs, None).await.unwrap();
@@ -124,9 +110,7 @@ impl Env {
 
     /// The same data directory served by a freshly started process.
     async fn restart(self) -> Self {
-        let db = Database::open_sqlite(&self.dir.path().join("aloft.db"))
-            .await
-            .unwrap();
+        let db = Database::open_sqlite(&self.dir.path().join("aloft.db")).await.unwrap();
         let blobs = BlobStore::local(self.dir.path()).unwrap();
         let config = ServerConfig::clone(&self.state.config);
         let state = AppState::new(config, db, blobs, None).await.unwrap();
@@ -139,9 +123,7 @@ impl Env {
 
     /// Files left in the upload staging directory.
     fn staged_files(&self) -> usize {
-        std::fs::read_dir(self.dir.path().join("tmp"))
-            .unwrap()
-            .count()
+        std::fs::read_dir(self.dir.path().join("tmp")).unwrap().count()
     }
 
     fn db(&self) -> &Database {
@@ -149,10 +131,7 @@ impl Env {
     }
 
     async fn send(&self, req: Request<Body>) -> Resp {
-        let res = aloft_server::app(self.state.clone())
-            .oneshot(req)
-            .await
-            .unwrap();
+        let res = aloft_server::app(self.state.clone()).oneshot(req).await.unwrap();
         let (parts, body) = res.into_parts();
         Resp {
             status: parts.status,
@@ -182,13 +161,7 @@ impl Env {
     }
 
     /// A management call with the admin token and a raw body.
-    async fn api_raw(
-        &self,
-        method: Method,
-        uri: &str,
-        content_type: Option<&str>,
-        body: impl Into<Body>,
-    ) -> Resp {
+    async fn api_raw(&self, method: Method, uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Resp {
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
@@ -200,27 +173,17 @@ impl Env {
     }
 
     async fn api(&self, method: Method, uri: &str, body: &Value) -> Resp {
-        self.api_raw(
-            method,
-            uri,
-            Some("application/json"),
-            serde_json::to_vec(body).unwrap(),
-        )
-        .await
+        self.api_raw(method, uri, Some("application/json"), serde_json::to_vec(body).unwrap())
+            .await
     }
 
     async fn create_app(&self, slug: &str) {
-        let r = self
-            .api(Method::POST, "/api/v1/apps", &json!({ "slug": slug }))
-            .await;
+        let r = self.api(Method::POST, "/api/v1/apps", &json!({ "slug": slug })).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
         let info = r.json();
         assert_eq!(info["slug"], slug);
         assert_eq!(info["default_channel"], "production");
-        assert_eq!(
-            info["manifest_url"],
-            format!("http://ota.test/apps/{slug}/manifest")
-        );
+        assert_eq!(info["manifest_url"], format!("http://ota.test/apps/{slug}/manifest"));
         assert_eq!(info["server_signing"], false);
     }
 
@@ -259,13 +222,8 @@ impl Env {
 
     async fn publish_ok(&self, slug: &str, req: &PublishRequest) -> PublishedGroup {
         let r = self.publish(slug, req).await;
-        assert_eq!(
-            r.status,
-            StatusCode::CREATED,
-            "{:?}",
-            String::from_utf8_lossy(&r.body)
-        );
-        serde_json::from_slice(&r.body).unwrap()
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", String::from_utf8_lossy(&r.body));
+        serde_json::from_slice::<Outcome>(&r.body).unwrap().published.unwrap()
     }
 
     async fn check(&self, slug: &str, check: &Check) -> Resp {
@@ -274,11 +232,7 @@ impl Env {
         } else {
             format!("/apps/{slug}/manifest?{}", check.query)
         };
-        let headers: Vec<(&str, &str)> = check
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let headers: Vec<(&str, &str)> = check.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         self.get(&uri, &headers).await
     }
 
@@ -286,17 +240,11 @@ impl Env {
     async fn wait_compressed(&self, hash: &ContentHash) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let rec = aloft_store::db::blobs::get(self.db(), hash)
-                .await
-                .unwrap()
-                .unwrap();
+            let rec = aloft_store::db::blobs::get(self.db(), hash).await.unwrap().unwrap();
             if rec.compressed {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "blob {hash} not compressed after 60 s"
-            );
+            assert!(Instant::now() < deadline, "blob {hash} not compressed after 60 s");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -321,10 +269,7 @@ impl Check {
                 ("expo-updates-environment", "BARE"),
                 ("expo-json-error", "true"),
                 ("eas-client-id", "6f1b3c1e-4a55-4c7e-9d0b-2f7f1d8e9a10"),
-                (
-                    "expo-embedded-update-id",
-                    "0b4c6a2e-1111-4222-8333-944455556666",
-                ),
+                ("expo-embedded-update-id", "0b4c6a2e-1111-4222-8333-944455556666"),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -404,9 +349,7 @@ fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<Part> {
             );
             return parts;
         }
-        rest = rest
-            .strip_prefix(b"\r\n")
-            .expect("CRLF after a boundary delimiter");
+        rest = rest.strip_prefix(b"\r\n").expect("CRLF after a boundary delimiter");
         let header_end = find(rest, b"\r\n\r\n").expect("end of part headers");
         let headers = std::str::from_utf8(&rest[..header_end])
             .unwrap()
@@ -430,12 +373,7 @@ fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<Part> {
 /// headers of PROTOCOL.md §12 check 1.
 #[track_caller]
 fn manifest_part(r: &Resp) -> Part {
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:?}",
-        String::from_utf8_lossy(&r.body)
-    );
+    assert_eq!(r.status, StatusCode::OK, "{:?}", String::from_utf8_lossy(&r.body));
     let ct = r.header("content-type").unwrap();
     let boundary = ct
         .strip_prefix("multipart/mixed; boundary=")
@@ -476,9 +414,7 @@ fn is_iso_millis(s: &str) -> bool {
 }
 
 fn is_base64url_sha256(s: &str) -> bool {
-    s.len() == 43
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn br_decode(bytes: &[u8]) -> Vec<u8> {
@@ -489,9 +425,7 @@ fn br_decode(bytes: &[u8]) -> Vec<u8> {
 
 fn gz_decode(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .unwrap();
+    flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
     out
 }
 
@@ -541,12 +475,7 @@ fn file(hash: ContentHash, ext: &str) -> FileRef {
     }
 }
 
-fn platform_update(
-    platform: Platform,
-    runtime_version: &str,
-    launch: FileRef,
-    assets: Vec<FileRef>,
-) -> PlatformUpdate {
+fn platform_update(platform: Platform, runtime_version: &str, launch: FileRef, assets: Vec<FileRef>) -> PlatformUpdate {
     PlatformUpdate {
         platform,
         runtime_version: runtime_version.to_owned(),
@@ -562,6 +491,8 @@ fn to_channel(channel: &str, updates: Vec<PlatformUpdate>) -> PublishRequest {
         message: "router test".to_owned(),
         updates,
         expo_client: Some(expo_client()),
+        rollout_percentage: None,
+        force: false,
         commit: None,
     }
 }
@@ -597,10 +528,7 @@ async fn publish_standard(env: &Env, slug: &str, channel: &str, version: u32) ->
     assert_eq!(group.updates.len(), 1);
     assert_eq!(group.updates[0].platform, Platform::Ios);
     assert_eq!(group.updates[0].runtime_version, "1.0.0");
-    assert_eq!(
-        group.manifest_url,
-        format!("http://ota.test/apps/{slug}/manifest")
-    );
+    assert_eq!(group.manifest_url, format!("http://ota.test/apps/{slug}/manifest"));
     Published {
         bundle,
         png,
@@ -625,12 +553,7 @@ fn assert_asset_entry(entry: &Value, bytes: &[u8], ext: &str, content_type: &str
     assert_eq!(entry["hash"], hash);
     assert_eq!(entry["key"], Md5Key::of(bytes).to_string());
     let key = entry["key"].as_str().unwrap();
-    assert!(
-        key.len() == 32
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    );
+    assert!(key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     assert_eq!(entry["fileExtension"], format!(".{ext}"));
     assert_eq!(entry["contentType"], content_type);
     assert_eq!(entry["url"], format!("http://ota.test/assets/{hash}.{ext}"));
@@ -680,16 +603,8 @@ async fn bad_manifest_requests_are_400_with_stable_codes() {
     let (env, p) = published_env().await;
     let id = p.group.updates[0].id.to_string();
     let cases: Vec<(&str, Check, &str)> = vec![
-        (
-            "no platform",
-            Check::ios().unset("expo-platform"),
-            "missing_platform",
-        ),
-        (
-            "web",
-            Check::ios().set("expo-platform", "web"),
-            "invalid_platform",
-        ),
+        ("no platform", Check::ios().unset("expo-platform"), "missing_platform"),
+        ("web", Check::ios().set("expo-platform", "web"), "invalid_platform"),
         (
             "upper-case",
             Check::ios().set("expo-platform", "IOS"),
@@ -752,17 +667,11 @@ async fn bad_manifest_requests_are_400_with_stable_codes() {
         r.assert_error(StatusCode::BAD_REQUEST, code);
     }
     // The same platform and runtime rules apply to the query-string forms.
-    env.check(
-        "demo",
-        &Check::ios().unset("expo-platform").query("platform=web"),
-    )
-    .await
-    .assert_error(StatusCode::BAD_REQUEST, "invalid_platform");
+    env.check("demo", &Check::ios().unset("expo-platform").query("platform=web"))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_platform");
     // Nothing above disturbed the served update.
-    assert_eq!(
-        manifest_json(&env.check("demo", &Check::ios()).await)["id"],
-        id
-    );
+    assert_eq!(manifest_json(&env.check("demo", &Check::ios()).await)["id"], id);
 }
 
 #[tokio::test]
@@ -810,12 +719,7 @@ async fn published_update_is_served_as_multipart_per_check_1() {
     assert_eq!(m["runtimeVersion"], "1.0.0");
 
     // The launch asset was uploaded as `js` and is served as `.bundle`.
-    assert_asset_entry(
-        &m["launchAsset"],
-        &p.bundle,
-        "bundle",
-        "application/javascript",
-    );
+    assert_asset_entry(&m["launchAsset"], &p.bundle, "bundle", "application/javascript");
     let assets = m["assets"].as_array().unwrap();
     assert_eq!(assets.len(), 2);
     assert_asset_entry(&assets[0], &p.png, "png", "image/png");
@@ -840,14 +744,8 @@ async fn json_negotiation() {
     for (accept, content_type) in [
         ("application/json", "application/json"),
         ("application/expo+json", "application/expo+json"),
-        (
-            "multipart/mixed;q=0.1, application/json",
-            "application/json",
-        ),
-        (
-            "application/json;q=0.5, application/expo+json",
-            "application/expo+json",
-        ),
+        ("multipart/mixed;q=0.1, application/json", "application/json"),
+        ("application/json;q=0.5, application/expo+json", "application/expo+json"),
         ("application/*", "application/expo+json"),
     ] {
         let r = env.check("demo", &Check::ios().set("accept", accept)).await;
@@ -857,11 +755,7 @@ async fn json_negotiation() {
         assert_eq!(r.header("expo-sfv-version"), Some("0"));
         assert_eq!(r.header("cache-control"), Some("private, max-age=0"));
         assert_eq!(r.header("expo-signature"), None);
-        assert_eq!(
-            &r.body[..],
-            &multipart_body[..],
-            "{accept}: body = manifest"
-        );
+        assert_eq!(&r.body[..], &multipart_body[..], "{accept}: body = manifest");
         let m: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(m["id"], p.group.updates[0].id.to_string());
     }
@@ -882,12 +776,9 @@ async fn current_update_id_equal_to_the_head_is_204() {
         .await
         .assert_no_update();
     // iOS may send upper-case UUIDs.
-    env.check(
-        "demo",
-        &Check::ios().set("expo-current-update-id", &id.to_uppercase()),
-    )
-    .await
-    .assert_no_update();
+    env.check("demo", &Check::ios().set("expo-current-update-id", &id.to_uppercase()))
+        .await
+        .assert_no_update();
     // Also when the client asks for JSON.
     env.check(
         "demo",
@@ -898,10 +789,7 @@ async fn current_update_id_equal_to_the_head_is_204() {
     .await
     .assert_no_update();
     // Running something else (the embedded update): the head is served.
-    let other = Check::ios().set(
-        "expo-current-update-id",
-        "0b4c6a2e-1111-4222-8333-944455556666",
-    );
+    let other = Check::ios().set("expo-current-update-id", "0b4c6a2e-1111-4222-8333-944455556666");
     assert_eq!(manifest_json(&env.check("demo", &other).await)["id"], id);
 }
 
@@ -949,14 +837,9 @@ async fn channel_by_header_and_by_query() {
         .check("demo", &Check::ios().set("expo-channel-name", "staging"))
         .await;
     assert_eq!(manifest_json(&by_header)["id"], id);
-    let by_query = env
-        .check("demo", &Check::ios().query("channel=staging"))
-        .await;
+    let by_query = env.check("demo", &Check::ios().query("channel=staging")).await;
     assert_eq!(manifest_json(&by_query)["id"], id);
-    assert_eq!(
-        manifest_part(&by_header).body,
-        manifest_part(&by_query).body
-    );
+    assert_eq!(manifest_part(&by_header).body, manifest_part(&by_query).body);
 
     // The default channel is untouched.
     env.check("demo", &Check::ios()).await.assert_no_update();
@@ -968,10 +851,7 @@ async fn channel_by_header_and_by_query() {
     let q = publish_standard(&env, "demo", "production", 2).await;
     let prod_id = q.group.updates[0].id.to_string();
     assert_ne!(prod_id, id);
-    assert_eq!(
-        manifest_json(&env.check("demo", &Check::ios()).await)["id"],
-        prod_id
-    );
+    assert_eq!(manifest_json(&env.check("demo", &Check::ios()).await)["id"], prod_id);
     assert_eq!(
         manifest_json(
             &env.check("demo", &Check::ios().set("expo-channel-name", "staging"))
@@ -995,12 +875,7 @@ async fn platforms_are_isolated() {
                 "production",
                 vec![
                     platform_update(Platform::Ios, "1.0.0", file(b, "js"), vec![file(p, "png")]),
-                    platform_update(
-                        Platform::Android,
-                        "1.0.0",
-                        file(a, "hbc"),
-                        vec![file(p, "png")],
-                    ),
+                    platform_update(Platform::Android, "1.0.0", file(a, "hbc"), vec![file(p, "png")]),
                 ],
             ),
         )
@@ -1019,10 +894,7 @@ async fn platforms_are_isolated() {
     assert_ne!(ios["id"], android["id"]);
     assert_eq!(ios["id"], id_of(Platform::Ios));
     assert_eq!(android["id"], id_of(Platform::Android));
-    assert_eq!(
-        ios["createdAt"], android["createdAt"],
-        "one group, one time"
-    );
+    assert_eq!(ios["createdAt"], android["createdAt"], "one group, one time");
     assert_eq!(ios["launchAsset"]["hash"], b.to_string());
     assert_eq!(android["launchAsset"]["hash"], a.to_string());
     assert_eq!(android["launchAsset"]["fileExtension"], ".bundle");
@@ -1034,12 +906,7 @@ async fn platforms_are_isolated() {
             "demo",
             &to_channel(
                 "production",
-                vec![platform_update(
-                    Platform::Ios,
-                    "1.0.0",
-                    file(c, "js"),
-                    vec![],
-                )],
+                vec![platform_update(Platform::Ios, "1.0.0", file(c, "js"), vec![])],
             ),
         )
         .await;
@@ -1053,12 +920,8 @@ async fn platforms_are_isolated() {
 #[tokio::test]
 async fn runtime_versions_are_isolated() {
     let (env, p) = published_env().await;
-    env.check("demo", &Check::new("ios", "2.0.0"))
-        .await
-        .assert_no_update();
-    env.check("demo", &Check::new("ios", "1.0"))
-        .await
-        .assert_no_update();
+    env.check("demo", &Check::new("ios", "2.0.0")).await.assert_no_update();
+    env.check("demo", &Check::new("ios", "1.0")).await.assert_no_update();
     // A runtime-2 update does not replace what runtime 1 gets.
     let b = env.upload(&bundle(9)).await;
     let g = env
@@ -1066,12 +929,7 @@ async fn runtime_versions_are_isolated() {
             "demo",
             &to_channel(
                 "production",
-                vec![platform_update(
-                    Platform::Ios,
-                    "2.0.0",
-                    file(b, "js"),
-                    vec![],
-                )],
+                vec![platform_update(Platform::Ios, "2.0.0", file(b, "js"), vec![])],
             ),
         )
         .await;
@@ -1103,10 +961,7 @@ fn signature_members(value: &str) -> Vec<(String, String)> {
 }
 
 fn member<'a>(members: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    members
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    members.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 #[tokio::test]
@@ -1127,23 +982,13 @@ async fn server_side_signing_verifies_over_the_exact_part_body() {
     assert!(p.group.updates[0].signed);
 
     let r = env
-        .check(
-            "demo",
-            &Check::ios().set("expo-expect-signature", EXPECT_MAIN),
-        )
+        .check("demo", &Check::ios().set("expo-expect-signature", EXPECT_MAIN))
         .await;
     let part = manifest_part(&r);
-    assert_eq!(
-        r.header("expo-signature"),
-        None,
-        "multipart: part header only"
-    );
+    assert_eq!(r.header("expo-signature"), None, "multipart: part header only");
     let members = signature_members(part.header("expo-signature").unwrap());
     assert_eq!(member(&members, "keyid"), Some("main"));
-    assert!(matches!(
-        member(&members, "alg"),
-        None | Some("rsa-v1_5-sha256")
-    ));
+    assert!(matches!(member(&members, "alg"), None | Some("rsa-v1_5-sha256")));
     let sig = member(&members, "sig").unwrap();
     aloft_core::signature::verify(&keys.certificate_pem, &part.body, sig).unwrap();
     aloft_core::signature::verify(&keys.public_key_pem, &part.body, sig).unwrap();
@@ -1177,12 +1022,7 @@ async fn server_side_signing_verifies_over_the_exact_part_body() {
     assert_eq!(&r.body[..], &part.body[..]);
     let members = signature_members(r.header("expo-signature").unwrap());
     assert_eq!(member(&members, "keyid"), Some("main"));
-    aloft_core::signature::verify(
-        &keys.certificate_pem,
-        &r.body,
-        member(&members, "sig").unwrap(),
-    )
-    .unwrap();
+    aloft_core::signature::verify(&keys.certificate_pem, &r.body, member(&members, "sig").unwrap()).unwrap();
 
     // The device expects another key id (or the default `root`): refused, not silently served.
     for expect in [r#"sig, keyid="other", alg="rsa-v1_5-sha256""#, "sig"] {
@@ -1196,12 +1036,9 @@ async fn server_side_signing_verifies_over_the_exact_part_body() {
 async fn unsigned_update_with_expect_signature_is_400() {
     let (env, p) = published_env().await;
     assert!(!p.group.updates[0].signed);
-    env.check(
-        "demo",
-        &Check::ios().set("expo-expect-signature", EXPECT_MAIN),
-    )
-    .await
-    .assert_error(StatusCode::BAD_REQUEST, "signature_unavailable");
+    env.check("demo", &Check::ios().set("expo-expect-signature", EXPECT_MAIN))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "signature_unavailable");
     env.check(
         "demo",
         &Check::ios()
@@ -1224,20 +1061,14 @@ async fn second_publish_is_served_and_first_assets_stay() {
 
     assert_eq!(m2["id"], second.group.updates[0].id.to_string());
     assert_ne!(m1["id"], m2["id"]);
-    let (c1, c2) = (
-        m1["createdAt"].as_str().unwrap(),
-        m2["createdAt"].as_str().unwrap(),
-    );
+    let (c1, c2) = (m1["createdAt"].as_str().unwrap(), m2["createdAt"].as_str().unwrap());
     assert!(is_iso_millis(c2), "{c2}");
     assert!(c2 > c1, "createdAt {c2} is not after {c1}");
     assert_ne!(m1["launchAsset"]["hash"], m2["launchAsset"]["hash"]);
 
     // A device on the first update is offered the second; one on the second is up to date.
     let on_first = Check::ios().set("expo-current-update-id", m1["id"].as_str().unwrap());
-    assert_eq!(
-        manifest_json(&env.check("demo", &on_first).await)["id"],
-        m2["id"]
-    );
+    assert_eq!(manifest_json(&env.check("demo", &on_first).await)["id"], m2["id"]);
     env.check(
         "demo",
         &Check::ios().set("expo-current-update-id", m2["id"].as_str().unwrap()),
@@ -1252,9 +1083,7 @@ async fn second_publish_is_served_and_first_assets_stay() {
         (&m1["assets"][1], &first.ttf),
     ];
     for (entry, bytes) in expected {
-        let r = env
-            .get_url(entry["url"].as_str().unwrap(), &[("accept", "*/*")])
-            .await;
+        let r = env.get_url(entry["url"].as_str().unwrap(), &[("accept", "*/*")]).await;
         assert_eq!(r.status, StatusCode::OK, "{}", entry["url"]);
         assert_eq!(&r.body[..], &bytes[..]);
         assert_eq!(r.header("cache-control"), Some(IMMUTABLE));
@@ -1331,9 +1160,7 @@ async fn asset_get_head_conditional_and_ranges() {
     assert!(r.body.is_empty());
     assert_eq!(r.header("etag"), Some(etag.as_str()));
     assert_eq!(r.header("cache-control"), Some(IMMUTABLE));
-    let r = env
-        .get(&uri, &[("if-none-match", &format!("\"other\", {etag}"))])
-        .await;
+    let r = env.get(&uri, &[("if-none-match", &format!("\"other\", {etag}"))]).await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
     let r = env.get(&uri, &[("if-none-match", "\"other\"")]).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -1342,23 +1169,15 @@ async fn asset_get_head_conditional_and_ranges() {
     // Ranges.
     let r = env.get(&uri, &[("range", "bytes=0-9")]).await;
     assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
-    assert_eq!(
-        r.header("content-range"),
-        Some(format!("bytes 0-9/{len}").as_str())
-    );
+    assert_eq!(r.header("content-range"), Some(format!("bytes 0-9/{len}").as_str()));
     assert_eq!(r.header("content-length"), Some("10"));
     assert_eq!(&r.body[..], &p.png[..10]);
     let r = env.get(&uri, &[("range", "bytes=-5")]).await;
     assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(&r.body[..], &p.png[p.png.len() - 5..]);
-    let r = env
-        .get(&uri, &[("range", &format!("bytes={}-", p.png.len()))])
-        .await;
+    let r = env.get(&uri, &[("range", &format!("bytes={}-", p.png.len()))]).await;
     assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
-    assert_eq!(
-        r.header("content-range"),
-        Some(format!("bytes */{len}").as_str())
-    );
+    assert_eq!(r.header("content-range"), Some(format!("bytes */{len}").as_str()));
     assert!(r.body.is_empty());
 }
 
@@ -1432,9 +1251,7 @@ async fn if_none_match_uses_weak_comparison() {
     let (env, p) = published_env().await;
     let hash = ContentHash::of(&p.png);
     let uri = format!("/assets/{hash}.png");
-    let r = env
-        .get(&uri, &[("if-none-match", &format!("W/\"{hash}\""))])
-        .await;
+    let r = env.get(&uri, &[("if-none-match", &format!("W/\"{hash}\""))]).await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
     assert!(r.body.is_empty());
 }
@@ -1459,17 +1276,9 @@ async fn a_restarted_server_serves_the_same_bytes() {
     let env = env.restart().await;
     let after = manifest_part(&env.check("demo", &signed).await);
     assert_eq!(after.body, before.body);
-    assert_eq!(
-        after.header("expo-signature"),
-        before.header("expo-signature")
-    );
+    assert_eq!(after.header("expo-signature"), before.header("expo-signature"));
     let members = signature_members(after.header("expo-signature").unwrap());
-    aloft_core::signature::verify(
-        &keys.certificate_pem,
-        &after.body,
-        member(&members, "sig").unwrap(),
-    )
-    .unwrap();
+    aloft_core::signature::verify(&keys.certificate_pem, &after.body, member(&members, "sig").unwrap()).unwrap();
     env.check(
         "demo",
         &Check::ios().set("expo-current-update-id", &p.group.updates[0].id.to_string()),
@@ -1477,9 +1286,7 @@ async fn a_restarted_server_serves_the_same_bytes() {
     .await
     .assert_no_update();
     let m: Value = serde_json::from_slice(&after.body).unwrap();
-    let r = env
-        .get_url(m["launchAsset"]["url"].as_str().unwrap(), &[])
-        .await;
+    let r = env.get_url(m["launchAsset"]["url"].as_str().unwrap(), &[]).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(&r.body[..], &p.bundle[..]);
     // The token and the apps survived too.
@@ -1495,9 +1302,7 @@ async fn unknown_asset_is_404() {
     env.get(&format!("/assets/{never}.png"), &[])
         .await
         .assert_error(StatusCode::NOT_FOUND, "asset_not_found");
-    let head = env
-        .request(Method::HEAD, &format!("/assets/{never}.png"), &[])
-        .await;
+    let head = env.request(Method::HEAD, &format!("/assets/{never}.png"), &[]).await;
     assert_eq!(head.status, StatusCode::NOT_FOUND);
     assert!(head.body.is_empty());
 }
@@ -1509,10 +1314,7 @@ async fn precompressed_variants_after_background_compression() {
     let url = m["launchAsset"]["url"].as_str().unwrap();
     let hash = ContentHash::of(&p.bundle);
     env.wait_compressed(&hash).await;
-    let rec = aloft_store::db::blobs::get(env.db(), &hash)
-        .await
-        .unwrap()
-        .unwrap();
+    let rec = aloft_store::db::blobs::get(env.db(), &hash).await.unwrap().unwrap();
     let (br_size, gz_size) = (rec.br_size.unwrap(), rec.gz_size.unwrap());
     assert!(br_size < p.bundle.len() as u64 && gz_size < p.bundle.len() as u64);
 
@@ -1524,16 +1326,10 @@ async fn precompressed_variants_after_background_compression() {
         assert_eq!(r.header("content-type"), Some("application/javascript"));
         assert_eq!(r.header("cache-control"), Some(IMMUTABLE));
         assert_eq!(r.header("etag"), Some(format!("\"{hash}-br\"").as_str()));
-        assert_eq!(
-            r.header("content-length"),
-            Some(br_size.to_string().as_str())
-        );
+        assert_eq!(r.header("content-length"), Some(br_size.to_string().as_str()));
         assert_eq!(r.body.len() as u64, br_size);
         let decoded = br_decode(&r.body);
-        assert_eq!(
-            ContentHash::of(&decoded).to_string(),
-            m["launchAsset"]["hash"]
-        );
+        assert_eq!(ContentHash::of(&decoded).to_string(), m["launchAsset"]["hash"]);
         assert_eq!(Md5Key::of(&decoded).to_string(), m["launchAsset"]["key"]);
         assert_eq!(decoded, p.bundle);
     }
@@ -1553,15 +1349,10 @@ async fn precompressed_variants_after_background_compression() {
     }
     // HEAD describes the representation a GET would send.
     let path = url.strip_prefix("http://ota.test").unwrap();
-    let head = env
-        .request(Method::HEAD, path, &[("accept-encoding", "br")])
-        .await;
+    let head = env.request(Method::HEAD, path, &[("accept-encoding", "br")]).await;
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.header("content-encoding"), Some("br"));
-    assert_eq!(
-        head.header("content-length"),
-        Some(br_size.to_string().as_str())
-    );
+    assert_eq!(head.header("content-length"), Some(br_size.to_string().as_str()));
     assert!(head.body.is_empty());
     // A range is of the identity bytes, whatever the client accepts.
     let r = env
@@ -1575,10 +1366,7 @@ async fn precompressed_variants_after_background_compression() {
     let png_hash = ContentHash::of(&p.png);
     env.wait_compressed(&png_hash).await;
     let r = env
-        .get(
-            &format!("/assets/{png_hash}.png"),
-            &[("accept-encoding", "br, gzip")],
-        )
+        .get(&format!("/assets/{png_hash}.png"), &[("accept-encoding", "br, gzip")])
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("content-encoding"), None);
@@ -1628,19 +1416,11 @@ async fn management_api_requires_a_valid_token() {
     env.send(req)
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
-    assert!(
-        aloft_store::db::blobs::get(env.db(), &hash)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(aloft_store::db::blobs::get(env.db(), &hash).await.unwrap().is_none());
 
     // The right token works.
     let r = env
-        .get(
-            "/api/v1/apps",
-            &[("authorization", &format!("Bearer {}", env.token))],
-        )
+        .get("/api/v1/apps", &[("authorization", &format!("Bearer {}", env.token))])
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json(), json!([]));
@@ -1653,10 +1433,7 @@ async fn invalid_json_is_400() {
     for (uri, body) in [
         ("/api/v1/apps", "{\"slug\":"),
         ("/api/v1/apps", "not json"),
-        (
-            "/api/v1/apps/demo/publish",
-            "{\"channel\": \"production\", ",
-        ),
+        ("/api/v1/apps/demo/publish", "{\"channel\": \"production\", "),
     ] {
         env.api_raw(Method::POST, uri, Some("application/json"), body)
             .await
@@ -1664,11 +1441,7 @@ async fn invalid_json_is_400() {
     }
     // Well-formed JSON of the wrong shape is refused too, with the same code.
     let r = env
-        .api(
-            Method::POST,
-            "/api/v1/apps",
-            &json!({"slug": "x", "extra": 1}),
-        )
+        .api(Method::POST, "/api/v1/apps", &json!({"slug": "x", "extra": 1}))
         .await;
     assert!(r.status.is_client_error());
     r.assert_json_error_shape();
@@ -1692,19 +1465,9 @@ async fn upload_must_match_its_hash() {
         )
         .await;
     r.assert_error(StatusCode::BAD_REQUEST, "hash_mismatch");
-    assert!(
-        aloft_store::db::blobs::get(env.db(), &claimed)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(aloft_store::db::blobs::get(env.db(), &claimed).await.unwrap().is_none());
     let actual = ContentHash::of(b"other bytes entirely");
-    assert!(
-        aloft_store::db::blobs::get(env.db(), &actual)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(aloft_store::db::blobs::get(env.db(), &actual).await.unwrap().is_none());
     let missing = env
         .api(
             Method::POST,
@@ -1717,11 +1480,7 @@ async fn upload_must_match_its_hash() {
     env.get(&format!("/assets/{claimed}.png"), &[])
         .await
         .assert_error(StatusCode::NOT_FOUND, "asset_not_found");
-    assert_eq!(
-        env.staged_files(),
-        0,
-        "a refused upload leaves no staged file"
-    );
+    assert_eq!(env.staged_files(), 0, "a refused upload leaves no staged file");
 
     // A malformed hash in the URL.
     env.api_raw(Method::PUT, "/api/v1/blobs/not-a-hash", None, &b"x"[..])
@@ -1754,28 +1513,14 @@ async fn upload_over_the_limit_is_413() {
         .await
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large");
     // ...or only found out while streaming.
-    env.api_raw(
-        Method::PUT,
-        &format!("/api/v1/blobs/{hash}"),
-        None,
-        big.clone(),
-    )
-    .await
-    .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large");
-    assert!(
-        aloft_store::db::blobs::get(env.db(), &hash)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    env.api_raw(Method::PUT, &format!("/api/v1/blobs/{hash}"), None, big.clone())
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large");
+    assert!(aloft_store::db::blobs::get(env.db(), &hash).await.unwrap().is_none());
     env.get(&format!("/assets/{hash}.bundle"), &[])
         .await
         .assert_error(StatusCode::NOT_FOUND, "asset_not_found");
-    assert_eq!(
-        env.staged_files(),
-        0,
-        "a refused upload leaves no staged file"
-    );
+    assert_eq!(env.staged_files(), 0, "a refused upload leaves no staged file");
     // Exactly at the limit is fine.
     let at_limit = vec![b'b'; MAX_UPLOAD as usize];
     env.upload(&at_limit).await;
@@ -1788,12 +1533,7 @@ async fn publish_with_a_missing_blob_is_refused_and_serves_nothing() {
     let b = env.upload(&bundle(1)).await;
     let never = ContentHash::of(b"never uploaded");
     for updates in [
-        vec![platform_update(
-            Platform::Ios,
-            "1.0.0",
-            file(never, "js"),
-            vec![],
-        )],
+        vec![platform_update(Platform::Ios, "1.0.0", file(never, "js"), vec![])],
         vec![platform_update(
             Platform::Ios,
             "1.0.0",
@@ -1803,12 +1543,7 @@ async fn publish_with_a_missing_blob_is_refused_and_serves_nothing() {
         // One good platform does not let the group through partially.
         vec![
             platform_update(Platform::Android, "1.0.0", file(b, "js"), vec![]),
-            platform_update(
-                Platform::Ios,
-                "1.0.0",
-                file(b, "js"),
-                vec![file(never, "png")],
-            ),
+            platform_update(Platform::Ios, "1.0.0", file(b, "js"), vec![file(never, "png")]),
         ],
     ] {
         env.publish("demo", &to_channel("production", updates))
@@ -1824,12 +1559,7 @@ async fn publish_with_a_missing_blob_is_refused_and_serves_nothing() {
         "demo",
         &to_channel(
             "beta",
-            vec![platform_update(
-                Platform::Ios,
-                "1.0.0",
-                file(never, "js"),
-                vec![],
-            )],
+            vec![platform_update(Platform::Ios, "1.0.0", file(never, "js"), vec![])],
         ),
     )
     .await
@@ -1844,12 +1574,7 @@ async fn publish_needs_exactly_one_target() {
     let env = Env::new().await;
     env.create_app("demo").await;
     let b = env.upload(&bundle(1)).await;
-    let updates = vec![platform_update(
-        Platform::Ios,
-        "1.0.0",
-        file(b, "js"),
-        vec![],
-    )];
+    let updates = vec![platform_update(Platform::Ios, "1.0.0", file(b, "js"), vec![])];
     let both = PublishRequest {
         branch: Some("production".into()),
         ..to_channel("production", updates.clone())
@@ -1868,12 +1593,7 @@ async fn publish_needs_exactly_one_target() {
     // Publishing to an unknown app.
     let b2 = to_channel(
         "production",
-        vec![platform_update(
-            Platform::Ios,
-            "1.0.0",
-            file(b, "js"),
-            vec![],
-        )],
+        vec![platform_update(Platform::Ios, "1.0.0", file(b, "js"), vec![])],
     );
     env.publish("nope", &b2)
         .await
@@ -1909,9 +1629,7 @@ async fn healthz_and_unknown_routes() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(&r.body[..], b"ok\n");
     for uri in ["/nope", "/apps/demo", "/api/v1/nope", "/assets"] {
-        env.get(uri, &[])
-            .await
-            .assert_error(StatusCode::NOT_FOUND, "not_found");
+        env.get(uri, &[]).await.assert_error(StatusCode::NOT_FOUND, "not_found");
     }
     env.request(Method::DELETE, "/healthz", &[])
         .await

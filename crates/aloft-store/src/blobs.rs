@@ -52,10 +52,7 @@ pub enum IngestError {
     #[error("the upload is larger than the limit of {max} bytes")]
     TooLarge { max: u64 },
     #[error("the uploaded bytes hash to {actual}, not {expected}")]
-    Mismatch {
-        expected: ContentHash,
-        actual: ContentHash,
-    },
+    Mismatch { expected: ContentHash, actual: ContentHash },
     #[error("the upload was interrupted: {0}")]
     Body(String),
     #[error("blob storage failed: {0}")]
@@ -111,9 +108,7 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let tmp = tempfile::Builder::new()
-            .prefix("upload-")
-            .tempfile_in(&self.tmp_dir)?;
+        let tmp = tempfile::Builder::new().prefix("upload-").tempfile_in(&self.tmp_dir)?;
         let mut file = tokio::fs::File::from_std(tmp.reopen()?);
         let mut hasher = Hasher::default();
         while let Some(chunk) = body.next().await {
@@ -163,18 +158,23 @@ impl BlobStore {
             range: range.map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        self.store
-            .get_opts(&Self::key(hash, encoding), options)
-            .await
+        self.store.get_opts(&Self::key(hash, encoding), options).await
+    }
+
+    /// Removes every representation of a blob whose record `gc` deleted.
+    pub async fn delete(&self, hash: &ContentHash) -> Result<(), object_store::Error> {
+        for encoding in [Encoding::Brotli, Encoding::Gzip, Encoding::Identity] {
+            match self.store.delete(&Self::key(hash, encoding)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Makes the brotli and gzip variants of a stored blob, keeping those that save at least 5 %,
     /// and records the outcome. Already-compressed formats are skipped.
-    pub async fn make_variants(
-        &self,
-        db: &Database,
-        hash: &ContentHash,
-    ) -> Result<(), IngestError> {
+    pub async fn make_variants(&self, db: &Database, hash: &ContentHash) -> Result<(), IngestError> {
         let bytes = self
             .store
             .get(&Self::key(hash, Encoding::Identity))
@@ -185,9 +185,7 @@ impl BlobStore {
             if is_precompressed(&bytes) {
                 return Ok::<_, std::io::Error>((None, None));
             }
-            let worth = |out: Vec<u8>| {
-                ((out.len() as f64) < bytes.len() as f64 * (1.0 - MIN_SAVING)).then_some(out)
-            };
+            let worth = |out: Vec<u8>| ((out.len() as f64) < bytes.len() as f64 * (1.0 - MIN_SAVING)).then_some(out);
             let mut br = Vec::new();
             {
                 let params = brotli::enc::BrotliEncoderParams {
@@ -205,10 +203,7 @@ impl BlobStore {
         .await
         .map_err(|e| IngestError::Body(e.to_string()))??;
         let mut sizes = [None, None];
-        for (i, (variant, encoding)) in [(br, Encoding::Brotli), (gz, Encoding::Gzip)]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, (variant, encoding)) in [(br, Encoding::Brotli), (gz, Encoding::Gzip)].into_iter().enumerate() {
             if let Some(variant) = variant {
                 sizes[i] = Some(variant.len() as u64);
                 self.store
@@ -234,8 +229,7 @@ fn is_precompressed(bytes: &[u8]) -> bool {
         b"\x00\x00\x00\x20ftyp",
         b"\x00\x00\x00\x18ftyp",
     ];
-    MAGIC.iter().any(|m| bytes.starts_with(m))
-        || (bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP"))
+    MAGIC.iter().any(|m| bytes.starts_with(m)) || (bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP"))
 }
 
 #[cfg(test)]
@@ -244,20 +238,13 @@ mod tests {
 
     async fn setup() -> (tempfile::TempDir, Database, BlobStore) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::open_sqlite(&dir.path().join("aloft.db"))
-            .await
-            .unwrap();
+        let db = Database::open_sqlite(&dir.path().join("aloft.db")).await.unwrap();
         let blobs = BlobStore::local(dir.path()).unwrap();
         (dir, db, blobs)
     }
 
     fn body(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
-        futures::stream::iter(
-            parts
-                .iter()
-                .map(|p| Ok(Bytes::from_static(p)))
-                .collect::<Vec<_>>(),
-        )
+        futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())
     }
 
     #[tokio::test]

@@ -48,11 +48,7 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<()> {
             let client = Client::new(&server)?;
             let apps: Vec<AppInfo> = client.get("/apps").await?;
             for app in apps {
-                let signing = if app.server_signing {
-                    "server-signed"
-                } else {
-                    ""
-                };
+                let signing = if app.server_signing { "server-signed" } else { "" };
                 println!("{}\t{}\t{}", app.slug, app.manifest_url, signing);
             }
         }

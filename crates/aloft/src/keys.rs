@@ -54,8 +54,7 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             if common_name.trim().is_empty() {
                 bail!("--common-name must not be empty");
             }
-            std::fs::create_dir_all(&output_dir)
-                .with_context(|| format!("creating {}", output_dir.display()))?;
+            std::fs::create_dir_all(&output_dir).with_context(|| format!("creating {}", output_dir.display()))?;
             for name in ["private-key.pem", "public-key.pem", "certificate.pem"] {
                 if output_dir.join(name).exists() {
                     bail!(
@@ -65,21 +64,9 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 }
             }
             let keys = aloft_core::keys::generate(&common_name, validity_years)?;
-            write_new(
-                &output_dir.join("private-key.pem"),
-                &keys.private_key_pem,
-                true,
-            )?;
-            write_new(
-                &output_dir.join("public-key.pem"),
-                &keys.public_key_pem,
-                false,
-            )?;
-            write_new(
-                &output_dir.join("certificate.pem"),
-                &keys.certificate_pem,
-                false,
-            )?;
+            write_new(&output_dir.join("private-key.pem"), &keys.private_key_pem, true)?;
+            write_new(&output_dir.join("public-key.pem"), &keys.public_key_pem, false)?;
+            write_new(&output_dir.join("certificate.pem"), &keys.certificate_pem, false)?;
             let cert_path = if output_dir.is_absolute() {
                 output_dir.join("certificate.pem").display().to_string()
             } else {

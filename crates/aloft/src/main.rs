@@ -5,6 +5,7 @@ mod apps;
 mod client;
 mod keys;
 mod publish;
+mod release;
 mod serve;
 mod tokens;
 
@@ -38,14 +39,31 @@ enum Command {
     /// Code-signing keys and certificates.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Channels: which branch each serves, and branch rollouts.
+    #[command(subcommand)]
+    Channels(release::ChannelsCommand),
+    /// Branches: ordered lists of update groups.
+    #[command(subcommand)]
+    Branches(release::BranchesCommand),
+    /// Update groups: list, show, disable.
+    #[command(subcommand)]
+    Updates(release::UpdatesCommand),
+    /// Per-group rollouts: raise, complete, revert.
+    #[command(subcommand)]
+    Rollout(release::RolloutCommand),
+    /// Republish an update group (new ids, newer createdAt, same assets).
+    Republish(release::RepublishArgs),
+    /// Roll a channel back to its previous update, or to the embedded update.
+    Rollback(release::RollbackArgs),
+    /// Show the audit log.
+    Audit(release::AuditArgs),
+    /// Remove stored files no update references any more.
+    Gc(release::GcArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -59,6 +77,14 @@ fn main() -> ExitCode {
             Command::Apps(cmd) => apps::run(cmd).await,
             Command::Tokens(cmd) => tokens::run(cmd).await,
             Command::Keys(cmd) => keys::run(cmd),
+            Command::Channels(cmd) => release::channels(cmd).await,
+            Command::Branches(cmd) => release::branches(cmd).await,
+            Command::Updates(cmd) => release::updates(cmd).await,
+            Command::Rollout(cmd) => release::rollout(cmd).await,
+            Command::Republish(args) => release::republish(args).await,
+            Command::Rollback(args) => release::rollback(args).await,
+            Command::Audit(args) => release::audit(args).await,
+            Command::Gc(args) => release::gc(args).await,
         }
     });
     match result {

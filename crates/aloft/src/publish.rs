@@ -1,17 +1,15 @@
 //! `aloft publish`: read an export, upload the blobs the server lacks, and commit one update
 //! group (signed here when `--signing-key` is given; the key never leaves this machine).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use aloft_core::api::{
-    CommitInfo, FileRef, MissingBlobsRequest, MissingBlobsResponse, PlatformUpdate, PreparedGroup,
-    PublishRequest, PublishedGroup,
+    FileRef, MissingBlobsRequest, MissingBlobsResponse, PlatformUpdate, PublishRequest, PublishedGroup,
 };
 use aloft_core::export::{self, DistPath, ExportMetadata};
 use aloft_core::hash::Hasher;
-use aloft_core::signature::{CodeSignature, Signer};
 use aloft_core::{ContentHash, Platform};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -20,7 +18,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Method;
 use tokio::io::AsyncReadExt;
 
-use crate::client::{Client, ServerArgs, ServerError};
+use crate::client::{Client, ServerArgs, SigningArgs};
 
 #[derive(Args, Debug)]
 pub struct PublishArgs {
@@ -50,12 +48,14 @@ pub struct PublishArgs {
     /// Message describing the update.
     #[arg(long, default_value = "")]
     message: String,
-    /// PEM private key to sign the manifests with, here, before they reach the server.
-    #[arg(long, requires = "keyid")]
-    signing_key: Option<PathBuf>,
-    /// Key id of --signing-key: the `codeSigningMetadata.keyid` of the app.
+    #[command(flatten)]
+    signing: SigningArgs,
+    /// Roll the group out to this share of devices (0-100) instead of all of them.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    rollout_percentage: Option<u8>,
+    /// Publish even though the branch has a rollout in progress (that rollout is completed).
     #[arg(long)]
-    keyid: Option<String>,
+    force: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -128,26 +128,15 @@ async fn run_command(program: &str, args: &[&str]) -> anyhow::Result<Vec<u8>> {
         .stderr(std::process::Stdio::inherit())
         .output()
         .await
-        .with_context(|| {
-            format!(
-                "running `{program} {}` (is Node.js installed?)",
-                args.join(" ")
-            )
-        })?;
+        .with_context(|| format!("running `{program} {}` (is Node.js installed?)", args.join(" ")))?;
     if !output.status.success() {
-        bail!(
-            "`{program} {}` failed with {}",
-            args.join(" "),
-            output.status
-        );
+        bail!("`{program} {}` failed with {}", args.join(" "), output.status);
     }
     Ok(output.stdout)
 }
 
 /// The export folder and the public app config, exporting first when no --input was given.
-async fn load_export(
-    args: &PublishArgs,
-) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>, serde_json::Value)> {
+async fn load_export(args: &PublishArgs) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>, serde_json::Value)> {
     let (dist, tmp) = match &args.input {
         Some(dist) => (dist.clone(), None),
         None => {
@@ -159,9 +148,7 @@ async fn load_export(
         }
     };
     let config_bytes = match (&args.app_config, &args.input) {
-        (Some(path), _) => {
-            std::fs::read(path).with_context(|| format!("reading app config {}", path.display()))?
-        }
+        (Some(path), _) => std::fs::read(path).with_context(|| format!("reading app config {}", path.display()))?,
         (None, Some(dist)) => {
             let path = dist.join("expoConfig.json");
             std::fs::read(&path).with_context(|| {
@@ -172,9 +159,7 @@ async fn load_export(
                 )
             })?
         }
-        (None, None) => {
-            run_command("npx", &["expo", "config", "--type", "public", "--json"]).await?
-        }
+        (None, None) => run_command("npx", &["expo", "config", "--type", "public", "--json"]).await?,
     };
     let config: serde_json::Value =
         serde_json::from_slice(&config_bytes).context("the app config is not valid JSON")?;
@@ -186,17 +171,7 @@ async fn load_export(
 
 pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.server)?;
-    let signer =
-        match &args.signing_key {
-            Some(path) => {
-                let pem = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading signing key {}", path.display()))?;
-                Some(Signer::from_pem(&pem).with_context(|| {
-                    format!("{} is not a usable RSA private key", path.display())
-                })?)
-            }
-            None => None,
-        };
+    let signing = args.signing.load()?;
     let (dist, _tmp, config) = load_export(&args).await?;
     let dist_root = dist
         .canonicalize()
@@ -208,8 +183,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             metadata_path.display()
         )
     })?;
-    let metadata = ExportMetadata::parse(&metadata_bytes)
-        .with_context(|| format!("in {}", metadata_path.display()))?;
+    let metadata = ExportMetadata::parse(&metadata_bytes).with_context(|| format!("in {}", metadata_path.display()))?;
     // expo export nests the public config under no key; app.json-style files have `expo`.
     let expo_client = config.get("expo").cloned().unwrap_or(config);
 
@@ -255,78 +229,29 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
 
     upload_missing(&client, &files).await?;
 
-    let mut request = PublishRequest {
+    let request = PublishRequest {
         channel: args.channel.clone(),
         branch: args.branch.clone(),
         message: args.message.clone(),
         updates,
         expo_client: Some(expo_client),
+        rollout_percentage: args.rollout_percentage,
+        force: args.force,
         commit: None,
     };
     let path = format!("/apps/{}/publish", args.app);
-    let published: PublishedGroup = match (&signer, &args.keyid) {
-        (Some(signer), Some(keyid)) => {
-            publish_signed(&client, &path, &mut request, signer, keyid).await?
-        }
-        _ => client.post(&path, &request).await?,
-    };
+    let outcome = client
+        .operate(&path, serde_json::to_value(&request)?, signing.as_ref())
+        .await?;
+    let published = outcome.published.context("the server published nothing")?;
     print_result(&published, args.json)?;
     Ok(())
 }
 
-/// Prepare, sign the exact manifest bytes, commit. A concurrent publish between the two calls
-/// makes the commit stale; then it starts over.
-async fn publish_signed(
-    client: &Client,
-    path: &str,
-    request: &mut PublishRequest,
-    signer: &Signer,
-    keyid: &str,
-) -> anyhow::Result<PublishedGroup> {
-    for attempt in 0.. {
-        request.commit = None;
-        let prepared: PreparedGroup = client.post(&format!("{path}/prepare"), &*request).await?;
-        let mut signatures = BTreeMap::new();
-        let mut update_ids = BTreeMap::new();
-        for update in &prepared.updates {
-            let sig = signer.sign(update.manifest.as_bytes())?;
-            signatures.insert(update.platform, CodeSignature::new(sig, keyid.to_owned())?);
-            update_ids.insert(update.platform, update.id);
-        }
-        request.commit = Some(CommitInfo {
-            group_id: prepared.group_id,
-            created_at: prepared.created_at,
-            update_ids,
-            signatures,
-        });
-        match client.post::<_, PublishedGroup>(path, &*request).await {
-            Ok(published) => return Ok(published),
-            Err(e)
-                if attempt < 3
-                    && e.downcast_ref::<ServerError>()
-                        .is_some_and(|s| s.code == "stale_created_at") =>
-            {
-                eprintln!("another publish landed first; preparing again");
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    unreachable!("the loop returns")
-}
-
-async fn upload_missing(
-    client: &Client,
-    files: &HashMap<ContentHash, LocalFile>,
-) -> anyhow::Result<()> {
+async fn upload_missing(client: &Client, files: &HashMap<ContentHash, LocalFile>) -> anyhow::Result<()> {
     let hashes: Vec<ContentHash> = files.keys().copied().collect();
-    let MissingBlobsResponse { missing } = client
-        .post("/blobs/missing", &MissingBlobsRequest { hashes })
-        .await?;
-    let total: u64 = missing
-        .iter()
-        .filter_map(|h| files.get(h))
-        .map(|f| f.size)
-        .sum();
+    let MissingBlobsResponse { missing } = client.post("/blobs/missing", &MissingBlobsRequest { hashes }).await?;
+    let total: u64 = missing.iter().filter_map(|h| files.get(h)).map(|f| f.size).sum();
     let bar = ProgressBar::new(total);
     if !std::io::stderr().is_terminal() {
         bar.set_draw_target(ProgressDrawTarget::hidden());
@@ -395,6 +320,10 @@ fn print_result(published: &PublishedGroup, json: bool) -> anyhow::Result<()> {
         );
     }
     println!("Created at       {}", published.created_at);
+    println!("Branch           {}", published.branch);
+    if let Some(p) = published.rollout_percentage {
+        println!("Rollout          {p}% of devices");
+    }
     println!("Manifest URL     {}", published.manifest_url);
     Ok(())
 }

@@ -68,10 +68,8 @@ struct Settings {
 fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
     let file: FileConfig = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str(&text)
-                .with_context(|| format!("in configuration file {}", path.display()))?
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("in configuration file {}", path.display()))?
         }
         None => FileConfig::default(),
     };
@@ -85,10 +83,7 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
     {
         bail!("public-url must start with http:// or https://, got {url:?}");
     }
-    let max_upload_bytes = args
-        .max_upload_bytes
-        .or(file.max_upload_bytes)
-        .unwrap_or(256 << 20);
+    let max_upload_bytes = args.max_upload_bytes.or(file.max_upload_bytes).unwrap_or(256 << 20);
     if max_upload_bytes == 0 {
         bail!("max-upload-bytes must be at least 1");
     }
@@ -127,8 +122,7 @@ pub fn database_path(data_dir: &Path) -> PathBuf {
 }
 
 pub async fn open_database(data_dir: &Path) -> anyhow::Result<Database> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data folder {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data folder {}", data_dir.display()))?;
     let path = database_path(data_dir);
     Database::open_sqlite(&path)
         .await
@@ -150,10 +144,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     let bound = listener.local_addr()?;
-    let public_url = settings
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{bound}"));
+    let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
     let metrics = aloft_server::install_recorder().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     let config = ServerConfig {
         listen: bound,
@@ -219,28 +210,13 @@ mod tests {
             "listen = \"0.0.0.0:4000\"\npublic-url = \"https://ota.example.com/\"\n",
         )
         .unwrap();
-        let t = T::parse_from([
-            "x",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data-dir",
-            "/tmp/d",
-        ]);
+        let t = T::parse_from(["x", "--config", cfg.to_str().unwrap(), "--data-dir", "/tmp/d"]);
         let s = resolve(&t.args).unwrap();
         assert_eq!(s.listen.to_string(), "0.0.0.0:4000");
         assert_eq!(s.public_url.as_deref(), Some("https://ota.example.com"));
         assert_eq!(s.data_dir, PathBuf::from("/tmp/d"));
-        let t = T::parse_from([
-            "x",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:5000",
-        ]);
-        assert_eq!(
-            resolve(&t.args).unwrap().listen.to_string(),
-            "127.0.0.1:5000"
-        );
+        let t = T::parse_from(["x", "--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:5000"]);
+        assert_eq!(resolve(&t.args).unwrap().listen.to_string(), "127.0.0.1:5000");
 
         std::fs::write(&cfg, "listne = \"0.0.0.0:4000\"\n").unwrap();
         let t = T::parse_from(["x", "--config", cfg.to_str().unwrap()]);

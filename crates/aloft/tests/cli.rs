@@ -70,11 +70,7 @@ fn keys_generate_writes_the_expo_trio_and_prints_the_app_config() {
         .arg(out_dir.join("private-key.pem"))
         .output()
         .unwrap();
-    assert!(
-        rsa.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rsa.stderr)
-    );
+    assert!(rsa.status.success(), "{}", String::from_utf8_lossy(&rsa.stderr));
     let cert_pub = Command::new("openssl")
         .args(["x509", "-pubkey", "-noout", "-in"])
         .arg(out_dir.join("certificate.pem"))
@@ -125,17 +121,8 @@ fn configuration_mistakes_stop_the_server_before_it_binds() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("public-url must start with http"));
 
-    std::fs::write(
-        &config,
-        "listen = \"127.0.0.1:0\"\ndata-dir = \"/srv/aloft\"\n",
-    )
-    .unwrap();
-    let out = aloft_ok(&[
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--check-config",
-    ]);
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\ndata-dir = \"/srv/aloft\"\n").unwrap();
+    let out = aloft_ok(&["serve", "--config", config.to_str().unwrap(), "--check-config"]);
     assert!(out.contains("/srv/aloft"), "{out}");
 }
 

@@ -15,17 +15,9 @@ const RV: &str = "1.0.0";
 
 /// The manifest part of a multipart reply, parsed by Python, with its signature header checked.
 fn manifest_part(setup: &Setup, reply: &Reply) -> (Value, Vec<u8>) {
-    assert_eq!(
-        reply.status,
-        200,
-        "body: {}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    assert_eq!(reply.status, 200, "body: {}", String::from_utf8_lossy(&reply.body));
     let content_type = reply.header("content-type").unwrap();
-    assert!(
-        content_type.starts_with("multipart/mixed; boundary="),
-        "{content_type}"
-    );
+    assert!(content_type.starts_with("multipart/mixed; boundary="), "{content_type}");
     assert_eq!(reply.header("expo-protocol-version"), Some("1"));
     assert_eq!(reply.header("expo-sfv-version"), Some("0"));
     assert_eq!(reply.header("cache-control"), Some("private, max-age=0"));
@@ -44,11 +36,7 @@ fn manifest_part(setup: &Setup, reply: &Reply) -> (Value, Vec<u8>) {
     // §12.9: one flipped byte and it no longer verifies.
     let mut tampered = part.body.clone();
     tampered[10] ^= 0x01;
-    assert!(!openssl_verify(
-        &setup.certificate(),
-        &tampered,
-        &sig["sig"]
-    ));
+    assert!(!openssl_verify(&setup.certificate(), &tampered, &sig["sig"]));
     (
         serde_json::from_slice(&part.body).expect("manifest JSON"),
         part.body.clone(),
@@ -89,20 +77,12 @@ fn check_manifest_shape(m: &Value, expected_id: &str) {
         );
         let key = asset["key"].as_str().unwrap();
         assert!(
-            key.len() == 32
-                && key
-                    .bytes()
-                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+            key.len() == 32 && key.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
             "{key}"
         );
         assert!(keys.insert(key.to_owned()), "duplicate key {key}");
         assert!(asset["fileExtension"].as_str().unwrap().starts_with('.'));
-        assert!(
-            asset["url"]
-                .as_str()
-                .unwrap()
-                .starts_with("http://127.0.0.1:")
-        );
+        assert!(asset["url"].as_str().unwrap().starts_with("http://127.0.0.1:"));
         assert!(asset["contentType"].is_string());
     }
     assert_eq!(m["assets"].as_array().unwrap().len(), 2);
@@ -183,10 +163,7 @@ async fn a_device_gets_verifies_and_keeps_updates() {
     check_manifest_shape(&m_ios, &ios_id);
     let (m_android, _) = manifest_part(&setup, &get(&url, &android).await);
     check_manifest_shape(&m_android, &android_id);
-    assert_ne!(
-        m_ios["launchAsset"]["hash"],
-        m_android["launchAsset"]["hash"]
-    );
+    assert_ne!(m_ios["launchAsset"]["hash"], m_android["launchAsset"]["hash"]);
 
     // §12.2.
     let old_assets = check_assets(&m_ios).await;
@@ -214,12 +191,7 @@ async fn a_device_gets_verifies_and_keeps_updates() {
         let reply = get(&url, &with(ios.clone(), "Expo-Platform", platform)).await;
         assert_eq!(reply.status, 400, "platform {platform:?}");
         let error: Value = serde_json::from_slice(&reply.body).unwrap();
-        assert!(
-            error["error"]["code"]
-                .as_str()
-                .unwrap()
-                .contains("platform")
-        );
+        assert!(error["error"]["code"].as_str().unwrap().contains("platform"));
     }
     let reply = get(&url, &without(ios.clone(), "Expo-Platform")).await;
     assert_eq!(reply.status, 400);
@@ -231,11 +203,7 @@ async fn a_device_gets_verifies_and_keeps_updates() {
         assert_eq!(reply.header("content-type"), Some(accept));
         assert_eq!(reply.header("expo-protocol-version"), Some("1"));
         let sig = parse_signature_header(reply.header("expo-signature").unwrap());
-        assert!(openssl_verify(
-            &setup.certificate(),
-            &reply.body,
-            &sig["sig"]
-        ));
+        assert!(openssl_verify(&setup.certificate(), &reply.body, &sig["sig"]));
         let m: Value = serde_json::from_slice(&reply.body).unwrap();
         assert_eq!(m["id"], ios_id.as_str());
     }
@@ -248,12 +216,7 @@ async fn a_device_gets_verifies_and_keeps_updates() {
     assert!(reply.header("expo-server-defined-headers").is_none());
 
     // §12.6: a second publish is served, strictly newer.
-    let second = setup.publish(
-        &make_export(setup.dir.path(), "two", RV),
-        "production",
-        true,
-        &[],
-    );
+    let second = setup.publish(&make_export(setup.dir.path(), "two", RV), "production", true, &[]);
     let ios_id2 = second["updates"]
         .as_array()
         .unwrap()
@@ -291,10 +254,7 @@ async fn a_device_gets_verifies_and_keeps_updates() {
         &["--platform", "android"],
     );
     let staging_id = staging["updates"][0]["id"].as_str().unwrap();
-    let (m_staging, _) = manifest_part(
-        &setup,
-        &get(&url, &device_headers("android", RV, "staging")).await,
-    );
+    let (m_staging, _) = manifest_part(&setup, &get(&url, &device_headers("android", RV, "staging")).await);
     assert_eq!(m_staging["id"], staging_id);
     let (m_prod, _) = manifest_part(&setup, &get(&url, &android).await);
     assert_ne!(m_prod["id"], staging_id);
@@ -315,12 +275,7 @@ async fn server_side_signing_and_unsigned_updates() {
     let ios = device_headers("ios", RV, "production");
 
     // Unsigned publish: a device that expects a signature gets a clear error, not the manifest.
-    setup.publish(
-        &make_export(setup.dir.path(), "u", RV),
-        "production",
-        false,
-        &[],
-    );
+    setup.publish(&make_export(setup.dir.path(), "u", RV), "production", false, &[]);
     let reply = get(&url, &ios).await;
     assert_eq!(reply.status, 400);
     let error: Value = serde_json::from_slice(&reply.body).unwrap();
@@ -345,12 +300,7 @@ async fn server_side_signing_and_unsigned_updates() {
         "--token",
         &setup.token,
     ]);
-    let published = setup.publish(
-        &make_export(setup.dir.path(), "s", RV),
-        "production",
-        false,
-        &[],
-    );
+    let published = setup.publish(&make_export(setup.dir.path(), "s", RV), "production", false, &[]);
     assert_eq!(published["updates"][0]["signed"], true);
     let (m, _) = manifest_part(&setup, &get(&url, &ios).await);
     let ios_id = published["updates"]
@@ -396,9 +346,6 @@ async fn health_metrics_and_logs() {
         text.contains(r#"aloft_manifest_responses_total{kind="no-update"} 1"#),
         "{text}"
     );
-    assert!(
-        text.contains("aloft_http_request_duration_seconds_bucket"),
-        "{text}"
-    );
+    assert!(text.contains("aloft_http_request_duration_seconds_bucket"), "{text}");
     assert!(text.contains("aloft_http_response_bytes_total"), "{text}");
 }

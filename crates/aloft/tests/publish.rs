@@ -52,10 +52,7 @@ fn publish_fails(setup: &Setup, export: &std::path::Path, extra: &[&str]) -> Str
 async fn served_ios_id(setup: &Setup) -> Option<String> {
     let reply = get(
         &setup.server.manifest_url("demo"),
-        &without(
-            device_headers("ios", RV, "production"),
-            "expo-expect-signature",
-        ),
+        &without(device_headers("ios", RV, "production"), "expo-expect-signature"),
     )
     .await;
     match reply.status {
@@ -77,10 +74,7 @@ async fn bad_exports_are_refused_with_a_fix_and_publish_nothing() {
     let export = make_export(dir, "bad-json", RV);
     write(&export.join("metadata.json"), b"{\"version\": 0,");
     let err = publish_fails(&setup, &export, &[]);
-    assert!(
-        err.contains("metadata.json") && err.contains("not valid JSON"),
-        "{err}"
-    );
+    assert!(err.contains("metadata.json") && err.contains("not valid JSON"), "{err}");
 
     let export = make_export(dir, "outside", RV);
     write(&dir.join("secret.txt"), b"not for publishing");
@@ -107,18 +101,12 @@ async fn bad_exports_are_refused_with_a_fix_and_publish_nothing() {
         "bundle": "_expo/static/js/ios/gone.hbc", "assets": []}}});
     write(&export.join("metadata.json"), meta.to_string().as_bytes());
     let err = publish_fails(&setup, &export, &[]);
-    assert!(
-        err.contains("gone.hbc") && err.contains("does not exist"),
-        "{err}"
-    );
+    assert!(err.contains("gone.hbc") && err.contains("does not exist"), "{err}");
 
     let export = make_export(dir, "no-config", RV);
     std::fs::remove_file(export.join("expoConfig.json")).unwrap();
     let err = publish_fails(&setup, &export, &[]);
-    assert!(
-        err.contains("npx expo config --type public --json"),
-        "{err}"
-    );
+    assert!(err.contains("npx expo config --type public --json"), "{err}");
 
     let export = make_export(dir, "fingerprint", RV);
     write(
@@ -149,10 +137,7 @@ async fn bad_exports_are_refused_with_a_fix_and_publish_nothing() {
     args.extend(["--channel", "production", "--input", &export_str]);
     let out = aloft(&args);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("401 unauthorized"),
-        "{err}"
-    );
+    assert!(!out.status.success() && err.contains("401 unauthorized"), "{err}");
 
     let mut args = vec![
         "publish",
@@ -166,10 +151,7 @@ async fn bad_exports_are_refused_with_a_fix_and_publish_nothing() {
     args.extend(["--channel", "production", "--input", &export_str]);
     let out = aloft(&args);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("app_not_found"),
-        "{err}"
-    );
+    assert!(!out.status.success() && err.contains("app_not_found"), "{err}");
 
     // None of it was published.
     assert_eq!(served_ios_id(&setup).await, None);
@@ -214,12 +196,7 @@ print("consistent")
 async fn a_server_killed_mid_publish_restarts_into_the_old_state() {
     let setup = Setup::new();
     let data = setup.path("data");
-    let first = setup.publish(
-        &make_export(setup.dir.path(), "before", RV),
-        "production",
-        true,
-        &[],
-    );
+    let first = setup.publish(&make_export(setup.dir.path(), "before", RV), "production", true, &[]);
     let first_id = ios_id(&first);
 
     // Kill 1: in the middle of streaming a blob upload.
@@ -229,9 +206,7 @@ async fn a_server_killed_mid_publish_restarts_into_the_old_state() {
     let upload_url = format!("{}/api/v1/blobs/{big_hash}", setup.server.base);
     let token = setup.token.clone();
     let upload = tokio::spawn(async move {
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
         reqwest::Client::new()
             .put(upload_url)
             .bearer_auth(token)
@@ -273,25 +248,15 @@ async fn a_server_killed_mid_publish_restarts_into_the_old_state() {
     // Kill 2: after the new blobs are stored, before the group commits.
     let export = make_export(setup.dir.path(), "after", RV);
     let client = reqwest::Client::new();
-    let meta: Value =
-        serde_json::from_slice(&std::fs::read(export.join("metadata.json")).unwrap()).unwrap();
-    let mut paths: Vec<String> = vec![
-        meta["fileMetadata"]["ios"]["bundle"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-    ];
+    let meta: Value = serde_json::from_slice(&std::fs::read(export.join("metadata.json")).unwrap()).unwrap();
+    let mut paths: Vec<String> = vec![meta["fileMetadata"]["ios"]["bundle"].as_str().unwrap().to_owned()];
     for a in meta["fileMetadata"]["ios"]["assets"].as_array().unwrap() {
         paths.push(a["path"].as_str().unwrap().to_owned());
     }
     for path in &paths {
         let bytes = std::fs::read(export.join(path)).unwrap();
         let reply = client
-            .put(format!(
-                "{}/api/v1/blobs/{}",
-                setup.server.base,
-                sha256_b64url(&bytes)
-            ))
+            .put(format!("{}/api/v1/blobs/{}", setup.server.base, sha256_b64url(&bytes)))
             .bearer_auth(&setup.token)
             .body(bytes)
             .send()
@@ -315,10 +280,7 @@ async fn a_server_killed_mid_publish_restarts_into_the_old_state() {
     // The old update is whole: its manifest and every asset.
     let reply = get(
         &setup.server.manifest_url("demo"),
-        &without(
-            device_headers("ios", RV, "production"),
-            "expo-expect-signature",
-        ),
+        &without(device_headers("ios", RV, "production"), "expo-expect-signature"),
     )
     .await;
     let parts = parse_multipart(reply.header("content-type").unwrap(), &reply.body);

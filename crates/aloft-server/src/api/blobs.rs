@@ -1,13 +1,14 @@
 use aloft_core::ContentHash;
-use aloft_core::api::{BlobInfo, MissingBlobsRequest, MissingBlobsResponse};
+use aloft_core::api::{BlobInfo, GcRequest, GcResult, MissingBlobsRequest, MissingBlobsResponse};
 use aloft_store::IngestError;
 use aloft_store::db::blobs;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use serde_json::json;
 
-use super::Caller;
+use super::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
@@ -15,9 +16,10 @@ use crate::state::AppState;
 /// Which of the given blobs the server does not have yet.
 pub async fn missing_blobs(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiJson(body): ApiJson<MissingBlobsRequest>,
 ) -> Result<Json<MissingBlobsResponse>, ApiError> {
+    caller.uploader()?;
     if body.hashes.len() > 10_000 {
         return Err(ApiError::bad_request(
             "too_many_hashes",
@@ -32,13 +34,13 @@ pub async fn missing_blobs(
 /// Streams one blob in. The server re-hashes the bytes and refuses a mismatch.
 pub async fn upload_blob(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiPath(hash): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<BlobInfo>), ApiError> {
-    let hash = ContentHash::parse(&hash)
-        .map_err(|e| ApiError::bad_request("invalid_hash", e.to_string()))?;
+    caller.uploader()?;
+    let hash = ContentHash::parse(&hash).map_err(|e| ApiError::bad_request("invalid_hash", e.to_string()))?;
     let max = state.config.max_upload_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -70,4 +72,38 @@ pub async fn upload_blob(
             size: record.size,
         }),
     ))
+}
+
+/// Removes blobs no update references and nobody touched for the grace period.
+pub async fn collect_garbage(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<GcRequest>,
+) -> Result<Json<GcResult>, ApiError> {
+    caller.admin()?;
+    let grace_ms = body
+        .grace_seconds
+        .unwrap_or(86_400)
+        .saturating_mul(1000)
+        .min(i64::MAX as u64) as i64;
+    let removed = blobs::collect_garbage(&state.db, grace_ms).await?;
+    for hash in &removed {
+        if let Ok(mut cache) = state.blob_cache.write() {
+            cache.remove(hash);
+        }
+        if let Err(e) = state.blobs.delete(hash).await {
+            // The record is gone, so the blob is unreachable; its bytes are left behind.
+            tracing::warn!(%hash, error = %e, "removing an unreferenced blob's bytes failed");
+        }
+    }
+    caller
+        .audit(
+            &state,
+            None,
+            "gc",
+            "",
+            json!({"removed": removed.len(), "grace_ms": grace_ms}),
+        )
+        .await;
+    Ok(Json(GcResult { removed }))
 }

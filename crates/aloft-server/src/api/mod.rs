@@ -1,35 +1,185 @@
-//! The management API under `/api/v1`. Every route requires a bearer token.
+//! The management API under `/api/v1`. One table, [`endpoints`], lists every route with its
+//! handler and documentation; both the router and `/api/v1/openapi.json` are built from it, so
+//! the document cannot drift from the routes.
 
 mod apps;
 mod auth;
 mod blobs;
+mod channels;
 mod publish;
+mod tokens;
+mod updates;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use aloft_core::api as body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::Method;
+use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::{Json, Router};
+use schemars::{JsonSchema, SchemaGenerator};
+use serde_json::{Map, Value, json};
 
 use crate::state::AppState;
 
-pub use auth::Caller;
+pub use auth::{Caller, Need};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// Any valid token; the answer covers only what it may see.
+    AnyToken,
+    /// A token that may read the app in the path.
+    AppRead,
+    /// A token that may change the app in the path.
+    AppWrite,
+    /// A publish or admin token (blob uploads are part of publishing).
+    Upload,
+    Admin,
+}
+
+type SchemaFn = fn(&mut SchemaGenerator) -> schemars::Schema;
+
+fn schema<T: JsonSchema>(g: &mut SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<T>()
+}
+
+/// One documented route.
+pub struct Endpoint {
+    pub method: Method,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub access: Access,
+    /// Whether the route takes `?prepare=true` (returns the bodies to sign, changes nothing).
+    pub prepare: bool,
+    pub request: Option<SchemaFn>,
+    pub response: Option<SchemaFn>,
+    pub status: u16,
+    handler: MethodRouter<AppState>,
+}
+
+macro_rules! endpoint {
+    ($method:ident $path:literal, $summary:literal, $access:ident, $handler:expr,
+     req: $req:ty, res: $res:ty, status: $status:literal $(, prepare: $prepare:literal)?) => {
+        Endpoint {
+            method: Method::$method,
+            path: $path,
+            summary: $summary,
+            access: Access::$access,
+            prepare: false $(|| $prepare)?,
+            request: endpoint!(@schema $req),
+            response: endpoint!(@schema $res),
+            status: $status,
+            handler: $handler,
+        }
+    };
+    (@schema ()) => { None };
+    (@schema $t:ty) => { Some(schema::<$t> as SchemaFn) };
+}
+
+/// Every management route.
+pub fn endpoints() -> Vec<Endpoint> {
+    use body::*;
+    vec![
+        endpoint!(GET "/openapi.json", "This document", Public, get(openapi_json), req: (), res: (), status: 200),
+        endpoint!(GET "/apps", "List the apps the token can see", AnyToken, get(apps::list_apps), req: (), res: Vec<AppInfo>, status: 200),
+        endpoint!(POST "/apps", "Create an app (with channel and branch `production`)", Admin, post(apps::create_app), req: CreateApp, res: AppInfo, status: 201),
+        endpoint!(GET "/apps/{slug}", "Show an app and its manifest URL", AppRead, get(apps::show_app), req: (), res: AppInfo, status: 200),
+        endpoint!(PUT "/apps/{slug}/signing-key", "Give the app a server-side signing key", Admin, put(apps::set_signing_key), req: SetSigningKey, res: AppInfo, status: 200),
+        endpoint!(DELETE "/apps/{slug}/signing-key", "Remove the app's server-side signing key", Admin, delete(apps::delete_signing_key), req: (), res: AppInfo, status: 200),
+        endpoint!(POST "/apps/{slug}/publish", "Publish an update group (optionally as a rollout)", AppWrite, post(publish::publish), req: PublishRequest, res: Outcome, status: 201, prepare: true),
+        endpoint!(GET "/apps/{slug}/groups", "List update groups, newest first (?branch= or ?channel=, ?limit=)", AppRead, get(updates::list_groups), req: (), res: Vec<GroupInfo>, status: 200),
+        endpoint!(GET "/apps/{slug}/groups/{group}", "Show an update group", AppRead, get(updates::show_group), req: (), res: GroupInfo, status: 200),
+        endpoint!(POST "/apps/{slug}/groups/{group}/republish", "Republish a group: new ids and createdAt, same assets", AppWrite, post(publish::republish), req: RepublishRequest, res: Outcome, status: 201, prepare: true),
+        endpoint!(POST "/apps/{slug}/groups/{group}/disable", "Stop serving a group; re-serve the previous one if it was current", AppWrite, post(publish::disable_group), req: SignedOperation, res: Outcome, status: 200, prepare: true),
+        endpoint!(PUT "/apps/{slug}/groups/{group}/rollout", "Raise a group's rollout percentage", AppWrite, put(publish::set_rollout), req: SetRollout, res: Outcome, status: 200),
+        endpoint!(POST "/apps/{slug}/groups/{group}/rollout/complete", "Complete a rollout: every device gets the group", AppWrite, post(publish::complete_rollout), req: (), res: Outcome, status: 200),
+        endpoint!(POST "/apps/{slug}/groups/{group}/rollout/revert", "Revert a rollout: withdraw the group, move devices back to the control", AppWrite, post(publish::revert_rollout), req: SignedOperation, res: Outcome, status: 200, prepare: true),
+        endpoint!(POST "/apps/{slug}/rollbacks", "Roll a channel back to its previous group, or to the embedded update", AppWrite, post(publish::rollback), req: RollbackRequest, res: Outcome, status: 201, prepare: true),
+        endpoint!(GET "/apps/{slug}/channels", "List channels", AppRead, get(channels::list_channels), req: (), res: Vec<ChannelInfo>, status: 200),
+        endpoint!(POST "/apps/{slug}/channels", "Create a channel", AppWrite, post(channels::create_channel), req: CreateChannel, res: ChannelInfo, status: 201),
+        endpoint!(PUT "/apps/{slug}/channels/{channel}", "Point a channel at another branch", AppWrite, put(channels::edit_channel), req: EditChannel, res: ChannelInfo, status: 200),
+        endpoint!(POST "/apps/{slug}/channels/{channel}/rollout", "Start, raise, end or revert a channel's branch rollout", AppWrite, post(publish::channel_rollout), req: ChannelRolloutRequest, res: Outcome, status: 200, prepare: true),
+        endpoint!(GET "/apps/{slug}/branches", "List branches", AppRead, get(channels::list_branches), req: (), res: Vec<BranchInfo>, status: 200),
+        endpoint!(POST "/apps/{slug}/branches", "Create a branch", AppWrite, post(channels::create_branch), req: CreateBranch, res: (), status: 201),
+        endpoint!(DELETE "/apps/{slug}/branches/{branch}", "Delete a branch no channel uses, with its groups", AppWrite, delete(channels::delete_branch), req: (), res: (), status: 204),
+        endpoint!(POST "/blobs/missing", "Which of these blobs the server lacks", Upload, post(blobs::missing_blobs), req: MissingBlobsRequest, res: MissingBlobsResponse, status: 200),
+        // Uploads stream to disk under their own size limit.
+        endpoint!(PUT "/blobs/{hash}", "Upload one blob; its bytes must hash to the name", Upload, put(blobs::upload_blob).layer(DefaultBodyLimit::disable()), req: (), res: BlobInfo, status: 201),
+        endpoint!(POST "/gc", "Remove blobs no update references, after a grace period", Admin, post(blobs::collect_garbage), req: GcRequest, res: GcResult, status: 200),
+        endpoint!(GET "/tokens", "List tokens", Admin, get(tokens::list_tokens), req: (), res: Vec<TokenInfo>, status: 200),
+        endpoint!(POST "/tokens", "Create a token (the secret is shown once)", Admin, post(tokens::create_token), req: CreateToken, res: CreatedToken, status: 201),
+        endpoint!(DELETE "/tokens/{id}", "Revoke a token", Admin, delete(tokens::revoke_token), req: (), res: (), status: 204),
+        endpoint!(GET "/audit", "The audit log (?app= for one app, else admin only; ?limit=)", AnyToken, get(tokens::list_audit), req: (), res: Vec<AuditEntry>, status: 200),
+    ]
+}
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/apps", get(apps::list_apps).post(apps::create_app))
-        .route("/apps/{slug}", get(apps::show_app))
-        .route(
-            "/apps/{slug}/signing-key",
-            put(apps::set_signing_key).delete(apps::delete_signing_key),
-        )
-        .route(
-            "/apps/{slug}/publish/prepare",
-            post(publish::prepare_publish),
-        )
-        .route("/apps/{slug}/publish", post(publish::publish))
-        .route("/blobs/missing", post(blobs::missing_blobs))
-        // Uploads stream to disk under their own size limit.
-        .route(
-            "/blobs/{hash}",
-            put(blobs::upload_blob).layer(DefaultBodyLimit::disable()),
-        )
+    endpoints()
+        .into_iter()
+        .fold(Router::new(), |router, e| router.route(e.path, e.handler))
+}
+
+async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
+    Json(openapi(&state.config.public_url))
+}
+
+/// The OpenAPI 3.1 document of [`endpoints`].
+pub fn openapi(server_url: &str) -> Value {
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "/components/schemas".into())
+        .into_generator();
+    let mut paths = Map::new();
+    for e in endpoints() {
+        let params: Vec<Value> = e
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .chain(e.prepare.then(|| {
+                json!({"name": "prepare", "in": "query", "required": false, "schema": {"type": "boolean"},
+                       "description": "Return the bodies this operation would store, for signing; change nothing"})
+            }))
+            .collect();
+        let mut op = json!({
+            "summary": e.summary,
+            "operationId": format!("{} {}", e.method, e.path),
+            "x-aloft-access": format!("{:?}", e.access),
+            "parameters": params,
+            "responses": {
+                e.status.to_string(): match e.response {
+                    Some(f) => json!({"description": "Success", "content": {"application/json": {"schema": f(&mut generator)}}}),
+                    None => json!({"description": "Success"}),
+                },
+                "4XX": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }
+        });
+        if e.access != Access::Public {
+            op["security"] = json!([{"bearer": []}]);
+        }
+        if let Some(f) = e.request {
+            op["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": f(&mut generator)}}});
+        }
+        paths
+            .entry(format!("/api/v1{}", e.path))
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .map(|m| m.insert(e.method.as_str().to_ascii_lowercase(), op));
+    }
+    let mut schemas = generator.take_definitions(true);
+    schemas.insert(
+        "Error".into(),
+        json!({"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
+            "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}),
+    );
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Aloft management API", "version": env!("CARGO_PKG_VERSION")},
+        "servers": [{"url": server_url}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+        }
+    })
 }

@@ -41,10 +41,7 @@ fn parse_file(file: &str) -> Result<(ContentHash, &'static str), ApiError> {
 
 /// Picks the best stored encoding the client accepts: brotli, then gzip, then identity.
 fn choose_encoding(headers: &HeaderMap, blob: &BlobRecord) -> Encoding {
-    let Some(accept) = headers
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(accept) = headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()) else {
         return Encoding::Identity;
     };
     let accepts = |token: &str| {
@@ -118,12 +115,7 @@ fn parse_range(headers: &HeaderMap, size: u64) -> RangeRequest {
 }
 
 async fn blob_record(state: &AppState, hash: &ContentHash) -> Result<Option<BlobRecord>, ApiError> {
-    if let Some(rec) = state
-        .blob_cache
-        .read()
-        .ok()
-        .and_then(|c| c.get(hash).cloned())
-    {
+    if let Some(rec) = state.blob_cache.read().ok().and_then(|c| c.get(hash).cloned()) {
         return Ok(Some(rec));
     }
     let rec = blobs::get(&state.db, hash).await?;
@@ -143,9 +135,9 @@ pub async fn get_asset(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (hash, content_type) = parse_file(&file)?;
-    let blob = blob_record(&state, &hash).await?.ok_or_else(|| {
-        ApiError::not_found("asset_not_found", format!("no asset with hash {hash}"))
-    })?;
+    let blob = blob_record(&state, &hash)
+        .await?
+        .ok_or_else(|| ApiError::not_found("asset_not_found", format!("no asset with hash {hash}")))?;
 
     let range = parse_range(&headers, blob.size);
     // Ranges apply to the identity representation only.
@@ -175,9 +167,7 @@ pub async fn get_asset(
         out.insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
     }
 
-    let if_none_match = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok());
+    let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
     // Weak comparison (RFC 9110 §13.1.2): a proxy may have weakened the tag.
     let matches = |tag: &str| {
         let tag = tag.trim();
@@ -191,8 +181,7 @@ pub async fn get_asset(
         RangeRequest::Unsatisfiable => {
             out.insert(
                 header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes */{size}"))
-                    .map_err(|e| ApiError::internal("header", &e))?,
+                HeaderValue::from_str(&format!("bytes */{size}")).map_err(|e| ApiError::internal("header", &e))?,
             );
             out.remove(header::CONTENT_TYPE);
             return Ok((StatusCode::RANGE_NOT_SATISFIABLE, out).into_response());
@@ -218,9 +207,7 @@ pub async fn get_asset(
         .get(&hash, encoding, byte_range)
         .await
         .map_err(|e| ApiError::internal("reading a stored blob failed", &e))?;
-    let stream = result
-        .into_stream()
-        .map(|chunk| chunk.map_err(std::io::Error::other));
+    let stream = result.into_stream().map(|chunk| chunk.map_err(std::io::Error::other));
     Ok((status, out, Body::from_stream(stream)).into_response())
 }
 
@@ -231,12 +218,7 @@ mod tests {
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs
             .iter()
-            .map(|(k, v)| {
-                (
-                    header::HeaderName::from_static(k),
-                    HeaderValue::from_static(v),
-                )
-            })
+            .map(|(k, v)| (header::HeaderName::from_static(k), HeaderValue::from_static(v)))
             .collect()
     }
 
@@ -244,10 +226,7 @@ mod tests {
     fn names_are_validated_before_storage() {
         let h = ContentHash::of(b"x").to_string();
         assert_eq!(parse_file(&format!("{h}.png")).unwrap().1, "image/png");
-        assert_eq!(
-            parse_file(&format!("{h}.bundle")).unwrap().1,
-            "application/javascript"
-        );
+        assert_eq!(parse_file(&format!("{h}.bundle")).unwrap().1, "application/javascript");
         for bad in [
             "../../etc/passwd",
             "..%2F..%2Fetc",

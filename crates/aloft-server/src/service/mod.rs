@@ -1,3 +1,39 @@
-//! Use-cases behind the management API, independent of HTTP extraction.
+//! Use-cases behind the management API, independent of HTTP extraction. Every change runs under
+//! the app-wide publish lock in one write transaction (see `plan`).
 
+pub mod channels;
+pub mod plan;
 pub mod publish;
+pub mod release;
+
+use aloft_store::DbError;
+use aloft_store::db::updates::{self, Group};
+use aloft_store::db::{Conn as SqliteConnection, WriteTx};
+use tokio::sync::OwnedMutexGuard;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A change in progress: the publish lock and an open write transaction.
+pub struct Change {
+    _guard: OwnedMutexGuard<()>,
+    pub tx: WriteTx,
+}
+
+impl Change {
+    pub async fn begin(state: &AppState) -> Result<Self, ApiError> {
+        let guard = state.publish_lock.clone().lock_owned().await;
+        let tx = state.db.begin_write().await?;
+        Ok(Self { _guard: guard, tx })
+    }
+}
+
+/// The group the given one republishes, or itself: what a device actually runs.
+pub fn origin(group: &Group) -> uuid::Uuid {
+    group.republished_from.unwrap_or(group.id)
+}
+
+/// The newest served group of a branch, if any.
+pub async fn newest_served(conn: &mut SqliteConnection, branch_id: i64) -> Result<Option<Group>, DbError> {
+    Ok(updates::served_groups(conn, branch_id).await?.into_iter().next())
+}

@@ -22,8 +22,7 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<App, DbError> {
     Ok(App {
         id: row.try_get("id")?,
         slug: AppSlug::parse(slug).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        default_channel: ChannelName::parse(default_channel)
-            .map_err(|e| sqlx::Error::Decode(e.into()))?,
+        default_channel: ChannelName::parse(default_channel).map_err(|e| sqlx::Error::Decode(e.into()))?,
         signing_key_pem: row.try_get("signing_key_pem")?,
         signing_keyid: row.try_get("signing_keyid")?,
         created_at: Millis(row.try_get("created_at")?),
@@ -32,7 +31,10 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<App, DbError> {
 
 macro_rules! select_apps {
     ($rest:literal) => {
-        concat!("SELECT id, slug, default_channel, signing_key_pem, signing_keyid, created_at FROM apps ", $rest)
+        concat!(
+            "SELECT id, slug, default_channel, signing_key_pem, signing_keyid, created_at FROM apps ",
+            $rest
+        )
     };
 }
 
@@ -42,29 +44,27 @@ pub async fn create(db: &Database, slug: &AppSlug) -> Result<App, DbError> {
     let now = Millis::now().0;
     let default_channel = "production";
     let mut tx = db.begin_write().await?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO apps (slug, default_channel, created_at) VALUES (?, ?, ?) RETURNING id",
-    )
-    .bind(slug.as_str())
-    .bind(default_channel)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            DbError::AppAlreadyExists(slug.to_string())
-        } else {
-            e.into()
-        }
-    })?;
-    let branch_id: i64 = sqlx::query_scalar(
-        "INSERT INTO branches (app_id, name, created_at) VALUES (?, ?, ?) RETURNING id",
-    )
-    .bind(id)
-    .bind(default_channel)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
+    let id: i64 =
+        sqlx::query_scalar("INSERT INTO apps (slug, default_channel, created_at) VALUES (?, ?, ?) RETURNING id")
+            .bind(slug.as_str())
+            .bind(default_channel)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    DbError::AppAlreadyExists(slug.to_string())
+                } else {
+                    e.into()
+                }
+            })?;
+    let branch_id: i64 =
+        sqlx::query_scalar("INSERT INTO branches (app_id, name, created_at) VALUES (?, ?, ?) RETURNING id")
+            .bind(id)
+            .bind(default_channel)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
     sqlx::query("INSERT INTO channels (app_id, name, branch_id, created_at) VALUES (?, ?, ?, ?)")
         .bind(id)
         .bind(default_channel)
@@ -95,18 +95,12 @@ pub async fn by_id(db: &Database, id: i64) -> Result<App, DbError> {
 }
 
 pub async fn list(db: &Database) -> Result<Vec<App>, DbError> {
-    let rows = sqlx::query(select_apps!("ORDER BY slug"))
-        .fetch_all(db.pool())
-        .await?;
+    let rows = sqlx::query(select_apps!("ORDER BY slug")).fetch_all(db.pool()).await?;
     rows.iter().map(from_row).collect()
 }
 
 /// Stores (or, with `None`, removes) the app's server-side signing key.
-pub async fn set_signing_key(
-    db: &Database,
-    app_id: i64,
-    key: Option<(&str, &str)>,
-) -> Result<(), DbError> {
+pub async fn set_signing_key(db: &Database, app_id: i64, key: Option<(&str, &str)>) -> Result<(), DbError> {
     let (pem, keyid) = key.unzip();
     let done = sqlx::query("UPDATE apps SET signing_key_pem = ?, signing_keyid = ? WHERE id = ?")
         .bind(pem)

@@ -18,12 +18,10 @@ pub struct BlobRecord {
 }
 
 pub async fn get(db: &Database, hash: &ContentHash) -> Result<Option<BlobRecord>, DbError> {
-    let row = sqlx::query(
-        "SELECT hash, md5, size, br_size, gz_size, compressed FROM blobs WHERE hash = ?",
-    )
-    .bind(hash.to_string())
-    .fetch_optional(db.pool())
-    .await?;
+    let row = sqlx::query("SELECT hash, md5, size, br_size, gz_size, compressed FROM blobs WHERE hash = ?")
+        .bind(hash.to_string())
+        .fetch_optional(db.pool())
+        .await?;
     let Some(r) = row else { return Ok(None) };
     let decode = |e: String| DbError::Sqlx(sqlx::Error::Decode(e.into()));
     let md5: String = r.try_get("md5")?;
@@ -38,12 +36,7 @@ pub async fn get(db: &Database, hash: &ContentHash) -> Result<Option<BlobRecord>
 }
 
 /// Records a stored blob. Recording one that exists is a no-op.
-pub async fn insert(
-    db: &Database,
-    hash: &ContentHash,
-    md5: &Md5Key,
-    size: u64,
-) -> Result<(), DbError> {
+pub async fn insert(db: &Database, hash: &ContentHash, md5: &Md5Key, size: u64) -> Result<(), DbError> {
     sqlx::query("INSERT INTO blobs (hash, md5, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING")
         .bind(hash.to_string())
         .bind(md5.to_string())
@@ -54,23 +47,41 @@ pub async fn insert(
     Ok(())
 }
 
-/// The subset of `hashes` that has no stored blob.
+/// The subset of `hashes` that has no stored blob. The ones that are stored are touched, so
+/// `gc` leaves them alone for a grace period while the publish that asked goes on.
 pub async fn missing(db: &Database, hashes: &[ContentHash]) -> Result<Vec<ContentHash>, DbError> {
     let mut out = Vec::new();
+    let now = Millis::now().0;
     for hash in hashes {
-        if get(db, hash).await?.is_none() && !out.contains(hash) {
+        let touched = sqlx::query("UPDATE blobs SET created_at = ? WHERE hash = ?")
+            .bind(now)
+            .bind(hash.to_string())
+            .execute(db.pool())
+            .await?;
+        if touched.rows_affected() == 0 && !out.contains(hash) {
             out.push(*hash);
         }
     }
     Ok(out)
 }
 
-pub async fn set_variants(
-    db: &Database,
-    hash: &ContentHash,
-    br: Option<u64>,
-    gz: Option<u64>,
-) -> Result<(), DbError> {
+/// Deletes the records of blobs no update references and nobody touched for `grace`, and returns
+/// their hashes; the caller then removes the bytes. A blob that is referenced is never chosen:
+/// the check and the delete happen in one write transaction.
+pub async fn collect_garbage(db: &Database, grace_ms: i64) -> Result<Vec<ContentHash>, DbError> {
+    let mut tx = db.begin_write().await?;
+    let cutoff = Millis::now().0 - grace_ms;
+    let rows: Vec<String> = sqlx::query_scalar(
+        "DELETE FROM blobs WHERE created_at < ? AND NOT EXISTS          (SELECT 1 FROM update_assets a WHERE a.blob_hash = blobs.hash) RETURNING hash",
+    )
+    .bind(cutoff)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows.iter().filter_map(|h| ContentHash::parse(h).ok()).collect())
+}
+
+pub async fn set_variants(db: &Database, hash: &ContentHash, br: Option<u64>, gz: Option<u64>) -> Result<(), DbError> {
     sqlx::query("UPDATE blobs SET br_size = ?, gz_size = ?, compressed = 1 WHERE hash = ?")
         .bind(br.map(|s| s as i64))
         .bind(gz.map(|s| s as i64))

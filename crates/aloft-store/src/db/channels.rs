@@ -1,87 +1,246 @@
-//! Channels and the branches they point at.
+//! Channels and branches. A branch is an ordered list of update groups; a channel points at a
+//! branch, and may split its devices with a second branch (a branch rollout).
 
 use aloft_core::time::Millis;
-use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
 
-use super::{Database, DbError};
+use super::{Database, DbError, is_unique_violation};
+
+/// A channel's split of its devices between its branch and another one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchRollout {
+    pub branch_id: i64,
+    pub branch: String,
+    pub percentage: u8,
+    pub salt: String,
+}
 
 #[derive(Debug, Clone)]
 pub struct Channel {
     pub id: i64,
     pub name: String,
     pub branch_id: i64,
-    pub branch_name: String,
+    pub branch: String,
+    pub rollout: Option<BranchRollout>,
+}
+
+macro_rules! select_channels {
+    ($rest:literal) => {
+        concat!(
+            "SELECT c.id, c.name, c.branch_id, b.name AS branch, c.rollout_branch_id, rb.name AS rollout_branch, \
+             c.rollout_percentage, c.rollout_salt FROM channels c JOIN branches b ON b.id = c.branch_id \
+             LEFT JOIN branches rb ON rb.id = c.rollout_branch_id ",
+            $rest
+        )
+    };
+}
+
+fn channel_from_row(r: &SqliteRow) -> Result<Channel, DbError> {
+    let rollout_branch_id: Option<i64> = r.try_get("rollout_branch_id")?;
+    let rollout_branch: Option<String> = r.try_get("rollout_branch")?;
+    let pct: Option<i64> = r.try_get("rollout_percentage")?;
+    let salt: Option<String> = r.try_get("rollout_salt")?;
+    Ok(Channel {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        branch_id: r.try_get("branch_id")?,
+        branch: r.try_get("branch")?,
+        rollout: match (rollout_branch_id, rollout_branch, pct, salt) {
+            (Some(branch_id), Some(branch), Some(p), Some(salt)) => Some(BranchRollout {
+                branch_id,
+                branch,
+                percentage: p.clamp(0, 100) as u8,
+                salt,
+            }),
+            _ => None,
+        },
+    })
 }
 
 pub async fn list(db: &Database, app_id: i64) -> Result<Vec<Channel>, DbError> {
+    let rows = sqlx::query(select_channels!("WHERE c.app_id = ? ORDER BY c.name"))
+        .bind(app_id)
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(channel_from_row).collect()
+}
+
+pub async fn get(conn: &mut SqliteConnection, app_id: i64, name: &str) -> Result<Channel, DbError> {
+    let row = sqlx::query(select_channels!("WHERE c.app_id = ? AND c.name = ?"))
+        .bind(app_id)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(DbError::NoSuchChannel)?;
+    channel_from_row(&row)
+}
+
+/// Creates a channel pointing at `branch` (created if needed).
+pub async fn create(conn: &mut SqliteConnection, app_id: i64, name: &str, branch: &str) -> Result<Channel, DbError> {
+    let now = Millis::now();
+    let branch_id = ensure_branch(conn, app_id, branch, now).await?;
+    sqlx::query("INSERT INTO channels (app_id, name, branch_id, created_at) VALUES (?, ?, ?, ?)")
+        .bind(app_id)
+        .bind(name)
+        .bind(branch_id)
+        .bind(now.0)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                DbError::ChannelAlreadyExists(name.to_owned())
+            } else {
+                e.into()
+            }
+        })?;
+    get(conn, app_id, name).await
+}
+
+/// Points a channel at another branch. Nothing is republished: devices get that branch's newest
+/// update at their next check.
+pub async fn set_branch(conn: &mut SqliteConnection, channel_id: i64, branch_id: i64) -> Result<(), DbError> {
+    sqlx::query("UPDATE channels SET branch_id = ? WHERE id = ?")
+        .bind(branch_id)
+        .bind(channel_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Starts, changes or (with `None`) ends a channel's branch rollout.
+pub async fn set_rollout(
+    conn: &mut SqliteConnection,
+    channel_id: i64,
+    rollout: Option<(i64, u8, &str)>,
+) -> Result<(), DbError> {
+    sqlx::query("UPDATE channels SET rollout_branch_id = ?, rollout_percentage = ?, rollout_salt = ? WHERE id = ?")
+        .bind(rollout.map(|r| r.0))
+        .bind(rollout.map(|r| i64::from(r.1)))
+        .bind(rollout.map(|r| r.2))
+        .bind(channel_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct Branch {
+    pub id: i64,
+    pub name: String,
+    pub created_at: Millis,
+    pub groups: i64,
+    /// Channels pointing at it (or rolling out to it).
+    pub channels: Vec<String>,
+}
+
+pub async fn list_branches(db: &Database, app_id: i64) -> Result<Vec<Branch>, DbError> {
     let rows = sqlx::query(
-        "SELECT c.id, c.name, c.branch_id, b.name AS branch_name FROM channels c \
-         JOIN branches b ON b.id = c.branch_id WHERE c.app_id = ? ORDER BY c.name",
+        "SELECT b.id, b.name, b.created_at, \
+           (SELECT COUNT(*) FROM update_groups g WHERE g.branch_id = b.id) AS groups, \
+           (SELECT GROUP_CONCAT(c.name, ',') FROM channels c WHERE c.branch_id = b.id OR c.rollout_branch_id = b.id) AS channels \
+         FROM branches b WHERE b.app_id = ? ORDER BY b.name",
     )
     .bind(app_id)
     .fetch_all(db.pool())
     .await?;
     rows.iter()
         .map(|r| {
-            Ok(Channel {
+            let channels: Option<String> = r.try_get("channels")?;
+            Ok(Branch {
                 id: r.try_get("id")?,
                 name: r.try_get("name")?,
-                branch_id: r.try_get("branch_id")?,
-                branch_name: r.try_get("branch_name")?,
+                created_at: Millis(r.try_get("created_at")?),
+                groups: r.try_get("groups")?,
+                channels: channels
+                    .map(|c| c.split(',').map(str::to_owned).collect())
+                    .unwrap_or_default(),
             })
         })
         .collect()
 }
 
-/// The id of the branch named `name`, creating it if needed, inside `tx`.
-pub(crate) async fn ensure_branch(
-    tx: &mut sqlx::SqliteConnection,
-    app_id: i64,
-    name: &str,
-    now: Millis,
-) -> Result<i64, DbError> {
+pub async fn branch_id(conn: &mut SqliteConnection, app_id: i64, name: &str) -> Result<i64, DbError> {
+    sqlx::query_scalar("SELECT id FROM branches WHERE app_id = ? AND name = ?")
+        .bind(app_id)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(DbError::NoSuchBranch)
+}
+
+pub async fn create_branch(conn: &mut SqliteConnection, app_id: i64, name: &str) -> Result<i64, DbError> {
+    sqlx::query_scalar("INSERT INTO branches (app_id, name, created_at) VALUES (?, ?, ?) RETURNING id")
+        .bind(app_id)
+        .bind(name)
+        .bind(Millis::now().0)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                DbError::BranchAlreadyExists(name.to_owned())
+            } else {
+                e.into()
+            }
+        })
+}
+
+/// Deletes a branch and its groups. Refused while a channel points (or rolls out) to it.
+/// Blobs stay until `gc` finds them unreferenced, so no served asset URL breaks.
+pub async fn delete_branch(conn: &mut SqliteConnection, app_id: i64, name: &str) -> Result<(), DbError> {
+    let id = branch_id(conn, app_id, name).await?;
+    let users: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM channels WHERE branch_id = ? OR rollout_branch_id = ? ORDER BY name")
+            .bind(id)
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+    if !users.is_empty() {
+        return Err(DbError::BranchInUse {
+            branch: name.to_owned(),
+            channels: users,
+        });
+    }
+    let groups: Vec<String> = sqlx::query_scalar("SELECT id FROM update_groups WHERE branch_id = ?")
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+    for group in groups {
+        let group = uuid::Uuid::parse_str(&group).map_err(|e| DbError::Sqlx(sqlx::Error::Decode(e.into())))?;
+        super::updates::delete_group(conn, group).await?;
+    }
+    sqlx::query("DELETE FROM branches WHERE id = ?")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The id of the branch named `name`, creating it if needed.
+pub async fn ensure_branch(conn: &mut SqliteConnection, app_id: i64, name: &str, now: Millis) -> Result<i64, DbError> {
     if let Some(id) = sqlx::query_scalar("SELECT id FROM branches WHERE app_id = ? AND name = ?")
         .bind(app_id)
         .bind(name)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?
     {
         return Ok(id);
     }
-    Ok(sqlx::query_scalar(
-        "INSERT INTO branches (app_id, name, created_at) VALUES (?, ?, ?) RETURNING id",
-    )
-    .bind(app_id)
-    .bind(name)
-    .bind(now.0)
-    .fetch_one(&mut *tx)
-    .await?)
-}
-
-/// The branch a channel points at; a channel that does not exist yet is created pointing at a
-/// branch of the same name (as `eas update --channel` does).
-pub(crate) async fn ensure_channel(
-    tx: &mut sqlx::SqliteConnection,
-    app_id: i64,
-    name: &str,
-    now: Millis,
-) -> Result<i64, DbError> {
-    if let Some(branch_id) =
-        sqlx::query_scalar("SELECT branch_id FROM channels WHERE app_id = ? AND name = ?")
+    Ok(
+        sqlx::query_scalar("INSERT INTO branches (app_id, name, created_at) VALUES (?, ?, ?) RETURNING id")
             .bind(app_id)
             .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?
-    {
-        return Ok(branch_id);
+            .bind(now.0)
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
+/// The channel named `name`; a channel that does not exist yet is created pointing at a branch of
+/// the same name (as `eas update --channel` does).
+pub async fn ensure_channel(conn: &mut SqliteConnection, app_id: i64, name: &str) -> Result<Channel, DbError> {
+    match get(conn, app_id, name).await {
+        Err(DbError::NoSuchChannel) => create(conn, app_id, name, name).await,
+        other => other,
     }
-    let branch_id = ensure_branch(tx, app_id, name, now).await?;
-    sqlx::query("INSERT INTO channels (app_id, name, branch_id, created_at) VALUES (?, ?, ?, ?)")
-        .bind(app_id)
-        .bind(name)
-        .bind(branch_id)
-        .bind(now.0)
-        .execute(&mut *tx)
-        .await?;
-    Ok(branch_id)
 }

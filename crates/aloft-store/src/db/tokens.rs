@@ -3,14 +3,49 @@
 use aloft_core::time::Millis;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 
 use super::{Database, DbError};
+
+/// What a token may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything, on every app, including tokens and apps themselves.
+    Admin,
+    /// Read and release (publish, roll out, roll back, ...) the listed apps.
+    Publish(Vec<String>),
+    /// Read the listed apps.
+    Read(Vec<String>),
+}
+
+impl Scope {
+    fn columns(&self) -> (&'static str, String) {
+        match self {
+            Scope::Admin => ("admin", String::new()),
+            Scope::Publish(apps) => ("publish", apps.join(",")),
+            Scope::Read(apps) => ("read", apps.join(",")),
+        }
+    }
+
+    fn from_columns(scope: &str, apps: &str) -> Self {
+        let apps = || apps.split(',').filter(|a| !a.is_empty()).map(str::to_owned).collect();
+        match scope {
+            "admin" => Scope::Admin,
+            "publish" => Scope::Publish(apps()),
+            // Anything unknown gets the least power.
+            _ => Scope::Read(apps()),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Token {
     pub id: i64,
     pub name: String,
-    pub scope: String,
+    pub scope: Scope,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub revoked_at: Option<Millis>,
 }
 
 /// A fresh secret: `aloft_` and 32 random bytes in hex.
@@ -22,36 +57,84 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Stores a token and returns its secret.
-pub async fn create(db: &Database, name: &str, scope: &str) -> Result<String, DbError> {
-    let secret = new_secret();
-    sqlx::query("INSERT INTO tokens (name, token_hash, scope, created_at) VALUES (?, ?, ?, ?)")
-        .bind(name)
-        .bind(hash_secret(&secret))
-        .bind(scope)
-        .bind(Millis::now().0)
-        .execute(db.pool())
-        .await?;
-    Ok(secret)
+fn from_row(r: &SqliteRow) -> Result<Token, DbError> {
+    let scope: String = r.try_get("scope")?;
+    let apps: String = r.try_get("apps")?;
+    Ok(Token {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        scope: Scope::from_columns(&scope, &apps),
+        created_at: Millis(r.try_get("created_at")?),
+        expires_at: r.try_get::<Option<i64>, _>("expires_at")?.map(Millis),
+        revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.map(Millis),
+    })
 }
 
-/// The live token whose secret hashes to `hash`. The lookup is by an index over hashes of
-/// secrets, so its timing reveals nothing about the secret itself.
+/// Stores a token and returns it with its secret.
+pub async fn create(
+    db: &Database,
+    name: &str,
+    scope: &Scope,
+    expires_at: Option<Millis>,
+) -> Result<(Token, String), DbError> {
+    let secret = new_secret();
+    let (scope_text, apps) = scope.columns();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO tokens (name, token_hash, scope, apps, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(name)
+    .bind(hash_secret(&secret))
+    .bind(scope_text)
+    .bind(apps)
+    .bind(Millis::now().0)
+    .bind(expires_at.map(|t| t.0))
+    .fetch_one(db.pool())
+    .await?;
+    let row = sqlx::query("SELECT * FROM tokens WHERE id = ?")
+        .bind(id)
+        .fetch_one(db.pool())
+        .await?;
+    Ok((from_row(&row)?, secret))
+}
+
+pub async fn list(db: &Database) -> Result<Vec<Token>, DbError> {
+    let rows = sqlx::query("SELECT * FROM tokens ORDER BY id")
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+pub async fn revoke(db: &Database, id: i64) -> Result<(), DbError> {
+    let done = sqlx::query("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+        .bind(Millis::now().0)
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(DbError::NoSuchToken);
+    }
+    Ok(())
+}
+
+/// The live token whose secret hashes to `hash`. The lookup goes through an index over hashes of
+/// secrets, so its timing depends on the hash, never on how much of a secret was right; the
+/// stored hash is then compared in constant time as well.
 pub async fn find_by_hash(db: &Database, hash: &str) -> Result<Option<Token>, DbError> {
     let row = sqlx::query(
-        "SELECT id, name, scope FROM tokens WHERE token_hash = ? AND revoked_at IS NULL \
-         AND (expires_at IS NULL OR expires_at > ?)",
+        "SELECT * FROM tokens WHERE token_hash = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
     )
     .bind(hash)
     .bind(Millis::now().0)
     .fetch_optional(db.pool())
     .await?;
-    row.map(|r| {
-        Ok(Token {
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
-            scope: r.try_get("scope")?,
-        })
-    })
-    .transpose()
+    let Some(row) = row else { return Ok(None) };
+    let stored: String = row.try_get("token_hash")?;
+    if !constant_time_eq(stored.as_bytes(), hash.as_bytes()) {
+        return Ok(None);
+    }
+    Ok(Some(from_row(&row)?))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -1,20 +1,78 @@
-//! Update groups and their per-platform updates: the atomic publish, and the heads a server
-//! serves.
+//! Update groups and their per-platform updates: the atomic insert of a group, the state a
+//! release manager changes (rollouts, disabling), and the heads a server serves.
 
 use aloft_core::signature::CodeSignature;
 use aloft_core::time::Millis;
 use aloft_core::{ContentHash, Platform, RuntimeVersion};
-use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
-use super::{Database, DbError, channels, is_unique_violation};
+use super::{Database, DbError, is_unique_violation};
 
-/// Where a publish lands.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// The branch the channel points at; a new channel gets a branch of its own name.
-    Channel(String),
-    Branch(String),
+/// What a group's updates carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupKind {
+    /// Manifests.
+    Update,
+    /// `rollBackToEmbedded` directives.
+    Rollback,
+}
+
+impl GroupKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupKind::Update => "update",
+            GroupKind::Rollback => "rollback",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        if s == "rollback" {
+            GroupKind::Rollback
+        } else {
+            GroupKind::Update
+        }
+    }
+
+    /// The kind of body each of the group's updates has.
+    pub fn body(self) -> BodyKind {
+        match self {
+            GroupKind::Update => BodyKind::Manifest,
+            GroupKind::Rollback => BodyKind::Directive,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Manifest,
+    Directive,
+}
+
+impl BodyKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            BodyKind::Manifest => "manifest",
+            BodyKind::Directive => "directive",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        if s == "directive" {
+            BodyKind::Directive
+        } else {
+            BodyKind::Manifest
+        }
+    }
+}
+
+/// An active per-group rollout: who gets the group is decided by hashing the device id with
+/// `salt`; `percentage` of devices do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutSpec {
+    pub percentage: u8,
+    pub salt: String,
 }
 
 #[derive(Debug, Clone)]
@@ -22,9 +80,9 @@ pub struct NewUpdate {
     pub id: Uuid,
     pub platform: Platform,
     pub runtime_version: RuntimeVersion,
-    pub manifest: Vec<u8>,
+    pub body: Vec<u8>,
     pub signature: Option<CodeSignature>,
-    /// Every blob the manifest references; all must be stored.
+    /// Every blob the body references; all must be stored.
     pub blobs: Vec<ContentHash>,
 }
 
@@ -32,82 +90,86 @@ pub struct NewUpdate {
 pub struct NewGroup {
     pub id: Uuid,
     pub app_id: i64,
-    pub target: Target,
+    pub branch_id: i64,
+    pub kind: GroupKind,
     pub message: String,
     pub created_at: Millis,
     pub published_by: String,
+    pub rollout: Option<RolloutSpec>,
+    pub republished_from: Option<Uuid>,
     pub updates: Vec<NewUpdate>,
 }
 
-/// The newest `createdAt` of any update of the app. Every publish is later than this, so the
-/// device, which orders by `createdAt` alone, always takes a new publish as newer.
-pub async fn newest_created_at(db: &Database, app_id: i64) -> Result<Option<Millis>, DbError> {
-    let max: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(created_at) FROM update_groups WHERE app_id = ?")
-            .bind(app_id)
-            .fetch_one(db.pool())
-            .await?;
+/// The newest `createdAt` of any group of the app. Every new group is later than this, so the
+/// device, which orders by `createdAt` alone, always takes a new group as newer.
+pub async fn newest_created_at(conn: &mut SqliteConnection, app_id: i64) -> Result<Option<Millis>, DbError> {
+    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(created_at) FROM update_groups WHERE app_id = ?")
+        .bind(app_id)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(max.map(Millis))
 }
 
-/// Commits a whole update group in one transaction: visible entirely or not at all.
-pub async fn publish(db: &Database, group: &NewGroup) -> Result<i64, DbError> {
-    let mut tx = db.begin_write().await?;
-    let newest: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(created_at) FROM update_groups WHERE app_id = ?")
-            .bind(group.app_id)
-            .fetch_one(&mut *tx)
-            .await?;
-    if let Some(newest) = newest
-        && group.created_at.0 <= newest
+/// Inserts a whole group. Run inside a write transaction: the group is visible entirely or not
+/// at all.
+pub async fn insert_group(conn: &mut SqliteConnection, group: &NewGroup) -> Result<(), DbError> {
+    if let Some(newest) = newest_created_at(conn, group.app_id).await?
+        && group.created_at <= newest
     {
         return Err(DbError::StaleCreatedAt {
             created_at: group.created_at.0,
-            newest,
+            newest: newest.0,
         });
     }
-    let branch_id = match &group.target {
-        Target::Channel(name) => {
-            channels::ensure_channel(&mut tx, group.app_id, name, group.created_at).await?
-        }
-        Target::Branch(name) => {
-            channels::ensure_branch(&mut tx, group.app_id, name, group.created_at).await?
+    let unique = |id: Uuid| {
+        move |e: sqlx::Error| {
+            if is_unique_violation(&e) {
+                DbError::UpdateAlreadyExists(id.to_string())
+            } else {
+                e.into()
+            }
         }
     };
     sqlx::query(
-        "INSERT INTO update_groups (id, app_id, branch_id, message, created_at, published_by) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO update_groups (id, app_id, branch_id, kind, message, created_at, published_by, \
+         rollout_percentage, rollout_salt, republished_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(group.id.to_string())
     .bind(group.app_id)
-    .bind(branch_id)
+    .bind(group.branch_id)
+    .bind(group.kind.as_str())
     .bind(&group.message)
     .bind(group.created_at.0)
     .bind(&group.published_by)
-    .execute(&mut *tx)
+    .bind(group.rollout.as_ref().map(|r| i64::from(r.percentage)))
+    .bind(group.rollout.as_ref().map(|r| r.salt.as_str()))
+    .bind(group.republished_from.map(|id| id.to_string()))
+    .execute(&mut *conn)
     .await
-    .map_err(|e| if is_unique_violation(&e) { DbError::UpdateAlreadyExists(group.id.to_string()) } else { e.into() })?;
+    .map_err(unique(group.id))?;
     for update in &group.updates {
         sqlx::query(
-            "INSERT INTO updates (id, group_id, branch_id, platform, runtime_version, created_at, manifest, signature, keyid) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO updates (id, group_id, branch_id, platform, runtime_version, created_at, manifest, \
+             signature, keyid, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(update.id.to_string())
         .bind(group.id.to_string())
-        .bind(branch_id)
+        .bind(group.branch_id)
         .bind(update.platform.as_str())
         .bind(update.runtime_version.as_str())
         .bind(group.created_at.0)
-        .bind(&update.manifest)
+        .bind(&update.body)
         .bind(update.signature.as_ref().map(|s| s.sig.as_str()))
         .bind(update.signature.as_ref().map(|s| s.keyid.as_str()))
-        .execute(&mut *tx)
+        .bind(group.kind.body().as_str())
+        .execute(&mut *conn)
         .await
-        .map_err(|e| if is_unique_violation(&e) { DbError::UpdateAlreadyExists(update.id.to_string()) } else { e.into() })?;
+        .map_err(unique(update.id))?;
         for hash in &update.blobs {
             let hash = hash.to_string();
             let stored: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE hash = ?")
                 .bind(&hash)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await?;
             if stored.is_none() {
                 return Err(DbError::MissingBlob(hash));
@@ -115,59 +177,312 @@ pub async fn publish(db: &Database, group: &NewGroup) -> Result<i64, DbError> {
             sqlx::query("INSERT OR IGNORE INTO update_assets (update_id, blob_hash) VALUES (?, ?)")
                 .bind(update.id.to_string())
                 .bind(&hash)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
     }
-    tx.commit().await?;
-    Ok(branch_id)
+    Ok(())
 }
 
-/// The newest update of a branch for one platform and runtime version: what a device gets.
+/// A group as release management sees it.
 #[derive(Debug, Clone)]
-pub struct Head {
+pub struct Group {
+    pub id: Uuid,
+    pub app_id: i64,
     pub branch_id: i64,
+    pub branch: String,
+    pub kind: GroupKind,
+    pub message: String,
+    pub created_at: Millis,
+    pub published_by: String,
+    pub rollout: Option<RolloutSpec>,
+    pub republished_from: Option<Uuid>,
+    pub disabled: Option<(Millis, String)>,
+    pub updates: Vec<GroupUpdate>,
+}
+
+impl Group {
+    pub fn is_served(&self) -> bool {
+        self.disabled.is_none()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupUpdate {
     pub id: Uuid,
     pub platform: Platform,
     pub runtime_version: RuntimeVersion,
-    pub created_at: Millis,
-    pub manifest: Vec<u8>,
+}
+
+/// One stored update with its exact body.
+#[derive(Debug, Clone)]
+pub struct StoredUpdate {
+    pub id: Uuid,
+    pub platform: Platform,
+    pub runtime_version: RuntimeVersion,
+    pub body: Vec<u8>,
     pub signature: Option<CodeSignature>,
 }
 
-/// Every head of every branch of the app.
+fn decode(e: impl std::fmt::Display) -> DbError {
+    DbError::Sqlx(sqlx::Error::Decode(e.to_string().into()))
+}
+
+fn uuid(s: &str) -> Result<Uuid, DbError> {
+    Uuid::parse_str(s).map_err(decode)
+}
+
+fn group_from_row(r: &SqliteRow) -> Result<Group, DbError> {
+    let id: String = r.try_get("id")?;
+    let pct: Option<i64> = r.try_get("rollout_percentage")?;
+    let salt: Option<String> = r.try_get("rollout_salt")?;
+    let from: Option<String> = r.try_get("republished_from")?;
+    let disabled_at: Option<i64> = r.try_get("disabled_at")?;
+    let reason: Option<String> = r.try_get("disabled_reason")?;
+    let kind: String = r.try_get("kind")?;
+    Ok(Group {
+        id: uuid(&id)?,
+        app_id: r.try_get("app_id")?,
+        branch_id: r.try_get("branch_id")?,
+        branch: r.try_get("branch")?,
+        kind: GroupKind::parse(&kind),
+        message: r.try_get("message")?,
+        created_at: Millis(r.try_get("created_at")?),
+        published_by: r.try_get("published_by")?,
+        rollout: match (pct, salt) {
+            (Some(p), Some(salt)) => Some(RolloutSpec {
+                percentage: p.clamp(0, 100) as u8,
+                salt,
+            }),
+            _ => None,
+        },
+        republished_from: from.as_deref().map(uuid).transpose()?,
+        disabled: disabled_at.map(|at| (Millis(at), reason.unwrap_or_default())),
+        updates: Vec::new(),
+    })
+}
+
+async fn attach_updates(conn: &mut SqliteConnection, groups: &mut [Group]) -> Result<(), DbError> {
+    for group in groups {
+        let rows =
+            sqlx::query("SELECT id, platform, runtime_version FROM updates WHERE group_id = ? ORDER BY platform")
+                .bind(group.id.to_string())
+                .fetch_all(&mut *conn)
+                .await?;
+        group.updates = rows
+            .iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                let platform: String = r.try_get("platform")?;
+                let rv: String = r.try_get("runtime_version")?;
+                Ok(GroupUpdate {
+                    id: uuid(&id)?,
+                    platform: platform.parse().map_err(decode)?,
+                    runtime_version: RuntimeVersion::parse(rv).map_err(decode)?,
+                })
+            })
+            .collect::<Result<_, DbError>>()?;
+    }
+    Ok(())
+}
+
+macro_rules! select_groups {
+    ($rest:literal) => {
+        concat!(
+            "SELECT g.id, g.app_id, g.branch_id, b.name AS branch, g.kind, g.message, g.created_at, \
+             g.published_by, g.rollout_percentage, g.rollout_salt, g.republished_from, g.disabled_at, \
+             g.disabled_reason FROM update_groups g JOIN branches b ON b.id = g.branch_id ",
+            $rest
+        )
+    };
+}
+
+/// One group of the app, with its updates.
+pub async fn group(conn: &mut SqliteConnection, app_id: i64, id: Uuid) -> Result<Group, DbError> {
+    let row = sqlx::query(select_groups!("WHERE g.app_id = ? AND g.id = ?"))
+        .bind(app_id)
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(DbError::NoSuchGroup)?;
+    let mut groups = vec![group_from_row(&row)?];
+    attach_updates(conn, &mut groups).await?;
+    Ok(groups.remove(0))
+}
+
+/// Groups of the app, newest first, optionally of one branch.
+pub async fn list_groups(
+    conn: &mut SqliteConnection,
+    app_id: i64,
+    branch_id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Group>, DbError> {
+    let rows = sqlx::query(select_groups!(
+        "WHERE g.app_id = ? AND (? IS NULL OR g.branch_id = ?) ORDER BY g.created_at DESC LIMIT ?"
+    ))
+    .bind(app_id)
+    .bind(branch_id)
+    .bind(branch_id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut groups = rows.iter().map(group_from_row).collect::<Result<Vec<_>, _>>()?;
+    attach_updates(conn, &mut groups).await?;
+    Ok(groups)
+}
+
+/// The served groups of a branch, newest first.
+pub async fn served_groups(conn: &mut SqliteConnection, branch_id: i64) -> Result<Vec<Group>, DbError> {
+    let rows = sqlx::query(select_groups!(
+        "WHERE g.branch_id = ? AND g.disabled_at IS NULL ORDER BY g.created_at DESC"
+    ))
+    .bind(branch_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut groups = rows.iter().map(group_from_row).collect::<Result<Vec<_>, _>>()?;
+    attach_updates(conn, &mut groups).await?;
+    Ok(groups)
+}
+
+/// The bodies of a group's updates, for republishing.
+pub async fn stored_updates(conn: &mut SqliteConnection, group_id: Uuid) -> Result<Vec<StoredUpdate>, DbError> {
+    let rows = sqlx::query("SELECT id, platform, runtime_version, manifest, signature, keyid FROM updates WHERE group_id = ? ORDER BY platform")
+        .bind(group_id.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(stored_from_row).collect()
+}
+
+fn stored_from_row(r: &SqliteRow) -> Result<StoredUpdate, DbError> {
+    let id: String = r.try_get("id")?;
+    let platform: String = r.try_get("platform")?;
+    let rv: String = r.try_get("runtime_version")?;
+    let sig: Option<String> = r.try_get("signature")?;
+    let keyid: Option<String> = r.try_get("keyid")?;
+    Ok(StoredUpdate {
+        id: uuid(&id)?,
+        platform: platform.parse().map_err(decode)?,
+        runtime_version: RuntimeVersion::parse(rv).map_err(decode)?,
+        body: r.try_get("manifest")?,
+        signature: match (sig, keyid) {
+            (Some(sig), Some(keyid)) => Some(CodeSignature::new(sig, keyid).map_err(decode)?),
+            _ => None,
+        },
+    })
+}
+
+/// The group of the branch whose rollout is active, if any.
+pub async fn active_rollout(conn: &mut SqliteConnection, branch_id: i64) -> Result<Option<Uuid>, DbError> {
+    let id: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM update_groups WHERE branch_id = ? AND rollout_percentage IS NOT NULL AND disabled_at IS NULL \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(branch_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    id.as_deref().map(uuid).transpose()
+}
+
+/// Sets an active rollout's percentage, or with `None` completes it (everyone gets the group).
+pub async fn set_rollout_percentage(
+    conn: &mut SqliteConnection,
+    group_id: Uuid,
+    percentage: Option<u8>,
+) -> Result<(), DbError> {
+    let query = match percentage {
+        Some(_) => "UPDATE update_groups SET rollout_percentage = ? WHERE id = ?",
+        None => "UPDATE update_groups SET rollout_percentage = ?, rollout_salt = NULL WHERE id = ?",
+    };
+    sqlx::query(query)
+        .bind(percentage.map(i64::from))
+        .bind(group_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Stops serving a group.
+pub async fn disable(conn: &mut SqliteConnection, group_id: Uuid, reason: &str) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE update_groups SET disabled_at = ?, disabled_reason = ?, rollout_percentage = NULL WHERE id = ?",
+    )
+    .bind(Millis::now().0)
+    .bind(reason)
+    .bind(group_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a group and its updates. Their blobs stay until `gc` finds them unreferenced.
+pub async fn delete_group(conn: &mut SqliteConnection, group_id: Uuid) -> Result<(), DbError> {
+    let id = group_id.to_string();
+    sqlx::query("DELETE FROM update_assets WHERE update_id IN (SELECT id FROM updates WHERE group_id = ?)")
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM updates WHERE group_id = ?")
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE update_groups SET republished_from = NULL WHERE republished_from = ?")
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM update_groups WHERE id = ?")
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A served update of a branch for one platform and runtime version, with its group's rollout.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub branch_id: i64,
+    pub group_id: Uuid,
+    /// 1 for the newest served update of (branch, platform, runtime version), 2 for the one
+    /// before it (the control of a rollout).
+    pub rank: i64,
+    pub update: StoredUpdate,
+    pub kind: BodyKind,
+    pub created_at: Millis,
+    pub rollout: Option<RolloutSpec>,
+}
+
+/// The two newest served updates of every (branch, platform, runtime version) of the app.
 pub async fn heads(db: &Database, app_id: i64) -> Result<Vec<Head>, DbError> {
     let rows = sqlx::query(
-        "SELECT branch_id, id, platform, runtime_version, created_at, manifest, signature, keyid FROM ( \
-           SELECT u.*, ROW_NUMBER() OVER ( \
-             PARTITION BY u.branch_id, u.platform, u.runtime_version ORDER BY u.created_at DESC, u.id DESC) AS rn \
-           FROM updates u JOIN branches b ON b.id = u.branch_id WHERE b.app_id = ?) \
-         WHERE rn = 1",
+        "SELECT * FROM ( \
+           SELECT u.branch_id, u.group_id, u.id, u.platform, u.runtime_version, u.created_at, u.manifest, \
+                  u.signature, u.keyid, u.kind, g.rollout_percentage, g.rollout_salt, \
+                  ROW_NUMBER() OVER (PARTITION BY u.branch_id, u.platform, u.runtime_version \
+                                     ORDER BY u.created_at DESC, u.id DESC) AS rn \
+           FROM updates u JOIN update_groups g ON g.id = u.group_id \
+           WHERE g.app_id = ? AND g.disabled_at IS NULL) \
+         WHERE rn <= 2",
     )
     .bind(app_id)
     .fetch_all(db.pool())
     .await?;
-    let decode = |e: String| DbError::Sqlx(sqlx::Error::Decode(e.into()));
     rows.iter()
         .map(|r| {
-            let id: String = r.try_get("id")?;
-            let platform: String = r.try_get("platform")?;
-            let rv: String = r.try_get("runtime_version")?;
-            let sig: Option<String> = r.try_get("signature")?;
-            let keyid: Option<String> = r.try_get("keyid")?;
+            let group_id: String = r.try_get("group_id")?;
+            let kind: String = r.try_get("kind")?;
+            let pct: Option<i64> = r.try_get("rollout_percentage")?;
+            let salt: Option<String> = r.try_get("rollout_salt")?;
             Ok(Head {
                 branch_id: r.try_get("branch_id")?,
-                id: Uuid::parse_str(&id).map_err(|e| decode(e.to_string()))?,
-                platform: platform
-                    .parse()
-                    .map_err(|e: aloft_core::platform::InvalidPlatform| decode(e.to_string()))?,
-                runtime_version: RuntimeVersion::parse(rv).map_err(|e| decode(e.to_string()))?,
+                group_id: uuid(&group_id)?,
+                rank: r.try_get("rn")?,
+                update: stored_from_row(r)?,
+                kind: BodyKind::parse(&kind),
                 created_at: Millis(r.try_get("created_at")?),
-                manifest: r.try_get("manifest")?,
-                signature: match (sig, keyid) {
-                    (Some(sig), Some(keyid)) => {
-                        Some(CodeSignature::new(sig, keyid).map_err(|e| decode(e.to_string()))?)
-                    }
+                rollout: match (pct, salt) {
+                    (Some(p), Some(salt)) => Some(RolloutSpec {
+                        percentage: p.clamp(0, 100) as u8,
+                        salt,
+                    }),
                     _ => None,
                 },
             })

@@ -126,15 +126,7 @@ impl Setup {
             .trim()
             .to_owned();
         let server = Server::start(&data);
-        let out = aloft_ok(&[
-            "apps",
-            "create",
-            "demo",
-            "--server",
-            &server.base,
-            "--token",
-            &token,
-        ]);
+        let out = aloft_ok(&["apps", "create", "demo", "--server", &server.base, "--token", &token]);
         assert!(
             out.contains(&server.manifest_url("demo")),
             "apps create printed {out:?}"
@@ -147,9 +139,7 @@ impl Setup {
     }
 
     pub fn key(&self) -> String {
-        self.path("keys/private-key.pem")
-            .to_string_lossy()
-            .into_owned()
+        self.path("keys/private-key.pem").to_string_lossy().into_owned()
     }
 
     pub fn certificate(&self) -> PathBuf {
@@ -206,11 +196,7 @@ pub fn bytes_of(seed: &str, len: usize) -> Vec<u8> {
 pub fn make_export(dir: &Path, tag: &str, runtime_version: &str) -> PathBuf {
     let dist = dir.join(format!("dist-{tag}"));
     let mut fm = serde_json::Map::new();
-    let png = [
-        b"\x89PNG\r\n\x1a\n".as_slice(),
-        &bytes_of(&format!("{tag}-png"), 3000),
-    ]
-    .concat();
+    let png = [b"\x89PNG\r\n\x1a\n".as_slice(), &bytes_of(&format!("{tag}-png"), 3000)].concat();
     let font = [
         b"\x00\x01\x00\x00".as_slice(),
         "glyphs ".repeat(500).as_bytes(),
@@ -228,9 +214,7 @@ pub fn make_export(dir: &Path, tag: &str, runtime_version: &str) -> PathBuf {
         let body = [
             b"\xc6\x1f\xbc\x03\xc1\x03\x19\x1f".as_slice(),
             format!("// {tag} {platform}\n").as_bytes(),
-            "function render(){return 'hello world';}\n"
-                .repeat(2000)
-                .as_bytes(),
+            "function render(){return 'hello world';}\n".repeat(2000).as_bytes(),
         ]
         .concat();
         let path = format!(
@@ -262,21 +246,14 @@ pub fn write(path: &Path, bytes: &[u8]) {
 
 /// Headers the real client sends with a manifest request (PROTOCOL.md §1.1). iOS sends its
 /// EAS-Client-ID upper-case, Android lower-case.
-pub fn device_headers(
-    platform: &str,
-    runtime_version: &str,
-    channel: &str,
-) -> Vec<(String, String)> {
+pub fn device_headers(platform: &str, runtime_version: &str, channel: &str) -> Vec<(String, String)> {
     let client_id = if platform == "ios" {
         "0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D".to_owned()
     } else {
         "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d".to_owned()
     };
     [
-        (
-            "Accept",
-            "multipart/mixed,application/expo+json,application/json",
-        ),
+        ("Accept", "multipart/mixed,application/expo+json,application/json"),
         ("Expo-Platform", platform),
         ("Expo-Protocol-Version", "1"),
         ("Expo-Runtime-Version", runtime_version),
@@ -284,15 +261,9 @@ pub fn device_headers(
         ("Expo-Updates-Environment", "BARE"),
         ("Expo-JSON-Error", "true"),
         ("EAS-Client-ID", &client_id),
-        (
-            "Expo-Embedded-Update-ID",
-            "7c2e8f4a-1b3d-4e5f-9a8b-6c7d8e9f0a1b",
-        ),
+        ("Expo-Embedded-Update-ID", "7c2e8f4a-1b3d-4e5f-9a8b-6c7d8e9f0a1b"),
         ("expo-channel-name", channel),
-        (
-            "expo-expect-signature",
-            r#"sig, keyid="main", alg="rsa-v1_5-sha256""#,
-        ),
+        ("expo-expect-signature", r#"sig, keyid="main", alg="rsa-v1_5-sha256""#),
         ("Accept-Encoding", "zstd, br, gzip"),
     ]
     .into_iter()
@@ -322,11 +293,7 @@ pub async fn get(url: &str, headers: &[(String, String)]) -> Reply {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.bytes().await.expect("body").to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    Reply { status, headers, body }
 }
 
 pub fn with(mut headers: Vec<(String, String)>, name: &str, value: &str) -> Vec<(String, String)> {
@@ -403,12 +370,7 @@ pub fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<ParsedPart> {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|h| {
-                    (
-                        h[0].as_str().unwrap().to_owned(),
-                        h[1].as_str().unwrap().to_owned(),
-                    )
-                })
+                .map(|h| (h[0].as_str().unwrap().to_owned(), h[1].as_str().unwrap().to_owned()))
                 .collect(),
             body: STANDARD.decode(p["body"].as_str().unwrap()).unwrap(),
         })
@@ -472,11 +434,8 @@ pub fn decode_body(reply: &Reply) -> Vec<u8> {
         }
         Some("gzip") => {
             let mut out = Vec::new();
-            std::io::Read::read_to_end(
-                &mut flate2::read::GzDecoder::new(&reply.body[..]),
-                &mut out,
-            )
-            .expect("valid gzip");
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&reply.body[..]), &mut out)
+                .expect("valid gzip");
             out
         }
         Some(other) => panic!("unexpected content-encoding {other}"),

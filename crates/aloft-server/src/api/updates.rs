@@ -1,0 +1,81 @@
+use aloft_core::api::{GroupInfo, GroupUpdateInfo};
+use aloft_store::db::channels;
+use aloft_store::db::updates::{self, Group};
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::auth::{Caller, Need};
+use crate::error::ApiError;
+use crate::extract::ApiPath;
+use crate::state::AppState;
+
+pub fn group_info(g: Group) -> GroupInfo {
+    GroupInfo {
+        id: g.id,
+        branch: g.branch,
+        kind: g.kind.as_str().to_owned(),
+        message: g.message,
+        created_at: g.created_at.to_iso(),
+        published_by: g.published_by,
+        rollout_percentage: g.rollout.map(|r| r.percentage),
+        republished_from: g.republished_from,
+        disabled: g.disabled.map(|(_, reason)| reason),
+        updates: g
+            .updates
+            .into_iter()
+            .map(|u| GroupUpdateInfo {
+                platform: u.platform,
+                id: u.id,
+                runtime_version: u.runtime_version.to_string(),
+            })
+            .collect(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    branch: Option<String>,
+    channel: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Update groups, newest first; of a branch, or of the branch a channel points at.
+pub async fn list_groups(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(slug): ApiPath<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<GroupInfo>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let app = caller.app(&state, &slug, Need::Read).await?;
+    let mut conn = state.db.conn().await?;
+    let branch_id = match (&q.branch, &q.channel) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "give branch or channel, not both",
+            ));
+        }
+        (Some(b), None) => Some(channels::branch_id(&mut conn, app.id, b).await?),
+        (None, Some(c)) => Some(channels::get(&mut conn, app.id, c).await?.branch_id),
+        (None, None) => None,
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let groups = updates::list_groups(&mut conn, app.id, branch_id, limit).await?;
+    Ok(Json(groups.into_iter().map(group_info).collect()))
+}
+
+pub async fn show_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((slug, id)): ApiPath<(String, String)>,
+) -> Result<Json<GroupInfo>, ApiError> {
+    let app = caller.app(&state, &slug, Need::Read).await?;
+    let id =
+        Uuid::parse_str(&id).map_err(|_| ApiError::not_found("group_not_found", "no update group with that id"))?;
+    let mut conn = state.db.conn().await?;
+    Ok(Json(group_info(updates::group(&mut conn, app.id, id).await?)))
+}

@@ -1,0 +1,181 @@
+//! Channels and branches, and a channel's branch rollout.
+
+use aloft_core::api::{ChannelRolloutAction, ChannelRolloutRequest};
+use aloft_core::{BranchName, ChannelName, rollout};
+use aloft_store::db::apps::App;
+use aloft_store::db::channels::{self, Channel};
+use axum::http::StatusCode;
+
+use super::plan::{self, Finished, Ids};
+use super::{Change, newest_served};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+fn channel_name(name: &str) -> Result<ChannelName, ApiError> {
+    ChannelName::parse(name).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))
+}
+
+pub fn branch_name(name: &str) -> Result<BranchName, ApiError> {
+    BranchName::parse(name).map_err(|e| ApiError::bad_request("invalid_branch", e.to_string()))
+}
+
+pub async fn create_channel(
+    state: &AppState,
+    app: &App,
+    name: &str,
+    branch: Option<&str>,
+) -> Result<Channel, ApiError> {
+    let name = channel_name(name)?;
+    let branch = branch_name(branch.unwrap_or(name.as_str()))?;
+    let mut change = Change::begin(state).await?;
+    let channel = channels::create(&mut change.tx, app.id, name.as_str(), branch.as_str()).await?;
+    change.tx.commit().await.map_err(aloft_store::DbError::from)?;
+    state.served.refresh(&state.db, app.id).await?;
+    Ok(channel)
+}
+
+/// Points a channel at another branch: instant, nothing is republished.
+pub async fn edit_channel(state: &AppState, app: &App, name: &str, branch: &str) -> Result<Channel, ApiError> {
+    let name = channel_name(name)?;
+    let branch = branch_name(branch)?;
+    let mut change = Change::begin(state).await?;
+    let channel = channels::get(&mut change.tx, app.id, name.as_str()).await?;
+    if channel.rollout.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "channel_rollout_in_progress",
+            "the channel is in a branch rollout; end or revert it first",
+        ));
+    }
+    let branch_id = channels::branch_id(&mut change.tx, app.id, branch.as_str()).await?;
+    channels::set_branch(&mut change.tx, channel.id, branch_id).await?;
+    let channel = channels::get(&mut change.tx, app.id, name.as_str()).await?;
+    change.tx.commit().await.map_err(aloft_store::DbError::from)?;
+    state.served.refresh(&state.db, app.id).await?;
+    Ok(channel)
+}
+
+pub async fn create_branch(state: &AppState, app: &App, name: &str) -> Result<(), ApiError> {
+    let name = branch_name(name)?;
+    let mut change = Change::begin(state).await?;
+    channels::create_branch(&mut change.tx, app.id, name.as_str()).await?;
+    change.tx.commit().await.map_err(aloft_store::DbError::from)?;
+    Ok(())
+}
+
+pub async fn delete_branch(state: &AppState, app: &App, name: &str) -> Result<(), ApiError> {
+    let name = branch_name(name)?;
+    let mut change = Change::begin(state).await?;
+    channels::delete_branch(&mut change.tx, app.id, name.as_str()).await?;
+    change.tx.commit().await.map_err(aloft_store::DbError::from)?;
+    state.served.refresh(&state.db, app.id).await?;
+    Ok(())
+}
+
+/// Starts, raises, ends (promotes) or reverts a channel's branch rollout. Ending or reverting
+/// republishes the winning branch's newest group when devices on the losing side run something
+/// newer, since a device only ever moves to a later `createdAt`.
+pub async fn channel_rollout(
+    state: &AppState,
+    app: &App,
+    name: &str,
+    req: &ChannelRolloutRequest,
+    prepare: bool,
+    by: &str,
+) -> Result<Finished, ApiError> {
+    let name = channel_name(name)?;
+    let mut change = Change::begin(state).await?;
+    let channel = channels::get(&mut change.tx, app.id, name.as_str()).await?;
+    let conflict = |code: &'static str, m: String| ApiError::new(StatusCode::CONFLICT, code, m);
+    let mut plan = None;
+    let ids;
+    match &req.action {
+        ChannelRolloutAction::Start { branch, percentage } => {
+            if *percentage > 100 {
+                return Err(ApiError::bad_request(
+                    "invalid_percentage",
+                    "a rollout percentage is 0 to 100",
+                ));
+            }
+            if let Some(r) = &channel.rollout {
+                return Err(conflict(
+                    "channel_rollout_in_progress",
+                    format!("the channel already rolls out branch {:?}", r.branch),
+                ));
+            }
+            let branch = branch_name(branch)?;
+            let branch_id = channels::branch_id(&mut change.tx, app.id, branch.as_str()).await?;
+            if branch_id == channel.branch_id {
+                return Err(ApiError::bad_request(
+                    "same_branch",
+                    "the channel already points at that branch",
+                ));
+            }
+            channels::set_rollout(
+                &mut change.tx,
+                channel.id,
+                Some((branch_id, *percentage, &rollout::new_salt())),
+            )
+            .await?;
+            ids = Ids::fix(&mut change.tx, app.id, None).await?;
+        }
+        ChannelRolloutAction::Set { percentage } => {
+            let Some(r) = &channel.rollout else {
+                return Err(conflict(
+                    "no_channel_rollout",
+                    "the channel has no branch rollout; start one with --branch".into(),
+                ));
+            };
+            if *percentage > 100 {
+                return Err(ApiError::bad_request(
+                    "invalid_percentage",
+                    "a rollout percentage is 0 to 100",
+                ));
+            }
+            if *percentage < r.percentage {
+                return Err(conflict(
+                    "rollout_cannot_shrink",
+                    format!(
+                        "the rollout is at {}%; lowering it would not take updates back from devices; revert it instead",
+                        r.percentage
+                    ),
+                ));
+            }
+            channels::set_rollout(&mut change.tx, channel.id, Some((r.branch_id, *percentage, &r.salt))).await?;
+            ids = Ids::fix(&mut change.tx, app.id, None).await?;
+        }
+        ChannelRolloutAction::End | ChannelRolloutAction::Revert => {
+            let Some(r) = channel.rollout.clone() else {
+                return Err(conflict(
+                    "no_channel_rollout",
+                    "the channel has no branch rollout".into(),
+                ));
+            };
+            let promote = matches!(req.action, ChannelRolloutAction::End);
+            let (winner, winner_name, loser) = if promote {
+                (r.branch_id, r.branch.clone(), channel.branch_id)
+            } else {
+                (channel.branch_id, channel.branch.clone(), r.branch_id)
+            };
+            if promote {
+                channels::set_branch(&mut change.tx, channel.id, r.branch_id).await?;
+            }
+            channels::set_rollout(&mut change.tx, channel.id, None).await?;
+            ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
+            let winner_head = newest_served(&mut change.tx, winner).await?;
+            let loser_head = newest_served(&mut change.tx, loser).await?;
+            if let (Some(w), Some(l)) = (winner_head, loser_head)
+                && l.created_at > w.created_at
+            {
+                let verb = if promote { "Promote" } else { "Restore" };
+                let message = format!(
+                    "{verb} branch {winner_name:?} on channel {:?}: {}",
+                    channel.name, w.message
+                );
+                plan =
+                    Some(plan::republish_plan(state, &mut change.tx, &ids, &w, winner, &winner_name, message).await?);
+            }
+        }
+    }
+    plan::finish(state, app, change.tx, &ids, plan, prepare, by).await
+}

@@ -1,0 +1,410 @@
+//! What every operation that creates updates shares: fixing ids and `createdAt`, building bodies,
+//! signing them (or taking the publisher's signatures over them), and committing.
+//!
+//! An operation runs in one write transaction. With `prepare`, it runs exactly as it would and
+//! the transaction is rolled back; the caller gets the bodies to sign. The commit call runs the
+//! operation again with the ids fixed by the prepare and the signatures; each rebuilt body must
+//! hash to what was signed, or the state changed in between and the commit is refused as stale.
+
+use aloft_core::api::{CommitInfo, PreparedGroup, PreparedUpdate, PublishedGroup, PublishedUpdate};
+use aloft_core::manifest::{self, AssetRef, ManifestInput};
+use aloft_core::signature::{CodeSignature, Signer};
+use aloft_core::time::Millis;
+use aloft_core::{ContentHash, Md5Key, Platform, RuntimeVersion, directive};
+use aloft_store::db::apps::App;
+use aloft_store::db::updates::{self, BodyKind, GroupKind, NewGroup, NewUpdate, RolloutSpec, StoredUpdate};
+use aloft_store::db::{Conn as SqliteConnection, WriteTx};
+use axum::http::StatusCode;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How far ahead of the server clock a publisher-chosen `createdAt` may be.
+const MAX_CLOCK_SKEW_MS: i64 = 60_000;
+
+fn stale(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "stale_commit", message)
+}
+
+/// Ids and `createdAt` for a new group: from the commit when there is one, fresh otherwise.
+pub struct Ids<'a> {
+    commit: Option<&'a CommitInfo>,
+    pub group_id: Uuid,
+    pub created_at: Millis,
+}
+
+impl<'a> Ids<'a> {
+    pub async fn fix(
+        conn: &mut SqliteConnection,
+        app_id: i64,
+        commit: Option<&'a CommitInfo>,
+    ) -> Result<Self, ApiError> {
+        let newest = updates::newest_created_at(conn, app_id).await?;
+        let (group_id, created_at) = match commit {
+            Some(c) => {
+                let t = Millis::parse_iso(&c.created_at)
+                    .filter(|t| t.to_iso() == c.created_at)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_created_at",
+                            "created_at must look like 2024-05-01T12:34:56.789Z",
+                        )
+                    })?;
+                if t.0 > Millis::now().0 + MAX_CLOCK_SKEW_MS {
+                    return Err(ApiError::bad_request(
+                        "invalid_created_at",
+                        "created_at is in the future",
+                    ));
+                }
+                if newest.is_some_and(|n| t <= n) {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "stale_created_at",
+                        "another update was published since prepare; prepare again",
+                    ));
+                }
+                (c.group_id, t)
+            }
+            None => (
+                Uuid::new_v4(),
+                Millis(Millis::now().0.max(newest.map_or(0, |n| n.0 + 1))),
+            ),
+        };
+        Ok(Self {
+            commit,
+            group_id,
+            created_at,
+        })
+    }
+
+    pub fn update_id(&self, platform: Platform, runtime_version: &RuntimeVersion) -> Result<Uuid, ApiError> {
+        match self.commit {
+            None => Ok(Uuid::new_v4()),
+            Some(c) => c
+                .updates
+                .iter()
+                .find(|u| u.platform == platform && u.runtime_version == runtime_version.as_str())
+                .map(|u| u.id)
+                .ok_or_else(|| {
+                    stale(format!(
+                        "the commit has no update for {platform} {runtime_version}; prepare again"
+                    ))
+                }),
+        }
+    }
+}
+
+/// One update about to be stored.
+pub struct PlannedUpdate {
+    pub platform: Platform,
+    pub runtime_version: RuntimeVersion,
+    pub id: Uuid,
+    pub body: Vec<u8>,
+    pub blobs: Vec<ContentHash>,
+}
+
+/// A group about to be stored.
+pub struct Plan {
+    pub group_id: Uuid,
+    pub created_at: Millis,
+    pub branch_id: i64,
+    pub branch: String,
+    pub kind: GroupKind,
+    pub message: String,
+    pub rollout: Option<RolloutSpec>,
+    pub republished_from: Option<Uuid>,
+    pub updates: Vec<PlannedUpdate>,
+}
+
+/// Everything a manifest is rebuilt from.
+pub struct ManifestParts<'a> {
+    pub runtime_version: &'a RuntimeVersion,
+    pub launch_asset: &'a AssetRef,
+    pub assets: &'a [AssetRef],
+    pub expo_client: Option<&'a Value>,
+}
+
+pub fn manifest_update(
+    state: &AppState,
+    ids: &Ids<'_>,
+    platform: Platform,
+    parts: ManifestParts<'_>,
+) -> Result<PlannedUpdate, ApiError> {
+    let id = ids.update_id(platform, parts.runtime_version)?;
+    let metadata = Map::new();
+    let body = manifest::build(&ManifestInput {
+        id,
+        created_at: ids.created_at,
+        runtime_version: parts.runtime_version,
+        launch_asset: parts.launch_asset,
+        assets: parts.assets,
+        metadata: &metadata,
+        expo_client: parts.expo_client,
+        asset_base_url: &state.config.asset_base_url(),
+    });
+    let mut blobs: Vec<ContentHash> = parts.assets.iter().map(|a| a.hash).collect();
+    blobs.push(parts.launch_asset.hash);
+    Ok(PlannedUpdate {
+        platform,
+        runtime_version: parts.runtime_version.clone(),
+        id,
+        body,
+        blobs,
+    })
+}
+
+/// A `rollBackToEmbedded` directive whose `commitTime` is the group's `createdAt`.
+pub fn directive_update(
+    ids: &Ids<'_>,
+    platform: Platform,
+    runtime_version: RuntimeVersion,
+) -> Result<PlannedUpdate, ApiError> {
+    let id = ids.update_id(platform, &runtime_version)?;
+    Ok(PlannedUpdate {
+        platform,
+        runtime_version,
+        id,
+        body: directive::roll_back_to_embedded(ids.created_at),
+        blobs: Vec::new(),
+    })
+}
+
+/// Rebuilds a stored update with new ids and `createdAt`: the same assets and app config, or for
+/// a directive, a new `commitTime`.
+pub fn republished_update(
+    state: &AppState,
+    ids: &Ids<'_>,
+    stored: &StoredUpdate,
+    kind: BodyKind,
+) -> Result<PlannedUpdate, ApiError> {
+    if kind == BodyKind::Directive {
+        return directive_update(ids, stored.platform, stored.runtime_version.clone());
+    }
+    let corrupt = |what: &str| ApiError::internal("a stored manifest cannot be read back", &what);
+    let m: Value = serde_json::from_slice(&stored.body).map_err(|e| corrupt(&e.to_string()))?;
+    let asset = |v: &Value| -> Result<AssetRef, ApiError> {
+        let hash = v["hash"]
+            .as_str()
+            .and_then(|h| ContentHash::parse(h).ok())
+            .ok_or_else(|| corrupt("hash"))?;
+        let key = v["key"]
+            .as_str()
+            .and_then(|k| Md5Key::parse(k).ok())
+            .ok_or_else(|| corrupt("key"))?;
+        let ext = v["fileExtension"]
+            .as_str()
+            .map(|e| e.trim_start_matches('.').to_owned())
+            .ok_or_else(|| corrupt("fileExtension"))?;
+        Ok(AssetRef { hash, key, ext })
+    };
+    let launch = asset(&m["launchAsset"])?;
+    let assets = m["assets"]
+        .as_array()
+        .map(|a| a.iter().map(asset).collect::<Result<Vec<_>, _>>())
+        .transpose()?
+        .unwrap_or_default();
+    let expo_client = m["extra"].get("expoClient");
+    manifest_update(
+        state,
+        ids,
+        stored.platform,
+        ManifestParts {
+            runtime_version: &stored.runtime_version,
+            launch_asset: &launch,
+            assets: &assets,
+            expo_client,
+        },
+    )
+}
+
+/// Plans a republish of `source` onto `branch`.
+#[allow(clippy::too_many_arguments)]
+pub async fn republish_plan(
+    state: &AppState,
+    conn: &mut SqliteConnection,
+    ids: &Ids<'_>,
+    source: &updates::Group,
+    branch_id: i64,
+    branch: &str,
+    message: String,
+) -> Result<Plan, ApiError> {
+    let stored = updates::stored_updates(conn, source.id).await?;
+    let updates = stored
+        .iter()
+        .map(|s| republished_update(state, ids, s, source.kind.body()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Plan {
+        group_id: ids.group_id,
+        created_at: ids.created_at,
+        branch_id,
+        branch: branch.to_owned(),
+        kind: source.kind,
+        message,
+        rollout: None,
+        republished_from: Some(source.republished_from.unwrap_or(source.id)),
+        updates,
+    })
+}
+
+/// What an operation returns before it commits.
+pub enum Finished {
+    /// `?prepare=true`: the bodies to sign; nothing was stored.
+    Prepared(PreparedGroup),
+    Committed(Option<PublishedGroup>),
+}
+
+/// Ends an operation: rolls back and returns the bodies (prepare), or signs, stores the plan,
+/// commits and refreshes what devices are served.
+pub async fn finish(
+    state: &AppState,
+    app: &App,
+    mut tx: WriteTx,
+    ids: &Ids<'_>,
+    plan: Option<Plan>,
+    prepare: bool,
+    published_by: &str,
+) -> Result<Finished, ApiError> {
+    if prepare {
+        drop(tx);
+        let updates = plan
+            .map(|p| {
+                p.updates
+                    .into_iter()
+                    .map(|u| PreparedUpdate {
+                        platform: u.platform,
+                        id: u.id,
+                        runtime_version: u.runtime_version.to_string(),
+                        kind: p.kind.body_name().to_owned(),
+                        body: String::from_utf8_lossy(&u.body).into_owned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Ok(Finished::Prepared(PreparedGroup {
+            group_id: ids.group_id,
+            created_at: ids.created_at.to_iso(),
+            updates,
+        }));
+    }
+    let published = match plan {
+        None => None,
+        Some(plan) => {
+            let branch = plan.branch.clone();
+            let group = sign(app, plan, ids.commit, published_by)?;
+            updates::insert_group(&mut tx, &group).await?;
+            Some(published(state, app, &group, branch))
+        }
+    };
+    tx.commit().await.map_err(aloft_store::DbError::from)?;
+    state.served.refresh(&state.db, app.id).await?;
+    Ok(Finished::Committed(published))
+}
+
+trait BodyName {
+    fn body_name(self) -> &'static str;
+}
+
+impl BodyName for GroupKind {
+    fn body_name(self) -> &'static str {
+        match self.body() {
+            BodyKind::Manifest => "manifest",
+            BodyKind::Directive => "directive",
+        }
+    }
+}
+
+/// Attaches signatures: the publisher's (checked against the body digest) or the app's
+/// server-side key's.
+fn sign(app: &App, plan: Plan, commit: Option<&CommitInfo>, published_by: &str) -> Result<NewGroup, ApiError> {
+    let server_key = match (&app.signing_key_pem, &app.signing_keyid) {
+        (Some(pem), Some(keyid)) => Some((
+            Signer::from_pem(pem).map_err(|e| ApiError::internal("the app's signing key is unusable", &e))?,
+            keyid.clone(),
+        )),
+        _ => None,
+    };
+    if let Some(c) = commit
+        && c.updates.len() != plan.updates.len()
+    {
+        return Err(stale(
+            "the operation now makes a different set of updates; prepare again",
+        ));
+    }
+    let mut new_updates = Vec::with_capacity(plan.updates.len());
+    for u in plan.updates {
+        let given = commit.and_then(|c| {
+            c.updates
+                .iter()
+                .find(|cu| cu.platform == u.platform && cu.runtime_version == u.runtime_version.as_str())
+        });
+        if let Some(given) = given
+            && given.sha256 != hex_sha256(&u.body)
+        {
+            return Err(stale(format!(
+                "the {} {} body changed since prepare, so its signature would not match; prepare again",
+                u.platform, u.runtime_version
+            )));
+        }
+        let signature = match (given.and_then(|g| g.signature.clone()), &server_key) {
+            (Some(sig), _) => Some(
+                CodeSignature::new(sig.sig, sig.keyid)
+                    .map_err(|e| ApiError::bad_request("invalid_signature", e.to_string()))?,
+            ),
+            (None, Some((signer, keyid))) => {
+                let sig = signer
+                    .sign(&u.body)
+                    .map_err(|e| ApiError::internal("signing failed", &e))?;
+                Some(CodeSignature::new(sig, keyid.clone()).map_err(|e| ApiError::internal("signing failed", &e))?)
+            }
+            (None, None) => None,
+        };
+        new_updates.push(NewUpdate {
+            id: u.id,
+            platform: u.platform,
+            runtime_version: u.runtime_version,
+            body: u.body,
+            signature,
+            blobs: u.blobs,
+        });
+    }
+    new_updates.sort_by_key(|u| (u.platform, u.runtime_version.clone()));
+    Ok(NewGroup {
+        id: plan.group_id,
+        app_id: app.id,
+        branch_id: plan.branch_id,
+        kind: plan.kind,
+        message: plan.message,
+        created_at: plan.created_at,
+        published_by: published_by.to_owned(),
+        rollout: plan.rollout,
+        republished_from: plan.republished_from,
+        updates: new_updates,
+    })
+}
+
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    ContentHash::of(bytes).to_hex()
+}
+
+fn published(state: &AppState, app: &App, group: &NewGroup, branch: String) -> PublishedGroup {
+    PublishedGroup {
+        group_id: group.id,
+        created_at: group.created_at.to_iso(),
+        branch,
+        message: group.message.clone(),
+        manifest_url: state.config.manifest_url(app.slug.as_str()),
+        rollout_percentage: group.rollout.as_ref().map(|r| r.percentage),
+        updates: group
+            .updates
+            .iter()
+            .map(|u| PublishedUpdate {
+                platform: u.platform,
+                id: u.id,
+                runtime_version: u.runtime_version.to_string(),
+                signed: u.signature.is_some(),
+            })
+            .collect(),
+    }
+}

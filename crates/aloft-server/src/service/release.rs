@@ -1,0 +1,297 @@
+//! Rollbacks, disabling, and per-group rollouts. On the device only `createdAt` orders updates,
+//! so every step that must move devices back publishes something new (a republish or a
+//! directive) rather than serving an older update again.
+
+use std::collections::BTreeSet;
+
+use aloft_core::api::{RollbackRequest, SignedOperation};
+use aloft_core::{ChannelName, Platform, RuntimeVersion};
+use aloft_store::db::Conn as SqliteConnection;
+use aloft_store::db::apps::App;
+use aloft_store::db::channels;
+use aloft_store::db::updates::{self, Group, GroupKind};
+use axum::http::StatusCode;
+use uuid::Uuid;
+
+use super::plan::{self, Finished, Ids, Plan};
+use super::{Change, origin};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, code, message)
+}
+
+/// The branch a channel serves, refusing while a branch rollout splits it.
+async fn channel_branch(conn: &mut SqliteConnection, app: &App, channel: &str) -> Result<(i64, String), ApiError> {
+    let name = ChannelName::parse(channel).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
+    let channel = channels::get(conn, app.id, name.as_str()).await?;
+    if let Some(r) = &channel.rollout {
+        return Err(conflict(
+            "channel_rollout_in_progress",
+            format!(
+                "channel {:?} is rolling out branch {:?}; end or revert that first",
+                channel.name, r.branch
+            ),
+        ));
+    }
+    Ok((channel.branch_id, channel.branch))
+}
+
+async fn refuse_active_rollout(conn: &mut SqliteConnection, branch_id: i64, branch: &str) -> Result<(), ApiError> {
+    if let Some(group) = updates::active_rollout(conn, branch_id).await? {
+        return Err(conflict(
+            "rollout_in_progress",
+            format!(
+                "branch {branch:?} has a rollout in progress (group {group}); revert it with `aloft rollout revert {group}`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `aloft rollback --channel C`: republish the group before the one devices run now.
+pub async fn rollback(
+    state: &AppState,
+    app: &App,
+    req: &RollbackRequest,
+    prepare: bool,
+    by: &str,
+) -> Result<Finished, ApiError> {
+    if req.to_embedded {
+        return rollback_to_embedded(state, app, req, prepare, by).await;
+    }
+    if req.runtime_version.is_some() || req.platform.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_rollback",
+            "runtime_version and platform only apply with to_embedded",
+        ));
+    }
+    let mut change = Change::begin(state).await?;
+    let (branch_id, branch) = channel_branch(&mut change.tx, app, &req.channel).await?;
+    refuse_active_rollout(&mut change.tx, branch_id, &branch).await?;
+    let groups = updates::served_groups(&mut change.tx, branch_id).await?;
+    let Some(head) = groups.first() else {
+        return Err(conflict(
+            "nothing_to_roll_back",
+            format!("channel {:?} serves no update", req.channel),
+        ));
+    };
+    // What devices run is the head's content; roll back to what came before that content.
+    let current = origin(head);
+    let current_created = groups
+        .iter()
+        .find(|g| g.id == current)
+        .map_or(head.created_at, |g| g.created_at);
+    let Some(target) = groups
+        .iter()
+        .find(|g| g.kind == GroupKind::Update && g.created_at < current_created && origin(g) != current)
+    else {
+        return Err(conflict(
+            "nothing_to_roll_back",
+            format!("branch {branch:?} has no earlier update; roll back to the embedded update with --to-embedded"),
+        ));
+    };
+    let ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
+    let message = req
+        .message
+        .clone()
+        .unwrap_or_else(|| format!("Rollback to {}: {}", target.id, target.message));
+    let plan = plan::republish_plan(state, &mut change.tx, &ids, target, branch_id, &branch, message).await?;
+    plan::finish(state, app, change.tx, &ids, Some(plan), prepare, by).await
+}
+
+/// `aloft rollback --channel C --to-embedded`: a `rollBackToEmbedded` directive per platform and
+/// runtime version, its `commitTime` fixed now.
+async fn rollback_to_embedded(
+    state: &AppState,
+    app: &App,
+    req: &RollbackRequest,
+    prepare: bool,
+    by: &str,
+) -> Result<Finished, ApiError> {
+    let mut change = Change::begin(state).await?;
+    let (branch_id, branch) = channel_branch(&mut change.tx, app, &req.channel).await?;
+    refuse_active_rollout(&mut change.tx, branch_id, &branch).await?;
+    let platforms: Vec<Platform> = match req.platform {
+        Some(p) => vec![p],
+        None => Platform::ALL.to_vec(),
+    };
+    let mut targets: BTreeSet<(Platform, RuntimeVersion)> = BTreeSet::new();
+    match &req.runtime_version {
+        Some(rv) => {
+            let rv = RuntimeVersion::parse(rv.as_str())
+                .map_err(|e| ApiError::bad_request("invalid_runtime_version", e.to_string()))?;
+            targets.extend(platforms.iter().map(|p| (*p, rv.clone())));
+        }
+        None => {
+            for group in updates::served_groups(&mut change.tx, branch_id).await? {
+                for u in group.updates {
+                    if platforms.contains(&u.platform) {
+                        targets.insert((u.platform, u.runtime_version));
+                    }
+                }
+            }
+        }
+    }
+    if targets.is_empty() {
+        return Err(conflict(
+            "nothing_to_roll_back",
+            format!(
+                "channel {:?} serves no update to roll back from; give --runtime-version",
+                req.channel
+            ),
+        ));
+    }
+    let ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
+    let updates = targets
+        .into_iter()
+        .map(|(p, rv)| plan::directive_update(&ids, p, rv))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = Plan {
+        group_id: ids.group_id,
+        created_at: ids.created_at,
+        branch_id,
+        branch,
+        kind: GroupKind::Rollback,
+        message: req
+            .message
+            .clone()
+            .unwrap_or_else(|| "Rollback to the embedded update".to_owned()),
+        rollout: None,
+        republished_from: None,
+        updates,
+    };
+    plan::finish(state, app, change.tx, &ids, Some(plan), prepare, by).await
+}
+
+/// Stops serving `group` and, when it was what devices got, republishes the group before it so
+/// devices that already took it move off it (a device never goes back to an older `createdAt`).
+#[allow(clippy::too_many_arguments)] // the operation's inputs, passed through unchanged
+async fn withdraw(
+    state: &AppState,
+    app: &App,
+    mut change: Change,
+    group: Group,
+    reason: &str,
+    commit: Option<&aloft_core::api::CommitInfo>,
+    prepare: bool,
+    by: &str,
+) -> Result<Finished, ApiError> {
+    let served = updates::served_groups(&mut change.tx, group.branch_id).await?;
+    let is_head = served.first().is_some_and(|g| g.id == group.id);
+    updates::disable(&mut change.tx, group.id, reason).await?;
+    let ids = Ids::fix(&mut change.tx, app.id, commit).await?;
+    let previous = served
+        .iter()
+        .find(|g| g.created_at < group.created_at && origin(g) != origin(&group));
+    let plan = match (is_head, previous) {
+        (true, Some(previous)) => {
+            let message = format!("Re-serve {} after withdrawing {}", previous.id, group.id);
+            Some(
+                plan::republish_plan(
+                    state,
+                    &mut change.tx,
+                    &ids,
+                    previous,
+                    group.branch_id,
+                    &group.branch,
+                    message,
+                )
+                .await?,
+            )
+        }
+        _ => None,
+    };
+    plan::finish(state, app, change.tx, &ids, plan, prepare, by).await
+}
+
+/// `aloft updates disable GROUP`: the emergency stop.
+pub async fn disable(
+    state: &AppState,
+    app: &App,
+    group_id: Uuid,
+    op: &SignedOperation,
+    prepare: bool,
+    by: &str,
+) -> Result<Finished, ApiError> {
+    let mut change = Change::begin(state).await?;
+    let group = updates::group(&mut change.tx, app.id, group_id).await?;
+    if !group.is_served() {
+        return Err(conflict("already_disabled", "this group is not served already"));
+    }
+    withdraw(state, app, change, group, "disabled", op.commit.as_ref(), prepare, by).await
+}
+
+/// `aloft rollout set GROUP N` (only upwards: a device that has an update keeps it).
+pub async fn set_rollout(
+    state: &AppState,
+    app: &App,
+    group_id: Uuid,
+    percentage: u8,
+    by: &str,
+) -> Result<Finished, ApiError> {
+    if percentage > 100 {
+        return Err(ApiError::bad_request(
+            "invalid_percentage",
+            "a rollout percentage is 0 to 100",
+        ));
+    }
+    let mut change = Change::begin(state).await?;
+    let group = active_rollout_group(&mut change.tx, app, group_id).await?;
+    let current = group.rollout.as_ref().map_or(100, |r| r.percentage);
+    if percentage < current {
+        return Err(conflict(
+            "rollout_cannot_shrink",
+            format!(
+                "the rollout is at {current}%; lowering it would not take the update back from devices that have it. \
+                 Revert the rollout instead (`aloft rollout revert {group_id}`)"
+            ),
+        ));
+    }
+    updates::set_rollout_percentage(&mut change.tx, group_id, Some(percentage)).await?;
+    let ids = Ids::fix(&mut change.tx, app.id, None).await?;
+    plan::finish(state, app, change.tx, &ids, None, false, by).await
+}
+
+/// `aloft rollout complete GROUP`: every device gets the group.
+pub async fn complete_rollout(state: &AppState, app: &App, group_id: Uuid, by: &str) -> Result<Finished, ApiError> {
+    let mut change = Change::begin(state).await?;
+    active_rollout_group(&mut change.tx, app, group_id).await?;
+    updates::set_rollout_percentage(&mut change.tx, group_id, None).await?;
+    let ids = Ids::fix(&mut change.tx, app.id, None).await?;
+    plan::finish(state, app, change.tx, &ids, None, false, by).await
+}
+
+/// `aloft rollout revert GROUP`: the group is withdrawn; devices that got it are moved back to
+/// the control update by a republish of it.
+pub async fn revert_rollout(
+    state: &AppState,
+    app: &App,
+    group_id: Uuid,
+    op: &SignedOperation,
+    prepare: bool,
+    by: &str,
+) -> Result<Finished, ApiError> {
+    let mut change = Change::begin(state).await?;
+    let group = active_rollout_group(&mut change.tx, app, group_id).await?;
+    withdraw(
+        state,
+        app,
+        change,
+        group,
+        "rollout_reverted",
+        op.commit.as_ref(),
+        prepare,
+        by,
+    )
+    .await
+}
+
+async fn active_rollout_group(conn: &mut SqliteConnection, app: &App, group_id: Uuid) -> Result<Group, ApiError> {
+    let group = updates::group(conn, app.id, group_id).await?;
+    if group.rollout.is_none() || !group.is_served() {
+        return Err(conflict("no_active_rollout", "this group has no rollout in progress"));
+    }
+    Ok(group)
+}

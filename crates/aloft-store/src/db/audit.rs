@@ -1,0 +1,59 @@
+//! The audit log: who changed what, when, and from where.
+
+use aloft_core::time::Millis;
+use serde_json::Value;
+use sqlx::Row;
+
+use super::{Database, DbError};
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub at: Millis,
+    pub actor: String,
+    pub app: Option<String>,
+    pub action: String,
+    pub target: String,
+    pub details: Value,
+    pub remote: String,
+}
+
+pub async fn record(db: &Database, entry: &Entry) -> Result<(), DbError> {
+    sqlx::query("INSERT INTO audit_log (at, actor, app, action, target, details, remote) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .bind(entry.at.0)
+        .bind(&entry.actor)
+        .bind(&entry.app)
+        .bind(&entry.action)
+        .bind(&entry.target)
+        .bind(entry.details.to_string())
+        .bind(&entry.remote)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Newest first; of one app, or of everything.
+pub async fn list(db: &Database, app: Option<&str>, limit: i64) -> Result<Vec<Entry>, DbError> {
+    let rows = sqlx::query(
+        "SELECT at, actor, app, action, target, details, remote FROM audit_log \
+         WHERE (? IS NULL OR app = ?) ORDER BY at DESC, id DESC LIMIT ?",
+    )
+    .bind(app)
+    .bind(app)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let details: String = r.try_get("details")?;
+            Ok(Entry {
+                at: Millis(r.try_get("at")?),
+                actor: r.try_get("actor")?,
+                app: r.try_get("app")?,
+                action: r.try_get("action")?,
+                target: r.try_get("target")?,
+                details: serde_json::from_str(&details).unwrap_or(Value::Null),
+                remote: r.try_get("remote")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,561 @@
+//! Release management commands: channels, branches, update groups, rollouts, rollbacks,
+//! republishing, the audit log and garbage collection. Each is a thin client of `/api/v1`.
+
+use aloft_core::Platform;
+use aloft_core::api::{
+    AuditEntry, BranchInfo, ChannelInfo, ChannelRolloutAction, ChannelRolloutRequest, CreateBranch, CreateChannel,
+    EditChannel, GcRequest, GcResult, GroupInfo, Outcome, RepublishRequest, RollbackRequest, SetRollout,
+};
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::json;
+
+use crate::client::{Client, ServerArgs, SigningArgs};
+
+/// Server, token and app: what every app-scoped command needs.
+#[derive(Args, Debug, Clone)]
+pub struct AppArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Slug of the app.
+    #[arg(long, env = "ALOFT_APP")]
+    pub app: String,
+}
+
+impl AppArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        Client::new(&self.server)
+    }
+
+    fn path(&self, rest: &str) -> String {
+        format!("/apps/{}{rest}", self.app)
+    }
+}
+
+fn print_outcome(outcome: &Outcome, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(outcome)?);
+        return Ok(());
+    }
+    println!("{}", outcome.summary);
+    if let Some(p) = &outcome.published {
+        println!(
+            "Published group  {} on branch {} at {}",
+            p.group_id, p.branch, p.created_at
+        );
+        for u in &p.updates {
+            let signed = if u.signed { "signed" } else { "unsigned" };
+            println!(
+                "  {:<8} {}  (runtime {}, {signed})",
+                u.platform.as_str(),
+                u.id,
+                u.runtime_version
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn delete(client: &Client, path: &str) -> anyhow::Result<()> {
+    let response = client
+        .request(Method::DELETE, path)
+        .send()
+        .await
+        .context("cannot reach the server")?;
+    if !response.status().is_success() {
+        return Err(crate::client::decode::<serde_json::Value>(response).await.unwrap_err());
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum ChannelsCommand {
+    /// List channels, their branches and any branch rollout.
+    List {
+        #[command(flatten)]
+        app: AppArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a channel (pointing at a branch of its name unless --branch).
+    Create {
+        name: String,
+        #[arg(long)]
+        branch: Option<String>,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Point a channel at another branch: instant, nothing is republished.
+    Edit {
+        name: String,
+        #[arg(long)]
+        branch: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Split a channel's devices with another branch: start (--branch and --percentage), raise
+    /// (--percentage), end (--end: the channel then points at the new branch) or --revert.
+    Rollout {
+        name: String,
+        #[arg(long, requires = "percentage", conflicts_with_all = ["end", "revert"])]
+        branch: Option<String>,
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100), conflicts_with_all = ["end", "revert"])]
+        percentage: Option<u8>,
+        #[arg(long, conflicts_with = "revert")]
+        end: bool,
+        #[arg(long)]
+        revert: bool,
+        #[command(flatten)]
+        signing: SigningArgs,
+        #[command(flatten)]
+        app: AppArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn channels(cmd: ChannelsCommand) -> anyhow::Result<()> {
+    match cmd {
+        ChannelsCommand::List { app, json } => {
+            let channels: Vec<ChannelInfo> = app.client()?.get(&app.path("/channels")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&channels)?);
+                return Ok(());
+            }
+            println!("{:<24} {:<24} ROLLOUT", "CHANNEL", "BRANCH");
+            for c in channels {
+                let rollout = c
+                    .rollout
+                    .map(|r| format!("{}% to {}", r.percentage, r.branch))
+                    .unwrap_or_default();
+                println!("{:<24} {:<24} {rollout}", c.name, c.branch);
+            }
+        }
+        ChannelsCommand::Create { name, branch, app } => {
+            let c: ChannelInfo = app
+                .client()?
+                .post(&app.path("/channels"), &CreateChannel { name, branch })
+                .await?;
+            println!("channel {} created, pointing at branch {}", c.name, c.branch);
+        }
+        ChannelsCommand::Edit { name, branch, app } => {
+            let client = app.client()?;
+            let request = client
+                .request(Method::PUT, &app.path(&format!("/channels/{name}")))
+                .json(&EditChannel { branch });
+            let c: ChannelInfo = client.send(request).await?;
+            println!("channel {} now points at branch {}", c.name, c.branch);
+        }
+        ChannelsCommand::Rollout {
+            name,
+            branch,
+            percentage,
+            end,
+            revert,
+            signing,
+            app,
+            json,
+        } => {
+            let action = match (branch, percentage, end, revert) {
+                (Some(branch), Some(percentage), false, false) => ChannelRolloutAction::Start { branch, percentage },
+                (None, Some(percentage), false, false) => ChannelRolloutAction::Set { percentage },
+                (None, None, true, false) => ChannelRolloutAction::End,
+                (None, None, false, true) => ChannelRolloutAction::Revert,
+                _ => bail!("give --branch and --percentage to start, --percentage to raise, --end or --revert"),
+            };
+            let body = serde_json::to_value(ChannelRolloutRequest { action, commit: None })?;
+            let outcome = app
+                .client()?
+                .operate(
+                    &app.path(&format!("/channels/{name}/rollout")),
+                    body,
+                    signing.load()?.as_ref(),
+                )
+                .await?;
+            print_outcome(&outcome, json)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum BranchesCommand {
+    List {
+        #[command(flatten)]
+        app: AppArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    Create {
+        name: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Delete a branch that no channel uses, with its update groups. Assets shared with updates
+    /// that are still served stay.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+}
+
+pub async fn branches(cmd: BranchesCommand) -> anyhow::Result<()> {
+    match cmd {
+        BranchesCommand::List { app, json } => {
+            let branches: Vec<BranchInfo> = app.client()?.get(&app.path("/branches")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&branches)?);
+                return Ok(());
+            }
+            println!("{:<24} {:>7} {:<26} CHANNELS", "BRANCH", "GROUPS", "CREATED");
+            for b in branches {
+                println!(
+                    "{:<24} {:>7} {:<26} {}",
+                    b.name,
+                    b.groups,
+                    b.created_at,
+                    b.channels.join(",")
+                );
+            }
+        }
+        BranchesCommand::Create { name, app } => {
+            let client = app.client()?;
+            let response = client
+                .request(Method::POST, &app.path("/branches"))
+                .json(&CreateBranch { name: name.clone() })
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                return Err(crate::client::decode::<serde_json::Value>(response).await.unwrap_err());
+            }
+            println!("branch {name} created");
+        }
+        BranchesCommand::Delete { name, app } => {
+            delete(&app.client()?, &app.path(&format!("/branches/{name}"))).await?;
+            println!("branch {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum UpdatesCommand {
+    /// List update groups, newest first.
+    List {
+        #[arg(long, conflicts_with = "channel")]
+        branch: Option<String>,
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        app: AppArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one update group.
+    Show {
+        group: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Emergency stop: the group is no longer served. If it was the newest, the group before it
+    /// is republished so devices that took it move off it.
+    Disable {
+        group: String,
+        #[command(flatten)]
+        signing: SigningArgs,
+        #[command(flatten)]
+        app: AppArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn print_groups(groups: &[GroupInfo]) {
+    println!(
+        "{:<36} {:<16} {:<10} {:<16} {:<24} {:<8} {:<12} MESSAGE",
+        "GROUP", "BRANCH", "RUNTIME", "PLATFORMS", "CREATED", "ROLLOUT", "BY"
+    );
+    for g in groups {
+        let mut runtimes: Vec<&str> = g.updates.iter().map(|u| u.runtime_version.as_str()).collect();
+        runtimes.dedup();
+        let mut platforms: Vec<&str> = g.updates.iter().map(|u| u.platform.as_str()).collect();
+        platforms.dedup();
+        let rollout = match (&g.disabled, g.rollout_percentage) {
+            (Some(reason), _) => reason.clone(),
+            (None, Some(p)) => format!("{p}%"),
+            (None, None) => String::new(),
+        };
+        let message = if g.kind == "rollback" {
+            format!("[to embedded] {}", g.message)
+        } else {
+            g.message.clone()
+        };
+        println!(
+            "{:<36} {:<16} {:<10} {:<16} {:<24} {:<8} {:<12} {message}",
+            g.id,
+            g.branch,
+            runtimes.join(","),
+            platforms.join(","),
+            g.created_at,
+            rollout,
+            g.published_by
+        );
+    }
+}
+
+pub async fn updates(cmd: UpdatesCommand) -> anyhow::Result<()> {
+    match cmd {
+        UpdatesCommand::List {
+            branch,
+            channel,
+            limit,
+            app,
+            json,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            if let Some(b) = branch {
+                query.push(("branch", b));
+            }
+            if let Some(c) = channel {
+                query.push(("channel", c));
+            }
+            let client = app.client()?;
+            let groups: Vec<GroupInfo> = client
+                .send(client.request(Method::GET, &app.path("/groups")).query(&query))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&groups)?);
+            } else {
+                print_groups(&groups);
+            }
+        }
+        UpdatesCommand::Show { group, app } => {
+            let g: GroupInfo = app.client()?.get(&app.path(&format!("/groups/{group}"))).await?;
+            println!("{}", serde_json::to_string_pretty(&g)?);
+        }
+        UpdatesCommand::Disable {
+            group,
+            signing,
+            app,
+            json,
+        } => {
+            let outcome = app
+                .client()?
+                .operate(
+                    &app.path(&format!("/groups/{group}/disable")),
+                    json!({}),
+                    signing.load()?.as_ref(),
+                )
+                .await?;
+            print_outcome(&outcome, json)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RepublishArgs {
+    /// The update group to republish.
+    group: String,
+    /// Republish onto the branch this channel points at (default: the group's own branch).
+    #[arg(long, conflicts_with = "branch")]
+    channel: Option<String>,
+    #[arg(long)]
+    branch: Option<String>,
+    #[arg(long)]
+    message: Option<String>,
+    #[command(flatten)]
+    signing: SigningArgs,
+    #[command(flatten)]
+    app: AppArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+/// New update ids and a newer createdAt, the same assets: devices move to it.
+pub async fn republish(args: RepublishArgs) -> anyhow::Result<()> {
+    let body = serde_json::to_value(RepublishRequest {
+        channel: args.channel,
+        branch: args.branch,
+        message: args.message,
+        commit: None,
+    })?;
+    let path = args.app.path(&format!("/groups/{}/republish", args.group));
+    let outcome = args
+        .app
+        .client()?
+        .operate(&path, body, args.signing.load()?.as_ref())
+        .await?;
+    print_outcome(&outcome, args.json)
+}
+
+#[derive(Args)]
+pub struct RollbackArgs {
+    #[arg(long)]
+    channel: String,
+    /// Send devices back to the update embedded in their build (a rollBackToEmbedded directive).
+    #[arg(long)]
+    to_embedded: bool,
+    /// With --to-embedded: only this runtime version (default: all the channel serves).
+    #[arg(long, requires = "to_embedded")]
+    runtime_version: Option<String>,
+    /// With --to-embedded: only this platform.
+    #[arg(long, requires = "to_embedded", value_parser = ["ios", "android"])]
+    platform: Option<String>,
+    #[arg(long)]
+    message: Option<String>,
+    #[command(flatten)]
+    signing: SigningArgs,
+    #[command(flatten)]
+    app: AppArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Roll a channel back: to the group before the current one (republished, so it is newer than
+/// what devices run), or to the embedded update.
+pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
+    let platform = args.platform.as_deref().map(str::parse::<Platform>).transpose()?;
+    let body = serde_json::to_value(RollbackRequest {
+        channel: args.channel,
+        to_embedded: args.to_embedded,
+        runtime_version: args.runtime_version,
+        platform,
+        message: args.message,
+        commit: None,
+    })?;
+    let outcome = args
+        .app
+        .client()?
+        .operate(&args.app.path("/rollbacks"), body, args.signing.load()?.as_ref())
+        .await?;
+    print_outcome(&outcome, args.json)
+}
+
+#[derive(Subcommand)]
+pub enum RolloutCommand {
+    /// Raise a group's rollout to N percent of devices.
+    Set {
+        group: String,
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
+        percentage: u8,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Every device gets the group.
+    Complete {
+        group: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Withdraw the group; devices that got it are moved back to the control update.
+    Revert {
+        group: String,
+        #[command(flatten)]
+        signing: SigningArgs,
+        #[command(flatten)]
+        app: AppArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn rollout(cmd: RolloutCommand) -> anyhow::Result<()> {
+    match cmd {
+        RolloutCommand::Set { group, percentage, app } => {
+            let client = app.client()?;
+            let request = client
+                .request(Method::PUT, &app.path(&format!("/groups/{group}/rollout")))
+                .json(&SetRollout { percentage });
+            let outcome: Outcome = client.send(request).await?;
+            print_outcome(&outcome, false)?;
+        }
+        RolloutCommand::Complete { group, app } => {
+            let outcome: Outcome = app
+                .client()?
+                .post(&app.path(&format!("/groups/{group}/rollout/complete")), &json!({}))
+                .await?;
+            print_outcome(&outcome, false)?;
+        }
+        RolloutCommand::Revert {
+            group,
+            signing,
+            app,
+            json,
+        } => {
+            let path = app.path(&format!("/groups/{group}/rollout/revert"));
+            let outcome = app
+                .client()?
+                .operate(&path, json!({}), signing.load()?.as_ref())
+                .await?;
+            print_outcome(&outcome, json)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Only changes to this app (otherwise everything, which needs an admin token).
+    #[arg(long)]
+    app: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.server)?;
+    let mut query = vec![("limit", args.limit.to_string())];
+    if let Some(app) = &args.app {
+        query.push(("app", app.clone()));
+    }
+    let entries: Vec<AuditEntry> = client.send(client.request(Method::GET, "/audit").query(&query)).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    for e in entries {
+        println!(
+            "{}  {:<28} {:<12} {:<20} {:<38} {}  {}",
+            e.at,
+            e.actor,
+            e.app.unwrap_or_default(),
+            e.action,
+            e.target,
+            e.details,
+            e.remote
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Keep unreferenced blobs younger than this many seconds.
+    #[arg(long, default_value_t = 86_400)]
+    grace_seconds: u64,
+}
+
+pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.server)?;
+    let result: GcResult = client
+        .post(
+            "/gc",
+            &GcRequest {
+                grace_seconds: Some(args.grace_seconds),
+            },
+        )
+        .await?;
+    println!("removed {} unreferenced blob(s)", result.removed.len());
+    Ok(())
+}
