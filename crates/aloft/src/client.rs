@@ -56,6 +56,21 @@ impl Client {
         decode(response).await
     }
 
+    /// Sends a request whose success has no body (201/204).
+    pub async fn send_empty(&self, request: RequestBuilder) -> anyhow::Result<()> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        match decode::<serde_json::Value>(response).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
         self.send(self.request(Method::POST, path).json(body)).await
     }

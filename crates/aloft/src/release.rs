@@ -6,7 +6,7 @@ use aloft_core::api::{
     AuditEntry, BranchInfo, ChannelInfo, ChannelRolloutAction, ChannelRolloutRequest, CreateBranch, CreateChannel,
     EditChannel, GcRequest, GcResult, GroupInfo, Outcome, RepublishRequest, RollbackRequest, SetRollout,
 };
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::json;
@@ -58,15 +58,7 @@ fn print_outcome(outcome: &Outcome, json: bool) -> anyhow::Result<()> {
 }
 
 async fn delete(client: &Client, path: &str) -> anyhow::Result<()> {
-    let response = client
-        .request(Method::DELETE, path)
-        .send()
-        .await
-        .context("cannot reach the server")?;
-    if !response.status().is_success() {
-        return Err(crate::client::decode::<serde_json::Value>(response).await.unwrap_err());
-    }
-    Ok(())
+    client.send_empty(client.request(Method::DELETE, path)).await
 }
 
 #[derive(Subcommand)]
@@ -222,14 +214,13 @@ pub async fn branches(cmd: BranchesCommand) -> anyhow::Result<()> {
         }
         BranchesCommand::Create { name, app } => {
             let client = app.client()?;
-            let response = client
-                .request(Method::POST, &app.path("/branches"))
-                .json(&CreateBranch { name: name.clone() })
-                .send()
+            client
+                .send_empty(
+                    client
+                        .request(Method::POST, &app.path("/branches"))
+                        .json(&CreateBranch { name: name.clone() }),
+                )
                 .await?;
-            if !response.status().is_success() {
-                return Err(crate::client::decode::<serde_json::Value>(response).await.unwrap_err());
-            }
             println!("branch {name} created");
         }
         BranchesCommand::Delete { name, app } => {

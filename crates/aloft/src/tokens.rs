@@ -115,10 +115,9 @@ pub async fn run(cmd: TokensCommand) -> anyhow::Result<()> {
         }
         TokensCommand::Revoke { id, server } => {
             let client = Client::new(&server)?;
-            let response = client.request(Method::DELETE, &format!("/tokens/{id}")).send().await?;
-            if !response.status().is_success() {
-                return Err(crate::client::decode::<serde_json::Value>(response).await.unwrap_err());
-            }
+            client
+                .send_empty(client.request(Method::DELETE, &format!("/tokens/{id}")))
+                .await?;
             println!("token {id} revoked");
         }
     }
