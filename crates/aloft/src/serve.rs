@@ -159,7 +159,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%bound, %public_url, data_dir = %settings.data_dir.display(), "aloft is serving");
     // A machine-readable line on stdout, for scripts and tests that start on port 0.
     println!("listening on http://{bound}");
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving")?;
