@@ -31,7 +31,7 @@ pub enum TokensCommand {
 #[derive(Args)]
 pub struct CreateArgs {
     /// Make an admin token offline in this data folder, instead of asking a server.
-    #[arg(long, conflicts_with_all = ["server", "scope", "apps", "expires_in_days"])]
+    #[arg(long, conflicts_with_all = ["scope", "apps", "expires_in_days"])]
     data_dir: Option<PathBuf>,
     /// A name to recognise the token by (shown as the publisher of updates and in the audit log).
     #[arg(long, default_value = "admin")]
