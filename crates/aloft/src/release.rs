@@ -252,6 +252,13 @@ pub enum UpdatesCommand {
         #[command(flatten)]
         app: AppArgs,
     },
+    /// Delete a group that is no longer served (disable it first). Files still used by served
+    /// updates stay; `aloft gc` removes the rest.
+    Delete {
+        group: String,
+        #[command(flatten)]
+        app: AppArgs,
+    },
     /// Emergency stop: the group is no longer served. If it was the newest, the group before it
     /// is republished so devices that took it move off it.
     Disable {
@@ -327,6 +334,10 @@ pub async fn updates(cmd: UpdatesCommand) -> anyhow::Result<()> {
         UpdatesCommand::Show { group, app } => {
             let g: GroupInfo = app.client()?.get(&app.path(&format!("/groups/{group}"))).await?;
             println!("{}", serde_json::to_string_pretty(&g)?);
+        }
+        UpdatesCommand::Delete { group, app } => {
+            delete(&app.client()?, &app.path(&format!("/groups/{group}"))).await?;
+            println!("group {group} deleted");
         }
         UpdatesCommand::Disable {
             group,

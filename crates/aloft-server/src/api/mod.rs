@@ -89,6 +89,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint!(POST "/apps/{slug}/publish", "Publish an update group (optionally as a rollout)", AppWrite, post(publish::publish), req: PublishRequest, res: Outcome, status: 201, prepare: true),
         endpoint!(GET "/apps/{slug}/groups", "List update groups, newest first (?branch= or ?channel=, ?limit=)", AppRead, get(updates::list_groups), req: (), res: Vec<GroupInfo>, status: 200),
         endpoint!(GET "/apps/{slug}/groups/{group}", "Show an update group", AppRead, get(updates::show_group), req: (), res: GroupInfo, status: 200),
+        endpoint!(DELETE "/apps/{slug}/groups/{group}", "Delete a group that is no longer served", AppWrite, delete(publish::delete_group), req: (), res: (), status: 204),
         endpoint!(POST "/apps/{slug}/groups/{group}/republish", "Republish a group: new ids and createdAt, same assets", AppWrite, post(publish::republish), req: RepublishRequest, res: Outcome, status: 201, prepare: true),
         endpoint!(POST "/apps/{slug}/groups/{group}/disable", "Stop serving a group; re-serve the previous one if it was current", AppWrite, post(publish::disable_group), req: SignedOperation, res: Outcome, status: 200, prepare: true),
         endpoint!(PUT "/apps/{slug}/groups/{group}/rollout", "Raise a group's rollout percentage", AppWrite, put(publish::set_rollout), req: SetRollout, res: Outcome, status: 200),

@@ -208,3 +208,14 @@ pub async fn channel_rollout(
     );
     Ok(respond(&state, &caller, &slug, "channel.rollout", name, summary, finished).await)
 }
+
+pub async fn delete_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((slug, id)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let app = caller.app(&state, &slug, Need::Write).await?;
+    release::delete_group(&state, &app, group_id(&id)?).await?;
+    caller.audit(&state, Some(&slug), "group.delete", id, json!({})).await;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -295,3 +295,20 @@ async fn active_rollout_group(conn: &mut SqliteConnection, app: &App, group_id: 
     }
     Ok(group)
 }
+
+/// Deletes a group that is no longer served (disable it first). Its files stay until `gc` finds
+/// them unreferenced, so no asset URL of a served update breaks.
+pub async fn delete_group(state: &AppState, app: &App, group_id: Uuid) -> Result<(), ApiError> {
+    let mut change = Change::begin(state).await?;
+    let group = updates::group(&mut change.tx, app.id, group_id).await?;
+    if group.is_served() {
+        return Err(conflict(
+            "group_served",
+            format!("group {group_id} is still served; disable it first (`aloft updates disable {group_id}`)"),
+        ));
+    }
+    updates::delete_group(&mut change.tx, group_id).await?;
+    change.tx.commit().await.map_err(aloft_store::DbError::from)?;
+    state.served.refresh(&state.db, app.id).await?;
+    Ok(())
+}
