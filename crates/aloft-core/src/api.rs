@@ -236,8 +236,9 @@ pub enum ChannelRolloutAction {
     Revert,
 }
 
+/// (serde cannot deny unknown fields next to a flattened enum; the action's own fields are still
+/// checked.)
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ChannelRolloutRequest {
     #[serde(flatten)]
     pub action: ChannelRolloutAction,

@@ -77,6 +77,13 @@ impl From<DbError> for ApiError {
             ),
             DbError::NoSuchChannel => ApiError::not_found("channel_not_found", "no channel with that name"),
             DbError::NoSuchBranch => ApiError::not_found("branch_not_found", "no branch with that name"),
+            DbError::NoSuchGroup => ApiError::not_found("group_not_found", "no update group with that id"),
+            DbError::NoSuchToken => ApiError::not_found("token_not_found", "no token with that id"),
+            e @ DbError::ChannelAlreadyExists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "channel_exists", e.to_string())
+            }
+            e @ DbError::BranchAlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "branch_exists", e.to_string()),
+            e @ DbError::BranchInUse { .. } => ApiError::new(StatusCode::CONFLICT, "branch_in_use", e.to_string()),
             DbError::MissingBlob(hash) => ApiError::bad_request(
                 "missing_blob",
                 format!("blob {hash} has not been uploaded; upload it with PUT /api/v1/blobs/{hash} first"),

@@ -43,6 +43,11 @@ fn schema<T: JsonSchema>(g: &mut SchemaGenerator) -> schemars::Schema {
     g.subschema_for::<T>()
 }
 
+/// A JSON body of type `T`.
+fn json<T: JsonSchema>() -> Option<SchemaFn> {
+    Some(schema::<T>)
+}
+
 /// One documented route.
 pub struct Endpoint {
     pub method: Method,
@@ -59,58 +64,56 @@ pub struct Endpoint {
 
 macro_rules! endpoint {
     ($method:ident $path:literal, $summary:literal, $access:ident, $handler:expr,
-     req: $req:ty, res: $res:ty, status: $status:literal $(, prepare: $prepare:literal)?) => {
+     req: $req:expr, res: $res:expr, status: $status:literal $(, prepare: $prepare:literal)?) => {
         Endpoint {
             method: Method::$method,
             path: $path,
             summary: $summary,
             access: Access::$access,
             prepare: false $(|| $prepare)?,
-            request: endpoint!(@schema $req),
-            response: endpoint!(@schema $res),
+            request: $req,
+            response: $res,
             status: $status,
             handler: $handler,
         }
     };
-    (@schema ()) => { None };
-    (@schema $t:ty) => { Some(schema::<$t> as SchemaFn) };
 }
 
 /// Every management route.
 pub fn endpoints() -> Vec<Endpoint> {
     use body::*;
     vec![
-        endpoint!(GET "/openapi.json", "This document", Public, get(openapi_json), req: (), res: (), status: 200),
-        endpoint!(GET "/apps", "List the apps the token can see", AnyToken, get(apps::list_apps), req: (), res: Vec<AppInfo>, status: 200),
-        endpoint!(POST "/apps", "Create an app (with channel and branch `production`)", Admin, post(apps::create_app), req: CreateApp, res: AppInfo, status: 201),
-        endpoint!(GET "/apps/{slug}", "Show an app and its manifest URL", AppRead, get(apps::show_app), req: (), res: AppInfo, status: 200),
-        endpoint!(PUT "/apps/{slug}/signing-key", "Give the app a server-side signing key", Admin, put(apps::set_signing_key), req: SetSigningKey, res: AppInfo, status: 200),
-        endpoint!(DELETE "/apps/{slug}/signing-key", "Remove the app's server-side signing key", Admin, delete(apps::delete_signing_key), req: (), res: AppInfo, status: 200),
-        endpoint!(POST "/apps/{slug}/publish", "Publish an update group (optionally as a rollout)", AppWrite, post(publish::publish), req: PublishRequest, res: Outcome, status: 201, prepare: true),
-        endpoint!(GET "/apps/{slug}/groups", "List update groups, newest first (?branch= or ?channel=, ?limit=)", AppRead, get(updates::list_groups), req: (), res: Vec<GroupInfo>, status: 200),
-        endpoint!(GET "/apps/{slug}/groups/{group}", "Show an update group", AppRead, get(updates::show_group), req: (), res: GroupInfo, status: 200),
-        endpoint!(DELETE "/apps/{slug}/groups/{group}", "Delete a group that is no longer served", AppWrite, delete(publish::delete_group), req: (), res: (), status: 204),
-        endpoint!(POST "/apps/{slug}/groups/{group}/republish", "Republish a group: new ids and createdAt, same assets", AppWrite, post(publish::republish), req: RepublishRequest, res: Outcome, status: 201, prepare: true),
-        endpoint!(POST "/apps/{slug}/groups/{group}/disable", "Stop serving a group; re-serve the previous one if it was current", AppWrite, post(publish::disable_group), req: SignedOperation, res: Outcome, status: 200, prepare: true),
-        endpoint!(PUT "/apps/{slug}/groups/{group}/rollout", "Raise a group's rollout percentage", AppWrite, put(publish::set_rollout), req: SetRollout, res: Outcome, status: 200),
-        endpoint!(POST "/apps/{slug}/groups/{group}/rollout/complete", "Complete a rollout: every device gets the group", AppWrite, post(publish::complete_rollout), req: (), res: Outcome, status: 200),
-        endpoint!(POST "/apps/{slug}/groups/{group}/rollout/revert", "Revert a rollout: withdraw the group, move devices back to the control", AppWrite, post(publish::revert_rollout), req: SignedOperation, res: Outcome, status: 200, prepare: true),
-        endpoint!(POST "/apps/{slug}/rollbacks", "Roll a channel back to its previous group, or to the embedded update", AppWrite, post(publish::rollback), req: RollbackRequest, res: Outcome, status: 201, prepare: true),
-        endpoint!(GET "/apps/{slug}/channels", "List channels", AppRead, get(channels::list_channels), req: (), res: Vec<ChannelInfo>, status: 200),
-        endpoint!(POST "/apps/{slug}/channels", "Create a channel", AppWrite, post(channels::create_channel), req: CreateChannel, res: ChannelInfo, status: 201),
-        endpoint!(PUT "/apps/{slug}/channels/{channel}", "Point a channel at another branch", AppWrite, put(channels::edit_channel), req: EditChannel, res: ChannelInfo, status: 200),
-        endpoint!(POST "/apps/{slug}/channels/{channel}/rollout", "Start, raise, end or revert a channel's branch rollout", AppWrite, post(publish::channel_rollout), req: ChannelRolloutRequest, res: Outcome, status: 200, prepare: true),
-        endpoint!(GET "/apps/{slug}/branches", "List branches", AppRead, get(channels::list_branches), req: (), res: Vec<BranchInfo>, status: 200),
-        endpoint!(POST "/apps/{slug}/branches", "Create a branch", AppWrite, post(channels::create_branch), req: CreateBranch, res: (), status: 201),
-        endpoint!(DELETE "/apps/{slug}/branches/{branch}", "Delete a branch no channel uses, with its groups", AppWrite, delete(channels::delete_branch), req: (), res: (), status: 204),
-        endpoint!(POST "/blobs/missing", "Which of these blobs the server lacks", Upload, post(blobs::missing_blobs), req: MissingBlobsRequest, res: MissingBlobsResponse, status: 200),
+        endpoint!(GET "/openapi.json", "This document", Public, get(openapi_json), req: None, res: None, status: 200),
+        endpoint!(GET "/apps", "List the apps the token can see", AnyToken, get(apps::list_apps), req: None, res: json::<Vec<AppInfo>>(), status: 200),
+        endpoint!(POST "/apps", "Create an app (with channel and branch `production`)", Admin, post(apps::create_app), req: json::<CreateApp>(), res: json::<AppInfo>(), status: 201),
+        endpoint!(GET "/apps/{slug}", "Show an app and its manifest URL", AppRead, get(apps::show_app), req: None, res: json::<AppInfo>(), status: 200),
+        endpoint!(PUT "/apps/{slug}/signing-key", "Give the app a server-side signing key", Admin, put(apps::set_signing_key), req: json::<SetSigningKey>(), res: json::<AppInfo>(), status: 200),
+        endpoint!(DELETE "/apps/{slug}/signing-key", "Remove the app's server-side signing key", Admin, delete(apps::delete_signing_key), req: None, res: json::<AppInfo>(), status: 200),
+        endpoint!(POST "/apps/{slug}/publish", "Publish an update group (optionally as a rollout)", AppWrite, post(publish::publish), req: json::<PublishRequest>(), res: json::<Outcome>(), status: 201, prepare: true),
+        endpoint!(GET "/apps/{slug}/groups", "List update groups, newest first (?branch= or ?channel=, ?limit=)", AppRead, get(updates::list_groups), req: None, res: json::<Vec<GroupInfo>>(), status: 200),
+        endpoint!(GET "/apps/{slug}/groups/{group}", "Show an update group", AppRead, get(updates::show_group), req: None, res: json::<GroupInfo>(), status: 200),
+        endpoint!(DELETE "/apps/{slug}/groups/{group}", "Delete a group that is no longer served", AppWrite, delete(publish::delete_group), req: None, res: None, status: 204),
+        endpoint!(POST "/apps/{slug}/groups/{group}/republish", "Republish a group: new ids and createdAt, same assets", AppWrite, post(publish::republish), req: json::<RepublishRequest>(), res: json::<Outcome>(), status: 201, prepare: true),
+        endpoint!(POST "/apps/{slug}/groups/{group}/disable", "Stop serving a group; re-serve the previous one if it was current", AppWrite, post(publish::disable_group), req: json::<SignedOperation>(), res: json::<Outcome>(), status: 200, prepare: true),
+        endpoint!(PUT "/apps/{slug}/groups/{group}/rollout", "Raise a group's rollout percentage", AppWrite, put(publish::set_rollout), req: json::<SetRollout>(), res: json::<Outcome>(), status: 200),
+        endpoint!(POST "/apps/{slug}/groups/{group}/rollout/complete", "Complete a rollout: every device gets the group", AppWrite, post(publish::complete_rollout), req: None, res: json::<Outcome>(), status: 200),
+        endpoint!(POST "/apps/{slug}/groups/{group}/rollout/revert", "Revert a rollout: withdraw the group, move devices back to the control", AppWrite, post(publish::revert_rollout), req: json::<SignedOperation>(), res: json::<Outcome>(), status: 200, prepare: true),
+        endpoint!(POST "/apps/{slug}/rollbacks", "Roll a channel back to its previous group, or to the embedded update", AppWrite, post(publish::rollback), req: json::<RollbackRequest>(), res: json::<Outcome>(), status: 201, prepare: true),
+        endpoint!(GET "/apps/{slug}/channels", "List channels", AppRead, get(channels::list_channels), req: None, res: json::<Vec<ChannelInfo>>(), status: 200),
+        endpoint!(POST "/apps/{slug}/channels", "Create a channel", AppWrite, post(channels::create_channel), req: json::<CreateChannel>(), res: json::<ChannelInfo>(), status: 201),
+        endpoint!(PUT "/apps/{slug}/channels/{channel}", "Point a channel at another branch", AppWrite, put(channels::edit_channel), req: json::<EditChannel>(), res: json::<ChannelInfo>(), status: 200),
+        endpoint!(POST "/apps/{slug}/channels/{channel}/rollout", "Start, raise, end or revert a channel's branch rollout", AppWrite, post(publish::channel_rollout), req: json::<ChannelRolloutRequest>(), res: json::<Outcome>(), status: 200, prepare: true),
+        endpoint!(GET "/apps/{slug}/branches", "List branches", AppRead, get(channels::list_branches), req: None, res: json::<Vec<BranchInfo>>(), status: 200),
+        endpoint!(POST "/apps/{slug}/branches", "Create a branch", AppWrite, post(channels::create_branch), req: json::<CreateBranch>(), res: None, status: 201),
+        endpoint!(DELETE "/apps/{slug}/branches/{branch}", "Delete a branch no channel uses, with its groups", AppWrite, delete(channels::delete_branch), req: None, res: None, status: 204),
+        endpoint!(POST "/blobs/missing", "Which of these blobs the server lacks", Upload, post(blobs::missing_blobs), req: json::<MissingBlobsRequest>(), res: json::<MissingBlobsResponse>(), status: 200),
         // Uploads stream to disk under their own size limit.
-        endpoint!(PUT "/blobs/{hash}", "Upload one blob; its bytes must hash to the name", Upload, put(blobs::upload_blob).layer(DefaultBodyLimit::disable()), req: (), res: BlobInfo, status: 201),
-        endpoint!(POST "/gc", "Remove blobs no update references, after a grace period", Admin, post(blobs::collect_garbage), req: GcRequest, res: GcResult, status: 200),
-        endpoint!(GET "/tokens", "List tokens", Admin, get(tokens::list_tokens), req: (), res: Vec<TokenInfo>, status: 200),
-        endpoint!(POST "/tokens", "Create a token (the secret is shown once)", Admin, post(tokens::create_token), req: CreateToken, res: CreatedToken, status: 201),
-        endpoint!(DELETE "/tokens/{id}", "Revoke a token", Admin, delete(tokens::revoke_token), req: (), res: (), status: 204),
-        endpoint!(GET "/audit", "The audit log (?app= for one app, else admin only; ?limit=)", AnyToken, get(tokens::list_audit), req: (), res: Vec<AuditEntry>, status: 200),
+        endpoint!(PUT "/blobs/{hash}", "Upload one blob; its bytes must hash to the name", Upload, put(blobs::upload_blob).layer(DefaultBodyLimit::disable()), req: None, res: json::<BlobInfo>(), status: 201),
+        endpoint!(POST "/gc", "Remove blobs no update references, after a grace period", Admin, post(blobs::collect_garbage), req: json::<GcRequest>(), res: json::<GcResult>(), status: 200),
+        endpoint!(GET "/tokens", "List tokens", Admin, get(tokens::list_tokens), req: None, res: json::<Vec<TokenInfo>>(), status: 200),
+        endpoint!(POST "/tokens", "Create a token (the secret is shown once)", Admin, post(tokens::create_token), req: json::<CreateToken>(), res: json::<CreatedToken>(), status: 201),
+        endpoint!(DELETE "/tokens/{id}", "Revoke a token", Admin, delete(tokens::revoke_token), req: None, res: None, status: 204),
+        endpoint!(GET "/audit", "The audit log (?app= for one app, else admin only; ?limit=)", AnyToken, get(tokens::list_audit), req: None, res: json::<Vec<AuditEntry>>(), status: 200),
     ]
 }
 
