@@ -6,6 +6,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use futures::StreamExt;
 use serde_json::json;
 
 use super::auth::Caller;
@@ -50,6 +51,18 @@ pub async fn upload_blob(
         return Err(IngestError::TooLarge { max }.into());
     }
     if let Some(existing) = blobs::get(&state.db, &hash).await? {
+        // Another publisher stored it meanwhile. Read the body anyway: answering before the
+        // client has sent it would cut its connection mid-upload.
+        let mut stream = body.into_data_stream();
+        let mut seen = 0u64;
+        while let Some(chunk) = stream.next().await {
+            seen += chunk
+                .map_err(|e| ApiError::bad_request("upload_interrupted", e.to_string()))?
+                .len() as u64;
+            if seen > max {
+                return Err(IngestError::TooLarge { max }.into());
+            }
+        }
         return Ok((
             StatusCode::OK,
             Json(BlobInfo {

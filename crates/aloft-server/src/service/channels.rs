@@ -7,9 +7,10 @@ use aloft_store::db::channels::{self, Channel};
 use axum::http::StatusCode;
 
 use super::plan::{self, Finished, Ids};
-use super::{Change, newest_served};
+use super::{Change, release};
 use crate::error::ApiError;
 use crate::state::AppState;
+use aloft_store::db::updates;
 
 fn channel_name(name: &str) -> Result<ChannelName, ApiError> {
     ChannelName::parse(name).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))
@@ -162,19 +163,20 @@ pub async fn channel_rollout(
             }
             channels::set_rollout(&mut change.tx, channel.id, None).await?;
             ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
-            let winner_head = newest_served(&mut change.tx, winner).await?;
-            let loser_head = newest_served(&mut change.tx, loser).await?;
-            if let (Some(w), Some(l)) = (winner_head, loser_head)
-                && l.created_at > w.created_at
-            {
-                let verb = if promote { "Promote" } else { "Restore" };
-                let message = format!(
-                    "{verb} branch {winner_name:?} on channel {:?}: {}",
-                    channel.name, w.message
-                );
-                plan =
-                    Some(plan::republish_plan(state, &mut change.tx, &ids, &w, winner, &winner_name, message).await?);
-            }
+            // Per platform and runtime version: where the losing side's devices run something newer
+            // than the winning side's newest, republish the winner's so they move.
+            let winners = updates::served_updates(&mut change.tx, winner).await?;
+            let losers = updates::served_updates(&mut change.tx, loser).await?;
+            let losers = release::by_key(&losers);
+            let sources: Vec<_> = release::by_key(&winners)
+                .into_iter()
+                .filter(|(key, list)| losers.get(key).is_some_and(|l| l[0].created_at > list[0].created_at))
+                .map(|(_, list)| list[0].clone())
+                .collect();
+            let verb = if promote { "Promote" } else { "Restore" };
+            let message = format!("{verb} branch {winner_name:?} on channel {:?}", channel.name);
+            plan = plan::republish_updates_plan(state, &mut change.tx, &ids, &sources, winner, &winner_name, message)
+                .await?;
         }
     }
     plan::finish(state, app, change.tx, &ids, plan, prepare, by).await

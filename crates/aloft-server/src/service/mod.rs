@@ -6,9 +6,7 @@ pub mod plan;
 pub mod publish;
 pub mod release;
 
-use aloft_store::DbError;
-use aloft_store::db::updates::{self, Group};
-use aloft_store::db::{Conn as SqliteConnection, WriteTx};
+use aloft_store::db::WriteTx;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::error::ApiError;
@@ -26,14 +24,4 @@ impl Change {
         let tx = state.db.begin_write().await?;
         Ok(Self { _guard: guard, tx })
     }
-}
-
-/// The group the given one republishes, or itself: what a device actually runs.
-pub fn origin(group: &Group) -> uuid::Uuid {
-    group.republished_from.unwrap_or(group.id)
-}
-
-/// The newest served group of a branch, if any.
-pub async fn newest_served(conn: &mut SqliteConnection, branch_id: i64) -> Result<Option<Group>, DbError> {
-    Ok(updates::served_groups(conn, branch_id).await?.into_iter().next())
 }

@@ -103,6 +103,8 @@ pub struct PlannedUpdate {
     pub id: Uuid,
     pub body: Vec<u8>,
     pub blobs: Vec<ContentHash>,
+    /// The original update whose content this one carries again.
+    pub republished_from: Option<Uuid>,
 }
 
 /// A group about to be stored.
@@ -152,6 +154,7 @@ pub fn manifest_update(
         id,
         body,
         blobs,
+        republished_from: None,
     })
 }
 
@@ -168,6 +171,7 @@ pub fn directive_update(
         id,
         body: directive::roll_back_to_embedded(ids.created_at),
         blobs: Vec::new(),
+        republished_from: None,
     })
 }
 
@@ -179,6 +183,12 @@ pub fn republished_update(
     stored: &StoredUpdate,
     kind: BodyKind,
 ) -> Result<PlannedUpdate, ApiError> {
+    let mut planned = rebuilt(state, ids, stored, kind)?;
+    planned.republished_from = Some(stored.origin);
+    Ok(planned)
+}
+
+fn rebuilt(state: &AppState, ids: &Ids<'_>, stored: &StoredUpdate, kind: BodyKind) -> Result<PlannedUpdate, ApiError> {
     if kind == BodyKind::Directive {
         return directive_update(ids, stored.platform, stored.runtime_version.clone());
     }
@@ -246,6 +256,43 @@ pub async fn republish_plan(
         republished_from: Some(source.republished_from.unwrap_or(source.id)),
         updates,
     })
+}
+
+/// Plans a group that republishes the given served manifests (one per platform and runtime
+/// version, possibly from different groups) onto `branch`. Directives are left out: a group holds
+/// one kind of body, and re-sending a directive is a new rollback, not a republish.
+#[allow(clippy::too_many_arguments)]
+pub async fn republish_updates_plan(
+    state: &AppState,
+    conn: &mut SqliteConnection,
+    ids: &Ids<'_>,
+    sources: &[updates::UpdateRef],
+    branch_id: i64,
+    branch: &str,
+    message: String,
+) -> Result<Option<Plan>, ApiError> {
+    let sources: Vec<&updates::UpdateRef> = sources.iter().filter(|s| s.kind == BodyKind::Manifest).collect();
+    if sources.is_empty() {
+        return Ok(None);
+    }
+    let mut planned = Vec::with_capacity(sources.len());
+    for source in &sources {
+        let stored = updates::stored_update(conn, source.id).await?;
+        planned.push(republished_update(state, ids, &stored, source.kind)?);
+    }
+    let first_group = sources[0].group_id;
+    let single_source = sources.iter().all(|s| s.group_id == first_group);
+    Ok(Some(Plan {
+        group_id: ids.group_id,
+        created_at: ids.created_at,
+        branch_id,
+        branch: branch.to_owned(),
+        kind: GroupKind::Update,
+        message,
+        rollout: None,
+        republished_from: single_source.then_some(first_group),
+        updates: planned,
+    }))
 }
 
 /// What an operation returns before it commits.
@@ -367,6 +414,7 @@ fn sign(app: &App, plan: Plan, commit: Option<&CommitInfo>, published_by: &str) 
             body: u.body,
             signature,
             blobs: u.blobs,
+            republished_from: u.republished_from,
         });
     }
     new_updates.sort_by_key(|u| (u.platform, u.runtime_version.clone()));

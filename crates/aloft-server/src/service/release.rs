@@ -2,19 +2,19 @@
 //! so every step that must move devices back publishes something new (a republish or a
 //! directive) rather than serving an older update again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aloft_core::api::{RollbackRequest, SignedOperation};
 use aloft_core::{ChannelName, Platform, RuntimeVersion};
 use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
 use aloft_store::db::channels;
-use aloft_store::db::updates::{self, Group, GroupKind};
+use aloft_store::db::updates::{self, BodyKind, Group, GroupKind, UpdateRef};
 use axum::http::StatusCode;
 use uuid::Uuid;
 
+use super::Change;
 use super::plan::{self, Finished, Ids, Plan};
-use super::{Change, origin};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -70,35 +70,42 @@ pub async fn rollback(
     let mut change = Change::begin(state).await?;
     let (branch_id, branch) = channel_branch(&mut change.tx, app, &req.channel).await?;
     refuse_active_rollout(&mut change.tx, branch_id, &branch).await?;
-    let groups = updates::served_groups(&mut change.tx, branch_id).await?;
-    let Some(head) = groups.first() else {
-        return Err(conflict(
-            "nothing_to_roll_back",
-            format!("channel {:?} serves no update", req.channel),
-        ));
-    };
-    // What devices run is the head's content; roll back to what came before that content.
-    let current = origin(head);
-    let current_created = groups
-        .iter()
-        .find(|g| g.id == current)
-        .map_or(head.created_at, |g| g.created_at);
-    let Some(target) = groups
-        .iter()
-        .find(|g| g.kind == GroupKind::Update && g.created_at < current_created && origin(g) != current)
-    else {
+    // Per platform and runtime version: withdraw what devices get now, and republish the newest
+    // earlier update with other content.
+    let served = updates::served_updates(&mut change.tx, branch_id).await?;
+    let mut sources = Vec::new();
+    for list in by_key(&served).into_values() {
+        let head = list[0];
+        if let Some(previous) = list[1..]
+            .iter()
+            .find(|u| u.kind == BodyKind::Manifest && u.origin != head.origin)
+        {
+            updates::withdraw_update(&mut change.tx, head.id, "rolled_back").await?;
+            sources.push((*previous).clone());
+        }
+    }
+    if sources.is_empty() {
         return Err(conflict(
             "nothing_to_roll_back",
             format!("branch {branch:?} has no earlier update; roll back to the embedded update with --to-embedded"),
         ));
-    };
+    }
     let ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
     let message = req
         .message
         .clone()
-        .unwrap_or_else(|| format!("Rollback to {}: {}", target.id, target.message));
-    let plan = plan::republish_plan(state, &mut change.tx, &ids, target, branch_id, &branch, message).await?;
-    plan::finish(state, app, change.tx, &ids, Some(plan), prepare, by).await
+        .unwrap_or_else(|| format!("Rollback of channel {}", req.channel));
+    let plan = plan::republish_updates_plan(state, &mut change.tx, &ids, &sources, branch_id, &branch, message).await?;
+    plan::finish(state, app, change.tx, &ids, plan, prepare, by).await
+}
+
+/// Served updates of a branch by platform and runtime version, each list newest first.
+pub fn by_key(served: &[UpdateRef]) -> BTreeMap<(Platform, RuntimeVersion), Vec<&UpdateRef>> {
+    let mut map: BTreeMap<(Platform, RuntimeVersion), Vec<&UpdateRef>> = BTreeMap::new();
+    for u in served {
+        map.entry((u.platform, u.runtime_version.clone())).or_default().push(u);
+    }
+    map
 }
 
 /// `aloft rollback --channel C --to-embedded`: a `rollBackToEmbedded` directive per platform and
@@ -178,31 +185,35 @@ async fn withdraw(
     prepare: bool,
     by: &str,
 ) -> Result<Finished, ApiError> {
-    let served = updates::served_groups(&mut change.tx, group.branch_id).await?;
-    let is_head = served.first().is_some_and(|g| g.id == group.id);
+    // For each platform and runtime version where the group is what devices get, republish the
+    // newest earlier update with other content.
+    let served = updates::served_updates(&mut change.tx, group.branch_id).await?;
+    let mut sources = Vec::new();
+    for list in by_key(&served).into_values() {
+        let head = list[0];
+        if head.group_id != group.id {
+            continue;
+        }
+        if let Some(previous) = list[1..]
+            .iter()
+            .find(|u| u.group_id != group.id && u.kind == BodyKind::Manifest && u.origin != head.origin)
+        {
+            sources.push((*previous).clone());
+        }
+    }
     updates::disable(&mut change.tx, group.id, reason).await?;
     let ids = Ids::fix(&mut change.tx, app.id, commit).await?;
-    let previous = served
-        .iter()
-        .find(|g| g.created_at < group.created_at && origin(g) != origin(&group));
-    let plan = match (is_head, previous) {
-        (true, Some(previous)) => {
-            let message = format!("Re-serve {} after withdrawing {}", previous.id, group.id);
-            Some(
-                plan::republish_plan(
-                    state,
-                    &mut change.tx,
-                    &ids,
-                    previous,
-                    group.branch_id,
-                    &group.branch,
-                    message,
-                )
-                .await?,
-            )
-        }
-        _ => None,
-    };
+    let message = format!("Re-serve the previous updates after withdrawing {}", group.id);
+    let plan = plan::republish_updates_plan(
+        state,
+        &mut change.tx,
+        &ids,
+        &sources,
+        group.branch_id,
+        &group.branch,
+        message,
+    )
+    .await?;
     plan::finish(state, app, change.tx, &ids, plan, prepare, by).await
 }
 

@@ -16,6 +16,11 @@ CREATE INDEX update_groups_by_branch ON update_groups (branch_id, created_at DES
 
 -- 'manifest' or 'directive' (the body is then a directive, signed the same way).
 ALTER TABLE updates ADD COLUMN kind TEXT NOT NULL DEFAULT 'manifest';
+-- The update whose content this one republishes (the original, never a republish).
+ALTER TABLE updates ADD COLUMN republished_from TEXT;
+-- Set when this one update stops being served (rolled back, or superseded by a revert).
+ALTER TABLE updates ADD COLUMN withdrawn_at INTEGER;
+ALTER TABLE updates ADD COLUMN withdrawn_reason TEXT;
 
 -- A channel may split its devices between its branch and a second one.
 ALTER TABLE channels ADD COLUMN rollout_branch_id INTEGER REFERENCES branches(id);

@@ -84,6 +84,8 @@ pub struct NewUpdate {
     pub signature: Option<CodeSignature>,
     /// Every blob the body references; all must be stored.
     pub blobs: Vec<ContentHash>,
+    /// The original update this one republishes.
+    pub republished_from: Option<Uuid>,
 }
 
 #[derive(Debug, Clone)]
@@ -150,7 +152,7 @@ pub async fn insert_group(conn: &mut SqliteConnection, group: &NewGroup) -> Resu
     for update in &group.updates {
         sqlx::query(
             "INSERT INTO updates (id, group_id, branch_id, platform, runtime_version, created_at, manifest, \
-             signature, keyid, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             signature, keyid, kind, republished_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(update.id.to_string())
         .bind(group.id.to_string())
@@ -162,6 +164,7 @@ pub async fn insert_group(conn: &mut SqliteConnection, group: &NewGroup) -> Resu
         .bind(update.signature.as_ref().map(|s| s.sig.as_str()))
         .bind(update.signature.as_ref().map(|s| s.keyid.as_str()))
         .bind(group.kind.body().as_str())
+        .bind(update.republished_from.map(|id| id.to_string()))
         .execute(&mut *conn)
         .await
         .map_err(unique(update.id))?;
@@ -212,12 +215,16 @@ pub struct GroupUpdate {
     pub id: Uuid,
     pub platform: Platform,
     pub runtime_version: RuntimeVersion,
+    /// Why this update is no longer served, when it was withdrawn on its own.
+    pub withdrawn: Option<String>,
 }
 
 /// One stored update with its exact body.
 #[derive(Debug, Clone)]
 pub struct StoredUpdate {
     pub id: Uuid,
+    /// The original content it carries: what it republishes, or itself.
+    pub origin: Uuid,
     pub platform: Platform,
     pub runtime_version: RuntimeVersion,
     pub body: Vec<u8>,
@@ -265,7 +272,7 @@ fn group_from_row(r: &SqliteRow) -> Result<Group, DbError> {
 async fn attach_updates(conn: &mut SqliteConnection, groups: &mut [Group]) -> Result<(), DbError> {
     for group in groups {
         let rows =
-            sqlx::query("SELECT id, platform, runtime_version FROM updates WHERE group_id = ? ORDER BY platform")
+            sqlx::query("SELECT id, platform, runtime_version, withdrawn_reason FROM updates WHERE group_id = ? ORDER BY platform, runtime_version")
                 .bind(group.id.to_string())
                 .fetch_all(&mut *conn)
                 .await?;
@@ -279,6 +286,7 @@ async fn attach_updates(conn: &mut SqliteConnection, groups: &mut [Group]) -> Re
                     id: uuid(&id)?,
                     platform: platform.parse().map_err(decode)?,
                     runtime_version: RuntimeVersion::parse(rv).map_err(decode)?,
+                    withdrawn: r.try_get("withdrawn_reason")?,
                 })
             })
             .collect::<Result<_, DbError>>()?;
@@ -346,10 +354,13 @@ pub async fn served_groups(conn: &mut SqliteConnection, branch_id: i64) -> Resul
 
 /// The bodies of a group's updates, for republishing.
 pub async fn stored_updates(conn: &mut SqliteConnection, group_id: Uuid) -> Result<Vec<StoredUpdate>, DbError> {
-    let rows = sqlx::query("SELECT id, platform, runtime_version, manifest, signature, keyid FROM updates WHERE group_id = ? ORDER BY platform")
-        .bind(group_id.to_string())
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT id, platform, runtime_version, manifest, signature, keyid, republished_from FROM updates \
+         WHERE group_id = ? ORDER BY platform, runtime_version",
+    )
+    .bind(group_id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
     rows.iter().map(stored_from_row).collect()
 }
 
@@ -359,8 +370,11 @@ fn stored_from_row(r: &SqliteRow) -> Result<StoredUpdate, DbError> {
     let rv: String = r.try_get("runtime_version")?;
     let sig: Option<String> = r.try_get("signature")?;
     let keyid: Option<String> = r.try_get("keyid")?;
+    let from: Option<String> = r.try_get("republished_from")?;
+    let id = uuid(&id)?;
     Ok(StoredUpdate {
-        id: uuid(&id)?,
+        id,
+        origin: from.as_deref().map(uuid).transpose()?.unwrap_or(id),
         platform: platform.parse().map_err(decode)?,
         runtime_version: RuntimeVersion::parse(rv).map_err(decode)?,
         body: r.try_get("manifest")?,
@@ -455,11 +469,11 @@ pub async fn heads(db: &Database, app_id: i64) -> Result<Vec<Head>, DbError> {
     let rows = sqlx::query(
         "SELECT * FROM ( \
            SELECT u.branch_id, u.group_id, u.id, u.platform, u.runtime_version, u.created_at, u.manifest, \
-                  u.signature, u.keyid, u.kind, g.rollout_percentage, g.rollout_salt, \
+                  u.signature, u.keyid, u.kind, u.republished_from, g.rollout_percentage, g.rollout_salt, \
                   ROW_NUMBER() OVER (PARTITION BY u.branch_id, u.platform, u.runtime_version \
                                      ORDER BY u.created_at DESC, u.id DESC) AS rn \
            FROM updates u JOIN update_groups g ON g.id = u.group_id \
-           WHERE g.app_id = ? AND g.disabled_at IS NULL) \
+           WHERE g.app_id = ? AND g.disabled_at IS NULL AND u.withdrawn_at IS NULL) \
          WHERE rn <= 2",
     )
     .bind(app_id)
@@ -488,4 +502,73 @@ pub async fn heads(db: &Database, app_id: i64) -> Result<Vec<Head>, DbError> {
             })
         })
         .collect()
+}
+
+/// A served update of a branch, without its body: what release decisions look at.
+#[derive(Debug, Clone)]
+pub struct UpdateRef {
+    pub id: Uuid,
+    pub group_id: Uuid,
+    pub platform: Platform,
+    pub runtime_version: RuntimeVersion,
+    pub created_at: Millis,
+    pub kind: BodyKind,
+    /// The original content this update carries: what it republishes, or itself.
+    pub origin: Uuid,
+}
+
+/// Every served update of a branch, newest first.
+pub async fn served_updates(conn: &mut SqliteConnection, branch_id: i64) -> Result<Vec<UpdateRef>, DbError> {
+    let rows = sqlx::query(
+        "SELECT u.id, u.group_id, u.platform, u.runtime_version, u.created_at, u.kind, u.republished_from \
+         FROM updates u JOIN update_groups g ON g.id = u.group_id \
+         WHERE u.branch_id = ? AND g.disabled_at IS NULL AND u.withdrawn_at IS NULL \
+         ORDER BY u.created_at DESC, u.id DESC",
+    )
+    .bind(branch_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get("id")?;
+            let group: String = r.try_get("group_id")?;
+            let platform: String = r.try_get("platform")?;
+            let rv: String = r.try_get("runtime_version")?;
+            let kind: String = r.try_get("kind")?;
+            let from: Option<String> = r.try_get("republished_from")?;
+            let id = uuid(&id)?;
+            Ok(UpdateRef {
+                id,
+                group_id: uuid(&group)?,
+                platform: platform.parse().map_err(decode)?,
+                runtime_version: RuntimeVersion::parse(rv).map_err(decode)?,
+                created_at: Millis(r.try_get("created_at")?),
+                kind: BodyKind::parse(&kind),
+                origin: from.as_deref().map(uuid).transpose()?.unwrap_or(id),
+            })
+        })
+        .collect()
+}
+
+/// One stored update with its body.
+pub async fn stored_update(conn: &mut SqliteConnection, id: Uuid) -> Result<StoredUpdate, DbError> {
+    let row = sqlx::query(
+        "SELECT id, platform, runtime_version, manifest, signature, keyid, republished_from FROM updates WHERE id = ?",
+    )
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(DbError::NoSuchGroup)?;
+    stored_from_row(&row)
+}
+
+/// Stops serving one update (the rest of its group stays).
+pub async fn withdraw_update(conn: &mut SqliteConnection, id: Uuid, reason: &str) -> Result<(), DbError> {
+    sqlx::query("UPDATE updates SET withdrawn_at = ?, withdrawn_reason = ? WHERE id = ?")
+        .bind(Millis::now().0)
+        .bind(reason)
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
