@@ -14,7 +14,6 @@ use aloft_core::{ContentHash, Platform};
 use aloft_server::api::{Access, endpoints};
 use aloft_server::{AppState, ServerConfig};
 use aloft_store::db::tokens::{self, Scope};
-use aloft_store::{BlobStore, Database};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use bytes::Bytes;
@@ -160,8 +159,7 @@ struct World {
 impl World {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::open_sqlite(&dir.path().join("aloft.db")).await.unwrap();
-        let blobs = BlobStore::local(dir.path()).unwrap();
+        let (db, blobs) = aloft_store::testing::Backend::from_env().fresh(dir.path()).open().await;
         let config = ServerConfig {
             listen: "127.0.0.1:3000".parse().unwrap(),
             public_url: "http://ota.test".into(),

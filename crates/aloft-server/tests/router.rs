@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use aloft_core::api::{FileRef, Outcome, PlatformUpdate, PublishRequest, PublishedGroup};
 use aloft_core::{ContentHash, Md5Key, Platform};
 use aloft_server::{AppState, ServerConfig};
-use aloft_store::{BlobStore, Database};
+use aloft_store::Database;
+use aloft_store::testing::{Backend, Location};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use bytes::Bytes;
@@ -87,6 +88,7 @@ impl Resp {
 
 struct Env {
     dir: TempDir,
+    location: Location,
     state: AppState,
     token: String,
 }
@@ -94,8 +96,8 @@ struct Env {
 impl Env {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::open_sqlite(&dir.path().join("aloft.db")).await.unwrap();
-        let blobs = BlobStore::local(dir.path()).unwrap();
+        let location = Backend::from_env().fresh(dir.path());
+        let (db, blobs) = location.open().await;
         let config = ServerConfig {
             listen: "127.0.0.1:3000".parse().unwrap(),
             public_url: "http://ota.test".into(),
@@ -105,17 +107,22 @@ impl Env {
             .await
             .unwrap();
         let state = AppState::new(config, db, blobs, None).await.unwrap();
-        Self { dir, state, token }
+        Self {
+            dir,
+            location,
+            state,
+            token,
+        }
     }
 
     /// The same data directory served by a freshly started process.
     async fn restart(self) -> Self {
-        let db = Database::open_sqlite(&self.dir.path().join("aloft.db")).await.unwrap();
-        let blobs = BlobStore::local(self.dir.path()).unwrap();
+        let (db, blobs) = self.location.open().await;
         let config = ServerConfig::clone(&self.state.config);
         let state = AppState::new(config, db, blobs, None).await.unwrap();
         Self {
             dir: self.dir,
+            location: self.location,
             state,
             token: self.token,
         }

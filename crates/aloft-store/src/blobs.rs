@@ -11,9 +11,11 @@ use aloft_core::ContentHash;
 use aloft_core::hash::Hasher;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use object_store::aws::AmazonS3Builder;
 use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
 use object_store::{GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -63,6 +65,27 @@ pub enum IngestError {
     Db(#[from] DbError),
 }
 
+/// Where S3-compatible storage is: `s3://bucket/prefix` plus endpoint, region and addressing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    pub prefix: String,
+    /// For MinIO, R2, Garage, GCS and the like; AWS needs none.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`) instead of virtual-hosted ones.
+    pub path_style: bool,
+}
+
+impl S3Config {
+    /// Parses `s3://bucket[/prefix]`.
+    pub fn parse_url(url: &str) -> Option<(String, String)> {
+        let rest = url.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        (!bucket.is_empty()).then(|| (bucket.to_owned(), prefix.trim_matches('/').to_owned()))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
@@ -76,17 +99,46 @@ impl BlobStore {
     /// Blobs under `<data>/blobs`, upload staging under `<data>/tmp` (emptied at start).
     pub fn local(data_dir: &Path) -> Result<Self, IngestError> {
         let blobs = data_dir.join("blobs");
-        let tmp_dir = data_dir.join("tmp");
         std::fs::create_dir_all(&blobs)?;
+        let store = LocalFileSystem::new_with_prefix(&blobs)?.with_automatic_cleanup(true);
+        Self::with_store(Arc::new(store), data_dir)
+    }
+
+    /// Blobs in an S3-compatible bucket under `prefix`; upload staging under `<data>/tmp`.
+    /// Credentials and anything not given come from the usual `AWS_*` variables.
+    pub fn s3(config: &S3Config, data_dir: &Path) -> Result<Self, IngestError> {
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&config.bucket);
+        if let Some(region) = &config.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if config.path_style {
+            builder = builder.with_virtual_hosted_style_request(false);
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
+        let store = match config.prefix.trim_matches('/') {
+            "" => store,
+            prefix => Arc::new(PrefixStore::new(store, prefix.to_owned())),
+        };
+        Self::with_store(store, data_dir)
+    }
+
+    fn with_store(store: Arc<dyn ObjectStore>, data_dir: &Path) -> Result<Self, IngestError> {
+        let tmp_dir = data_dir.join("tmp");
         if tmp_dir.exists() {
             std::fs::remove_dir_all(&tmp_dir)?;
         }
         std::fs::create_dir_all(&tmp_dir)?;
-        let store = LocalFileSystem::new_with_prefix(&blobs)?.with_automatic_cleanup(true);
-        Ok(Self {
-            store: Arc::new(store),
-            tmp_dir,
-        })
+        Ok(Self { store, tmp_dir })
+    }
+
+    /// The size of a blob's stored bytes (for serving when the database is out of reach).
+    pub async fn size(&self, hash: &ContentHash) -> Result<u64, object_store::Error> {
+        Ok(self.store.head(&Self::key(hash, Encoding::Identity)).await?.size)
     }
 
     /// `ab/abcdef…` in hex: case-insensitive file systems cannot confuse two keys.

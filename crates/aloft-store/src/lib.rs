@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod db;
+pub mod testing;
 
-pub use blobs::{BlobStore, Encoding, IngestError};
+pub use blobs::{BlobStore, Encoding, IngestError, S3Config};
 pub use db::{Database, DbError};

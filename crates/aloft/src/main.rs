@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the update server.
     Serve(serve::ServeArgs),
+    /// Bring a database's schema up to date (`aloft serve` also does this at start).
+    Migrate(serve::MigrateArgs),
     /// Publish the output of `npx expo export` as a new update group.
     Publish(publish::PublishArgs),
     /// Manage apps on a server.
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Migrate(args) => serve::migrate(args).await,
             Command::Publish(args) => publish::run(args).await,
             Command::Apps(cmd) => apps::run(cmd).await,
             Command::Tokens(cmd) => tokens::run(cmd).await,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use aloft_server::{AppState, ServerConfig};
-use aloft_store::{BlobStore, Database};
+use aloft_store::{BlobStore, Database, S3Config};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
@@ -26,6 +26,25 @@ pub struct ServeArgs {
     /// [default: http://<listen address>].
     #[arg(long, env = "ALOFT_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Database: `postgres://user:pass@host/db` for PostgreSQL [default: SQLite in the data folder].
+    #[arg(long, env = "ALOFT_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Database connections per process [default: 16].
+    #[arg(long, env = "ALOFT_DB_MAX_CONNECTIONS")]
+    db_max_connections: Option<u32>,
+    /// Blob storage: `file` (the data folder) or `s3://bucket/prefix` (credentials from the
+    /// usual AWS_* variables) [default: file].
+    #[arg(long, env = "ALOFT_STORAGE")]
+    storage: Option<String>,
+    /// S3 endpoint, for S3-compatible servers (MinIO, R2, Garage, GCS) [default: AWS].
+    #[arg(long, env = "ALOFT_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 region [default: AWS_REGION].
+    #[arg(long, env = "ALOFT_S3_REGION")]
+    s3_region: Option<String>,
+    /// Path-style S3 requests (endpoint/bucket/key), as most S3-compatible servers want.
+    #[arg(long, env = "ALOFT_S3_PATH_STYLE")]
+    s3_path_style: bool,
     /// Largest accepted upload of one file, in bytes [default: 268435456].
     #[arg(long, env = "ALOFT_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<u64>,
@@ -51,6 +70,12 @@ pub enum LogFormat {
 struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    db_max_connections: Option<u32>,
+    storage: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_path_style: Option<bool>,
     public_url: Option<String>,
     max_upload_bytes: Option<u64>,
     log_format: Option<LogFormat>,
@@ -60,6 +85,9 @@ struct FileConfig {
 struct Settings {
     listen: SocketAddr,
     data_dir: PathBuf,
+    database: DatabaseTarget,
+    db_max_connections: u32,
+    storage: StorageTarget,
     public_url: Option<String>,
     max_upload_bytes: u64,
     log_format: LogFormat,
@@ -87,16 +115,36 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
     if max_upload_bytes == 0 {
         bail!("max-upload-bytes must be at least 1");
     }
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("aloft-data"));
+    let database = DatabaseTarget::resolve(args.database_url.clone().or(file.database_url), &data_dir)?;
+    let storage = match args.storage.clone().or(file.storage).as_deref() {
+        None | Some("file") => StorageTarget::File,
+        Some(url) => {
+            let Some((bucket, prefix)) = S3Config::parse_url(url) else {
+                bail!("storage must be `file` or `s3://bucket/prefix`, got {url:?}");
+            };
+            StorageTarget::S3(S3Config {
+                bucket,
+                prefix,
+                endpoint: args.s3_endpoint.clone().or(file.s3_endpoint),
+                region: args.s3_region.clone().or(file.s3_region),
+                path_style: args.s3_path_style || file.s3_path_style.unwrap_or(false),
+            })
+        }
+    };
     Ok(Settings {
         listen: args
             .listen
             .or(file.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000))),
-        data_dir: args
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("aloft-data")),
+        data_dir,
+        database,
+        db_max_connections: args.db_max_connections.or(file.db_max_connections).unwrap_or(16),
+        storage,
         public_url,
         max_upload_bytes,
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
@@ -116,17 +164,60 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-/// The database file inside a data folder.
-pub fn database_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("aloft.db")
+/// Which database: SQLite in the data folder, or a URL.
+#[derive(Clone)]
+pub enum DatabaseTarget {
+    DataDir(PathBuf),
+    Url(String),
 }
 
-pub async fn open_database(data_dir: &Path) -> anyhow::Result<Database> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data folder {}", data_dir.display()))?;
-    let path = database_path(data_dir);
-    Database::open_sqlite(&path)
-        .await
-        .with_context(|| format!("opening database {}", path.display()))
+impl std::fmt::Debug for DatabaseTarget {
+    /// Never prints credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseTarget::DataDir(dir) => write!(f, "sqlite in {}", dir.join("aloft.db").display()),
+            DatabaseTarget::Url(url) => {
+                let scheme = url.split("://").next().unwrap_or("?");
+                let host = url.rsplit('@').next().unwrap_or("").split('/').next().unwrap_or("");
+                write!(f, "{scheme}://…@{host}")
+            }
+        }
+    }
+}
+
+impl DatabaseTarget {
+    pub fn resolve(url: Option<String>, data_dir: &Path) -> anyhow::Result<Self> {
+        match url {
+            None => Ok(DatabaseTarget::DataDir(data_dir.to_owned())),
+            Some(url)
+                if url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:") =>
+            {
+                Ok(DatabaseTarget::Url(url))
+            }
+            Some(_) => bail!("database-url must start with postgres:// (or sqlite:)"),
+        }
+    }
+
+    pub async fn open(&self, max_connections: u32) -> anyhow::Result<Database> {
+        match self {
+            DatabaseTarget::DataDir(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating data folder {}", dir.display()))?;
+                let path = dir.join("aloft.db");
+                Database::open_sqlite(&path)
+                    .await
+                    .with_context(|| format!("opening database {}", path.display()))
+            }
+            DatabaseTarget::Url(url) => Database::connect(url, max_connections)
+                .await
+                .with_context(|| format!("connecting to {self:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum StorageTarget {
+    File,
+    S3(S3Config),
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -138,8 +229,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(settings.log_format);
 
     // Everything is built before the port is bound: a bad setting fails here.
-    let db = open_database(&settings.data_dir).await?;
-    let blobs = BlobStore::local(&settings.data_dir).context("preparing blob storage")?;
+    let db = settings.database.open(settings.db_max_connections).await?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data folder {}", settings.data_dir.display()))?;
+    let blobs = match &settings.storage {
+        StorageTarget::File => BlobStore::local(&settings.data_dir),
+        StorageTarget::S3(s3) => BlobStore::s3(s3, &settings.data_dir),
+    }
+    .context("preparing blob storage")?;
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
@@ -157,10 +254,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let app = aloft_server::app(state);
 
     tracing::info!(%bound, %public_url, data_dir = %settings.data_dir.display(), "aloft is serving");
+    let shutdown = shutdown_signal()?;
     // A machine-readable line on stdout, for scripts and tests that start on port 0.
     println!("listening on http://{bound}");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("serving")?;
     db.close().await;
@@ -168,26 +266,43 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The data folder whose SQLite database to migrate [default: ./aloft-data].
+    #[arg(long, env = "ALOFT_DATA_DIR", default_value = "aloft-data")]
+    data_dir: PathBuf,
+    /// A database URL (postgres://…) instead.
+    #[arg(long, env = "ALOFT_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let target = DatabaseTarget::resolve(args.database_url, &args.data_dir)?;
+    let db = target.open(2).await?;
+    db.close().await;
+    println!("{target:?}: schema up to date");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the
+/// future is first polled, so a signal that arrives right after start-up is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    #[cfg(unix)]
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+    })
 }
 
 #[cfg(test)]

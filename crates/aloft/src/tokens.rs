@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 
 use crate::client::{Client, ServerArgs};
-use crate::serve::open_database;
+use crate::serve::DatabaseTarget;
 
 #[derive(Subcommand)]
 pub enum TokensCommand {
@@ -33,6 +33,9 @@ pub struct CreateArgs {
     /// Make an admin token offline in this data folder, instead of asking a server.
     #[arg(long, conflicts_with_all = ["scope", "apps", "expires_in_days"])]
     data_dir: Option<PathBuf>,
+    /// Make an admin token offline in this database (postgres://…), instead of asking a server.
+    #[arg(long, conflicts_with_all = ["data_dir", "scope", "apps", "expires_in_days"])]
+    database_url: Option<String>,
     /// A name to recognise the token by (shown as the publisher of updates and in the audit log).
     #[arg(long, default_value = "admin")]
     name: String,
@@ -72,11 +75,22 @@ fn print_tokens(tokens: &[TokenInfo]) {
     }
 }
 
+fn offline_target(args: &CreateArgs) -> anyhow::Result<Option<DatabaseTarget>> {
+    match (&args.database_url, &args.data_dir) {
+        (Some(url), _) => Ok(Some(DatabaseTarget::resolve(
+            Some(url.clone()),
+            std::path::Path::new("."),
+        )?)),
+        (None, Some(dir)) => Ok(Some(DatabaseTarget::DataDir(dir.clone()))),
+        (None, None) => Ok(None),
+    }
+}
+
 pub async fn run(cmd: TokensCommand) -> anyhow::Result<()> {
     match cmd {
-        TokensCommand::Create(args) => match (&args.data_dir, &args.server) {
-            (Some(data_dir), _) => {
-                let db = open_database(data_dir).await?;
+        TokensCommand::Create(args) => match (offline_target(&args)?, &args.server) {
+            (Some(target), _) => {
+                let db = target.open(2).await?;
                 let (_, secret) = tokens::create(&db, &args.name, &Scope::Admin, None).await?;
                 db.close().await;
                 println!("{secret}");
@@ -106,7 +120,7 @@ pub async fn run(cmd: TokensCommand) -> anyhow::Result<()> {
                     created.token.scope, created.token.name, created.token.id
                 );
             }
-            (None, None) => bail!("give --data-dir (offline, admin) or --server and --token"),
+            (None, None) => bail!("give --data-dir or --database-url (offline, admin), or --server and --token"),
         },
         TokensCommand::List { server } => {
             let client = Client::new(&server)?;

@@ -130,10 +130,7 @@ fn configuration_mistakes_stop_the_server_before_it_binds() {
 fn sigterm_stops_the_server_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(&dir.path().join("data"));
-    assert!(
-        dir.path().join("data/aloft.db").exists(),
-        "data folder made on first start"
-    );
+    assert!(dir.path().join("data").is_dir(), "data folder made on first start");
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()

@@ -160,42 +160,59 @@ async fn bad_exports_are_refused_with_a_fix_and_publish_nothing() {
     assert_eq!(served_ios_id(&setup).await, Some(ios_id(&published)));
 }
 
-/// Every blob row has its file, and the file hashes to its name; nothing is left in tmp/.
-fn assert_store_consistent(data: &std::path::Path) {
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            r#"
-import sqlite3, sys, os, hashlib, base64
-data = sys.argv[1]
-db = sqlite3.connect(os.path.join(data, "aloft.db"))
-for (h, size) in db.execute("SELECT hash, size FROM blobs"):
-    raw = base64.urlsafe_b64decode(h + "=")
-    path = os.path.join(data, "blobs", raw.hex()[:2], raw.hex())
-    body = open(path, "rb").read()
-    assert len(body) == size, (h, len(body), size)
-    assert hashlib.sha256(body).digest() == raw, h
-for (u, b) in db.execute("SELECT update_id, blob_hash FROM update_assets WHERE blob_hash NOT IN (SELECT hash FROM blobs)"):
-    sys.exit("update %s references missing blob %s" % (u, b))
-left = os.listdir(os.path.join(data, "tmp"))
-assert left == [], left
-print("consistent")
-"#,
-        )
-        .arg(data)
-        .output()
-        .unwrap();
+/// Runs SQL on the server's database (SQLite in the data folder, or the PostgreSQL it was given)
+/// and returns the rows as tab-separated lines.
+fn sql(server: &Server, query: &str) -> Vec<Vec<String>> {
+    let url = server
+        .backend_args
+        .iter()
+        .position(|a| a == "--database-url")
+        .map(|i| server.backend_args[i + 1].clone());
+    let out = match url {
+        Some(url) => std::process::Command::new("psql").args([url.as_str(), "-At", "-F", "\t", "-c", query]).output().unwrap(),
+        None => std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys\nfor r in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]): print('\\t'.join(map(str, r)))",
+                server.data_dir.join("aloft.db").to_str().unwrap(),
+                query,
+            ])
+            .output()
+            .unwrap(),
+    };
     assert!(
         out.status.success(),
-        "store inconsistent: {}",
+        "query failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+/// Every recorded blob is stored whole (served bytes hash to its name, at its size), no update
+/// references a missing blob, and nothing is left in the upload staging folder.
+async fn assert_store_consistent(server: &Server) {
+    for row in sql(server, "SELECT hash, size FROM blobs") {
+        let reply = get(&format!("{}/assets/{}", server.base, row[0]), &[]).await;
+        assert_eq!(reply.status, 200, "recorded blob {} is not stored", row[0]);
+        assert_eq!(sha256_b64url(&reply.body), row[0]);
+        assert_eq!(reply.body.len().to_string(), row[1]);
+    }
+    let dangling = sql(
+        server,
+        "SELECT update_id FROM update_assets WHERE blob_hash NOT IN (SELECT hash FROM blobs)",
+    );
+    assert!(dangling.is_empty(), "updates reference missing blobs: {dangling:?}");
+    let left: Vec<_> = std::fs::read_dir(server.data_dir.join("tmp")).unwrap().collect();
+    assert!(left.is_empty(), "staging folder not empty: {left:?}");
 }
 
 #[tokio::test]
 async fn a_server_killed_mid_publish_restarts_into_the_old_state() {
     let setup = Setup::new();
-    let data = setup.path("data");
     let first = setup.publish(&make_export(setup.dir.path(), "before", RV), "production", true, &[]);
     let first_id = ios_id(&first);
 
@@ -243,7 +260,7 @@ async fn a_server_killed_mid_publish_restarts_into_the_old_state() {
         json!([big_hash]),
         "a half upload must not count as stored"
     );
-    assert_store_consistent(&data);
+    assert_store_consistent(&setup.server).await;
 
     // Kill 2: after the new blobs are stored, before the group commits.
     let export = make_export(setup.dir.path(), "after", RV);
@@ -275,7 +292,7 @@ async fn a_server_killed_mid_publish_restarts_into_the_old_state() {
         Some(first_id.clone()),
         "the old update is still served"
     );
-    assert_store_consistent(&data);
+    assert_store_consistent(&setup.server).await;
 
     // The old update is whole: its manifest and every asset.
     let reply = get(
@@ -294,5 +311,5 @@ async fn a_server_killed_mid_publish_restarts_into_the_old_state() {
     // And the next publish goes through, reusing what was uploaded before the crash.
     let after = setup.publish(&export, "production", true, &[]);
     assert_eq!(served_ios_id(&setup).await, Some(ios_id(&after)));
-    assert_store_consistent(&data);
+    assert_store_consistent(&setup.server).await;
 }

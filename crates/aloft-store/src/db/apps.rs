@@ -3,6 +3,7 @@
 use aloft_core::time::Millis;
 use aloft_core::{AppSlug, ChannelName};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{Database, DbError, is_unique_violation};
 
@@ -16,7 +17,7 @@ pub struct App {
     pub created_at: Millis,
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<App, DbError> {
+fn from_row(row: &AnyRow) -> Result<App, DbError> {
     let slug: String = row.try_get("slug")?;
     let default_channel: String = row.try_get("default_channel")?;
     Ok(App {
@@ -45,7 +46,7 @@ pub async fn create(db: &Database, slug: &AppSlug) -> Result<App, DbError> {
     let default_channel = "production";
     let mut tx = db.begin_write().await?;
     let id: i64 =
-        sqlx::query_scalar("INSERT INTO apps (slug, default_channel, created_at) VALUES (?, ?, ?) RETURNING id")
+        sqlx::query_scalar("INSERT INTO apps (slug, default_channel, created_at) VALUES ($1, $2, $3) RETURNING id")
             .bind(slug.as_str())
             .bind(default_channel)
             .bind(now)
@@ -59,13 +60,13 @@ pub async fn create(db: &Database, slug: &AppSlug) -> Result<App, DbError> {
                 }
             })?;
     let branch_id: i64 =
-        sqlx::query_scalar("INSERT INTO branches (app_id, name, created_at) VALUES (?, ?, ?) RETURNING id")
+        sqlx::query_scalar("INSERT INTO branches (app_id, name, created_at) VALUES ($1, $2, $3) RETURNING id")
             .bind(id)
             .bind(default_channel)
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
-    sqlx::query("INSERT INTO channels (app_id, name, branch_id, created_at) VALUES (?, ?, ?, ?)")
+    sqlx::query("INSERT INTO channels (app_id, name, branch_id, created_at) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(default_channel)
         .bind(branch_id)
@@ -77,7 +78,7 @@ pub async fn create(db: &Database, slug: &AppSlug) -> Result<App, DbError> {
 }
 
 pub async fn by_slug(db: &Database, slug: &AppSlug) -> Result<App, DbError> {
-    let row = sqlx::query(select_apps!("WHERE slug = ?"))
+    let row = sqlx::query(select_apps!("WHERE slug = $1"))
         .bind(slug.as_str())
         .fetch_optional(db.pool())
         .await?
@@ -86,7 +87,7 @@ pub async fn by_slug(db: &Database, slug: &AppSlug) -> Result<App, DbError> {
 }
 
 pub async fn by_id(db: &Database, id: i64) -> Result<App, DbError> {
-    let row = sqlx::query(select_apps!("WHERE id = ?"))
+    let row = sqlx::query(select_apps!("WHERE id = $1"))
         .bind(id)
         .fetch_optional(db.pool())
         .await?
@@ -102,7 +103,7 @@ pub async fn list(db: &Database) -> Result<Vec<App>, DbError> {
 /// Stores (or, with `None`, removes) the app's server-side signing key.
 pub async fn set_signing_key(db: &Database, app_id: i64, key: Option<(&str, &str)>) -> Result<(), DbError> {
     let (pem, keyid) = key.unzip();
-    let done = sqlx::query("UPDATE apps SET signing_key_pem = ?, signing_keyid = ? WHERE id = ?")
+    let done = sqlx::query("UPDATE apps SET signing_key_pem = $1, signing_keyid = $2 WHERE id = $3")
         .bind(pem)
         .bind(keyid)
         .bind(app_id)

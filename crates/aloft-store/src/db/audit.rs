@@ -18,16 +18,18 @@ pub struct Entry {
 }
 
 pub async fn record(db: &Database, entry: &Entry) -> Result<(), DbError> {
-    sqlx::query("INSERT INTO audit_log (at, actor, app, action, target, details, remote) VALUES (?, ?, ?, ?, ?, ?, ?)")
-        .bind(entry.at.0)
-        .bind(&entry.actor)
-        .bind(&entry.app)
-        .bind(&entry.action)
-        .bind(&entry.target)
-        .bind(entry.details.to_string())
-        .bind(&entry.remote)
-        .execute(db.pool())
-        .await?;
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, app, action, target, details, remote) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(entry.at.0)
+    .bind(&entry.actor)
+    .bind(&entry.app)
+    .bind(&entry.action)
+    .bind(&entry.target)
+    .bind(entry.details.to_string())
+    .bind(&entry.remote)
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 
@@ -35,7 +37,7 @@ pub async fn record(db: &Database, entry: &Entry) -> Result<(), DbError> {
 pub async fn list(db: &Database, app: Option<&str>, limit: i64) -> Result<Vec<Entry>, DbError> {
     let rows = sqlx::query(
         "SELECT at, actor, app, action, target, details, remote FROM audit_log \
-         WHERE (? IS NULL OR app = ?) ORDER BY at DESC, id DESC LIMIT ?",
+         WHERE (CAST($1 AS TEXT) IS NULL OR app = $2) ORDER BY at DESC, id DESC LIMIT $3",
     )
     .bind(app)
     .bind(app)

@@ -18,7 +18,7 @@ pub struct BlobRecord {
 }
 
 pub async fn get(db: &Database, hash: &ContentHash) -> Result<Option<BlobRecord>, DbError> {
-    let row = sqlx::query("SELECT hash, md5, size, br_size, gz_size, compressed FROM blobs WHERE hash = ?")
+    let row = sqlx::query("SELECT hash, md5, size, br_size, gz_size, compressed FROM blobs WHERE hash = $1")
         .bind(hash.to_string())
         .fetch_optional(db.pool())
         .await?;
@@ -37,13 +37,15 @@ pub async fn get(db: &Database, hash: &ContentHash) -> Result<Option<BlobRecord>
 
 /// Records a stored blob. Recording one that exists is a no-op.
 pub async fn insert(db: &Database, hash: &ContentHash, md5: &Md5Key, size: u64) -> Result<(), DbError> {
-    sqlx::query("INSERT INTO blobs (hash, md5, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING")
-        .bind(hash.to_string())
-        .bind(md5.to_string())
-        .bind(size as i64)
-        .bind(Millis::now().0)
-        .execute(db.pool())
-        .await?;
+    sqlx::query(
+        "INSERT INTO blobs (hash, md5, size, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING",
+    )
+    .bind(hash.to_string())
+    .bind(md5.to_string())
+    .bind(size as i64)
+    .bind(Millis::now().0)
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 
@@ -53,7 +55,7 @@ pub async fn missing(db: &Database, hashes: &[ContentHash]) -> Result<Vec<Conten
     let mut out = Vec::new();
     let now = Millis::now().0;
     for hash in hashes {
-        let touched = sqlx::query("UPDATE blobs SET created_at = ? WHERE hash = ?")
+        let touched = sqlx::query("UPDATE blobs SET created_at = $1 WHERE hash = $2")
             .bind(now)
             .bind(hash.to_string())
             .execute(db.pool())
@@ -72,7 +74,7 @@ pub async fn collect_garbage(db: &Database, grace_ms: i64) -> Result<Vec<Content
     let mut tx = db.begin_write().await?;
     let cutoff = Millis::now().0 - grace_ms;
     let rows: Vec<String> = sqlx::query_scalar(
-        "DELETE FROM blobs WHERE created_at < ? AND NOT EXISTS          (SELECT 1 FROM update_assets a WHERE a.blob_hash = blobs.hash) RETURNING hash",
+        "DELETE FROM blobs WHERE created_at < $1 AND NOT EXISTS          (SELECT 1 FROM update_assets a WHERE a.blob_hash = blobs.hash) RETURNING hash",
     )
     .bind(cutoff)
     .fetch_all(&mut *tx)
@@ -82,7 +84,7 @@ pub async fn collect_garbage(db: &Database, grace_ms: i64) -> Result<Vec<Content
 }
 
 pub async fn set_variants(db: &Database, hash: &ContentHash, br: Option<u64>, gz: Option<u64>) -> Result<(), DbError> {
-    sqlx::query("UPDATE blobs SET br_size = ?, gz_size = ?, compressed = 1 WHERE hash = ?")
+    sqlx::query("UPDATE blobs SET br_size = $1, gz_size = $2, compressed = 1 WHERE hash = $3")
         .bind(br.map(|s| s as i64))
         .bind(gz.map(|s| s as i64))
         .bind(hash.to_string())

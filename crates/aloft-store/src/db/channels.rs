@@ -2,8 +2,8 @@
 //! branch, and may split its devices with a second branch (a branch rollout).
 
 use aloft_core::time::Millis;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::{Database, DbError, is_unique_violation};
 
@@ -36,7 +36,7 @@ macro_rules! select_channels {
     };
 }
 
-fn channel_from_row(r: &SqliteRow) -> Result<Channel, DbError> {
+fn channel_from_row(r: &AnyRow) -> Result<Channel, DbError> {
     let rollout_branch_id: Option<i64> = r.try_get("rollout_branch_id")?;
     let rollout_branch: Option<String> = r.try_get("rollout_branch")?;
     let pct: Option<i64> = r.try_get("rollout_percentage")?;
@@ -59,15 +59,15 @@ fn channel_from_row(r: &SqliteRow) -> Result<Channel, DbError> {
 }
 
 pub async fn list(db: &Database, app_id: i64) -> Result<Vec<Channel>, DbError> {
-    let rows = sqlx::query(select_channels!("WHERE c.app_id = ? ORDER BY c.name"))
+    let rows = sqlx::query(select_channels!("WHERE c.app_id = $1 ORDER BY c.name"))
         .bind(app_id)
         .fetch_all(db.pool())
         .await?;
     rows.iter().map(channel_from_row).collect()
 }
 
-pub async fn get(conn: &mut SqliteConnection, app_id: i64, name: &str) -> Result<Channel, DbError> {
-    let row = sqlx::query(select_channels!("WHERE c.app_id = ? AND c.name = ?"))
+pub async fn get(conn: &mut AnyConnection, app_id: i64, name: &str) -> Result<Channel, DbError> {
+    let row = sqlx::query(select_channels!("WHERE c.app_id = $1 AND c.name = $2"))
         .bind(app_id)
         .bind(name)
         .fetch_optional(&mut *conn)
@@ -77,10 +77,10 @@ pub async fn get(conn: &mut SqliteConnection, app_id: i64, name: &str) -> Result
 }
 
 /// Creates a channel pointing at `branch` (created if needed).
-pub async fn create(conn: &mut SqliteConnection, app_id: i64, name: &str, branch: &str) -> Result<Channel, DbError> {
+pub async fn create(conn: &mut AnyConnection, app_id: i64, name: &str, branch: &str) -> Result<Channel, DbError> {
     let now = Millis::now();
     let branch_id = ensure_branch(conn, app_id, branch, now).await?;
-    sqlx::query("INSERT INTO channels (app_id, name, branch_id, created_at) VALUES (?, ?, ?, ?)")
+    sqlx::query("INSERT INTO channels (app_id, name, branch_id, created_at) VALUES ($1, $2, $3, $4)")
         .bind(app_id)
         .bind(name)
         .bind(branch_id)
@@ -99,8 +99,8 @@ pub async fn create(conn: &mut SqliteConnection, app_id: i64, name: &str, branch
 
 /// Points a channel at another branch. Nothing is republished: devices get that branch's newest
 /// update at their next check.
-pub async fn set_branch(conn: &mut SqliteConnection, channel_id: i64, branch_id: i64) -> Result<(), DbError> {
-    sqlx::query("UPDATE channels SET branch_id = ? WHERE id = ?")
+pub async fn set_branch(conn: &mut AnyConnection, channel_id: i64, branch_id: i64) -> Result<(), DbError> {
+    sqlx::query("UPDATE channels SET branch_id = $1 WHERE id = $2")
         .bind(branch_id)
         .bind(channel_id)
         .execute(&mut *conn)
@@ -110,11 +110,11 @@ pub async fn set_branch(conn: &mut SqliteConnection, channel_id: i64, branch_id:
 
 /// Starts, changes or (with `None`) ends a channel's branch rollout.
 pub async fn set_rollout(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     channel_id: i64,
     rollout: Option<(i64, u8, &str)>,
 ) -> Result<(), DbError> {
-    sqlx::query("UPDATE channels SET rollout_branch_id = ?, rollout_percentage = ?, rollout_salt = ? WHERE id = ?")
+    sqlx::query("UPDATE channels SET rollout_branch_id = $1, rollout_percentage = $2, rollout_salt = $3 WHERE id = $4")
         .bind(rollout.map(|r| r.0))
         .bind(rollout.map(|r| i64::from(r.1)))
         .bind(rollout.map(|r| r.2))
@@ -137,31 +137,33 @@ pub struct Branch {
 pub async fn list_branches(db: &Database, app_id: i64) -> Result<Vec<Branch>, DbError> {
     let rows = sqlx::query(
         "SELECT b.id, b.name, b.created_at, \
-           (SELECT COUNT(*) FROM update_groups g WHERE g.branch_id = b.id) AS groups, \
-           (SELECT GROUP_CONCAT(c.name, ',') FROM channels c WHERE c.branch_id = b.id OR c.rollout_branch_id = b.id) AS channels \
-         FROM branches b WHERE b.app_id = ? ORDER BY b.name",
+           (SELECT COUNT(*) FROM update_groups g WHERE g.branch_id = b.id) AS groups \
+         FROM branches b WHERE b.app_id = $1 ORDER BY b.name",
     )
     .bind(app_id)
     .fetch_all(db.pool())
     .await?;
+    let channels = list(db, app_id).await?;
     rows.iter()
         .map(|r| {
-            let channels: Option<String> = r.try_get("channels")?;
+            let id: i64 = r.try_get("id")?;
             Ok(Branch {
-                id: r.try_get("id")?,
+                id,
                 name: r.try_get("name")?,
                 created_at: Millis(r.try_get("created_at")?),
                 groups: r.try_get("groups")?,
                 channels: channels
-                    .map(|c| c.split(',').map(str::to_owned).collect())
-                    .unwrap_or_default(),
+                    .iter()
+                    .filter(|c| c.branch_id == id || c.rollout.as_ref().is_some_and(|r| r.branch_id == id))
+                    .map(|c| c.name.clone())
+                    .collect(),
             })
         })
         .collect()
 }
 
-pub async fn branch_id(conn: &mut SqliteConnection, app_id: i64, name: &str) -> Result<i64, DbError> {
-    sqlx::query_scalar("SELECT id FROM branches WHERE app_id = ? AND name = ?")
+pub async fn branch_id(conn: &mut AnyConnection, app_id: i64, name: &str) -> Result<i64, DbError> {
+    sqlx::query_scalar("SELECT id FROM branches WHERE app_id = $1 AND name = $2")
         .bind(app_id)
         .bind(name)
         .fetch_optional(&mut *conn)
@@ -169,8 +171,8 @@ pub async fn branch_id(conn: &mut SqliteConnection, app_id: i64, name: &str) -> 
         .ok_or(DbError::NoSuchBranch)
 }
 
-pub async fn create_branch(conn: &mut SqliteConnection, app_id: i64, name: &str) -> Result<i64, DbError> {
-    sqlx::query_scalar("INSERT INTO branches (app_id, name, created_at) VALUES (?, ?, ?) RETURNING id")
+pub async fn create_branch(conn: &mut AnyConnection, app_id: i64, name: &str) -> Result<i64, DbError> {
+    sqlx::query_scalar("INSERT INTO branches (app_id, name, created_at) VALUES ($1, $2, $3) RETURNING id")
         .bind(app_id)
         .bind(name)
         .bind(Millis::now().0)
@@ -187,10 +189,10 @@ pub async fn create_branch(conn: &mut SqliteConnection, app_id: i64, name: &str)
 
 /// Deletes a branch and its groups. Refused while a channel points (or rolls out) to it.
 /// Blobs stay until `gc` finds them unreferenced, so no served asset URL breaks.
-pub async fn delete_branch(conn: &mut SqliteConnection, app_id: i64, name: &str) -> Result<(), DbError> {
+pub async fn delete_branch(conn: &mut AnyConnection, app_id: i64, name: &str) -> Result<(), DbError> {
     let id = branch_id(conn, app_id, name).await?;
     let users: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM channels WHERE branch_id = ? OR rollout_branch_id = ? ORDER BY name")
+        sqlx::query_scalar("SELECT name FROM channels WHERE branch_id = $1 OR rollout_branch_id = $2 ORDER BY name")
             .bind(id)
             .bind(id)
             .fetch_all(&mut *conn)
@@ -201,7 +203,7 @@ pub async fn delete_branch(conn: &mut SqliteConnection, app_id: i64, name: &str)
             channels: users,
         });
     }
-    let groups: Vec<String> = sqlx::query_scalar("SELECT id FROM update_groups WHERE branch_id = ?")
+    let groups: Vec<String> = sqlx::query_scalar("SELECT id FROM update_groups WHERE branch_id = $1")
         .bind(id)
         .fetch_all(&mut *conn)
         .await?;
@@ -209,7 +211,7 @@ pub async fn delete_branch(conn: &mut SqliteConnection, app_id: i64, name: &str)
         let group = uuid::Uuid::parse_str(&group).map_err(|e| DbError::Sqlx(sqlx::Error::Decode(e.into())))?;
         super::updates::delete_group(conn, group).await?;
     }
-    sqlx::query("DELETE FROM branches WHERE id = ?")
+    sqlx::query("DELETE FROM branches WHERE id = $1")
         .bind(id)
         .execute(&mut *conn)
         .await?;
@@ -217,8 +219,8 @@ pub async fn delete_branch(conn: &mut SqliteConnection, app_id: i64, name: &str)
 }
 
 /// The id of the branch named `name`, creating it if needed.
-pub async fn ensure_branch(conn: &mut SqliteConnection, app_id: i64, name: &str, now: Millis) -> Result<i64, DbError> {
-    if let Some(id) = sqlx::query_scalar("SELECT id FROM branches WHERE app_id = ? AND name = ?")
+pub async fn ensure_branch(conn: &mut AnyConnection, app_id: i64, name: &str, now: Millis) -> Result<i64, DbError> {
+    if let Some(id) = sqlx::query_scalar("SELECT id FROM branches WHERE app_id = $1 AND name = $2")
         .bind(app_id)
         .bind(name)
         .fetch_optional(&mut *conn)
@@ -227,7 +229,7 @@ pub async fn ensure_branch(conn: &mut SqliteConnection, app_id: i64, name: &str,
         return Ok(id);
     }
     Ok(
-        sqlx::query_scalar("INSERT INTO branches (app_id, name, created_at) VALUES (?, ?, ?) RETURNING id")
+        sqlx::query_scalar("INSERT INTO branches (app_id, name, created_at) VALUES ($1, $2, $3) RETURNING id")
             .bind(app_id)
             .bind(name)
             .bind(now.0)
@@ -238,7 +240,7 @@ pub async fn ensure_branch(conn: &mut SqliteConnection, app_id: i64, name: &str,
 
 /// The channel named `name`; a channel that does not exist yet is created pointing at a branch of
 /// the same name (as `eas update --channel` does).
-pub async fn ensure_channel(conn: &mut SqliteConnection, app_id: i64, name: &str) -> Result<Channel, DbError> {
+pub async fn ensure_channel(conn: &mut AnyConnection, app_id: i64, name: &str) -> Result<Channel, DbError> {
     match get(conn, app_id, name).await {
         Err(DbError::NoSuchChannel) => create(conn, app_id, name, name).await,
         other => other,

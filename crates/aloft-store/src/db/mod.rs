@@ -8,11 +8,10 @@ pub mod tokens;
 pub mod updates;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -42,47 +41,100 @@ pub enum DbError {
     StaleCreatedAt { created_at: i64, newest: i64 },
     #[error("the database schema is version {found}, newer than this binary knows ({known}); upgrade aloft")]
     SchemaTooNew { found: i64, known: i64 },
+    #[error("the database URL must start with sqlite: or postgres://")]
+    UnsupportedUrl,
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The database engines Aloft runs on. Queries are written once, in the SQL both accept (`$N`
+/// placeholders, `ON CONFLICT`, `RETURNING`, window functions); each engine has its own
+/// migration history, kept in step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
 
 /// A connection, as the query functions that compose into one transaction take it.
-pub type Conn = sqlx::SqliteConnection;
+pub type Conn = sqlx::AnyConnection;
 /// An open write transaction (see [`Database::begin_write`]); it derefs to a [`Conn`].
-pub type WriteTx = sqlx::Transaction<'static, sqlx::Sqlite>;
+pub type WriteTx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// A handle on the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Database {
-    pool: SqlitePool,
+    pool: AnyPool,
+    engine: Engine,
 }
+
+/// Any key for the advisory lock that serialises writers across replicas on PostgreSQL.
+const WRITE_LOCK_KEY: i64 = 0x616c_6f66_7400;
 
 impl Database {
     /// Opens (creating if needed) the SQLite file at `path` and brings its schema up to date.
     pub async fn open_sqlite(path: &Path) -> Result<Self, DbError> {
-        let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        let db = Self { pool };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| DbError::Sqlx(sqlx::Error::Io(e)))?;
+        }
+        let absolute = std::path::absolute(path).map_err(|e| DbError::Sqlx(sqlx::Error::Io(e)))?;
+        Self::connect(&format!("sqlite://{}?mode=rwc", absolute.display()), 8).await
+    }
+
+    /// Connects to `sqlite://…` or `postgres://…` and brings the schema up to date.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let engine = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Engine::Postgres
+        } else if url.starts_with("sqlite:") {
+            Engine::Sqlite
+        } else {
+            return Err(DbError::UnsupportedUrl);
+        };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10));
+        if engine == Engine::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    for pragma in [
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = FULL",
+                        "PRAGMA foreign_keys = ON",
+                        "PRAGMA busy_timeout = 10000",
+                    ] {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await?;
+        let db = Self { pool, engine };
         db.migrate().await?;
         Ok(db)
     }
 
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.engine {
+            Engine::Sqlite => &SQLITE_MIGRATIONS,
+            Engine::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
     /// Applies pending migrations; refuses a schema newer than this binary.
     pub async fn migrate(&self) -> Result<(), DbError> {
-        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let migrator = self.migrator();
+        let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
         let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
             .fetch_optional(&self.pool)
             .await
@@ -93,23 +145,34 @@ impl Database {
         {
             return Err(DbError::SchemaTooNew { found, known });
         }
-        MIGRATOR.run(&self.pool).await?;
+        migrator.run(&self.pool).await?;
         Ok(())
     }
 
-    /// A transaction that takes the write lock up front (`BEGIN IMMEDIATE`). A deferred
-    /// transaction that reads first and writes later fails at once with `SQLITE_BUSY` if another
-    /// connection wrote in between; this one waits its turn instead.
+    /// A transaction that holds the write lock from its start: SQLite's `BEGIN IMMEDIATE` (a
+    /// deferred transaction that reads first and writes later fails at once if another connection
+    /// wrote in between), PostgreSQL's transaction-scoped advisory lock (so writers on different
+    /// replicas take turns and `createdAt` stays strictly increasing).
     pub async fn begin_write(&self) -> Result<WriteTx, DbError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        match self.engine {
+            Engine::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Engine::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK_KEY)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
     }
 
     /// A pooled connection for reads that span several queries.
-    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, DbError> {
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, DbError> {
         Ok(self.pool.acquire().await?)
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 

@@ -3,7 +3,7 @@
 use aloft_core::time::Millis;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::{Database, DbError};
 
@@ -57,7 +57,7 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-fn from_row(r: &SqliteRow) -> Result<Token, DbError> {
+fn from_row(r: &AnyRow) -> Result<Token, DbError> {
     let scope: String = r.try_get("scope")?;
     let apps: String = r.try_get("apps")?;
     Ok(Token {
@@ -80,7 +80,7 @@ pub async fn create(
     let secret = new_secret();
     let (scope_text, apps) = scope.columns();
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO tokens (name, token_hash, scope, apps, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO tokens (name, token_hash, scope, apps, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(name)
     .bind(hash_secret(&secret))
@@ -90,7 +90,7 @@ pub async fn create(
     .bind(expires_at.map(|t| t.0))
     .fetch_one(db.pool())
     .await?;
-    let row = sqlx::query("SELECT * FROM tokens WHERE id = ?")
+    let row = sqlx::query("SELECT * FROM tokens WHERE id = $1")
         .bind(id)
         .fetch_one(db.pool())
         .await?;
@@ -105,7 +105,7 @@ pub async fn list(db: &Database) -> Result<Vec<Token>, DbError> {
 }
 
 pub async fn revoke(db: &Database, id: i64) -> Result<(), DbError> {
-    let done = sqlx::query("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+    let done = sqlx::query("UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
         .bind(Millis::now().0)
         .bind(id)
         .execute(db.pool())
@@ -121,7 +121,7 @@ pub async fn revoke(db: &Database, id: i64) -> Result<(), DbError> {
 /// stored hash is then compared in constant time as well.
 pub async fn find_by_hash(db: &Database, hash: &str) -> Result<Option<Token>, DbError> {
     let row = sqlx::query(
-        "SELECT * FROM tokens WHERE token_hash = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+        "SELECT * FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
     )
     .bind(hash)
     .bind(Millis::now().0)

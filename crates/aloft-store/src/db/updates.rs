@@ -4,8 +4,8 @@
 use aloft_core::signature::CodeSignature;
 use aloft_core::time::Millis;
 use aloft_core::{ContentHash, Platform, RuntimeVersion};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use super::{Database, DbError, is_unique_violation};
@@ -104,8 +104,8 @@ pub struct NewGroup {
 
 /// The newest `createdAt` of any group of the app. Every new group is later than this, so the
 /// device, which orders by `createdAt` alone, always takes a new group as newer.
-pub async fn newest_created_at(conn: &mut SqliteConnection, app_id: i64) -> Result<Option<Millis>, DbError> {
-    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(created_at) FROM update_groups WHERE app_id = ?")
+pub async fn newest_created_at(conn: &mut AnyConnection, app_id: i64) -> Result<Option<Millis>, DbError> {
+    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(created_at) FROM update_groups WHERE app_id = $1")
         .bind(app_id)
         .fetch_one(&mut *conn)
         .await?;
@@ -114,7 +114,7 @@ pub async fn newest_created_at(conn: &mut SqliteConnection, app_id: i64) -> Resu
 
 /// Inserts a whole group. Run inside a write transaction: the group is visible entirely or not
 /// at all.
-pub async fn insert_group(conn: &mut SqliteConnection, group: &NewGroup) -> Result<(), DbError> {
+pub async fn insert_group(conn: &mut AnyConnection, group: &NewGroup) -> Result<(), DbError> {
     if let Some(newest) = newest_created_at(conn, group.app_id).await?
         && group.created_at <= newest
     {
@@ -134,7 +134,7 @@ pub async fn insert_group(conn: &mut SqliteConnection, group: &NewGroup) -> Resu
     };
     sqlx::query(
         "INSERT INTO update_groups (id, app_id, branch_id, kind, message, created_at, published_by, \
-         rollout_percentage, rollout_salt, republished_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         rollout_percentage, rollout_salt, republished_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(group.id.to_string())
     .bind(group.app_id)
@@ -152,7 +152,7 @@ pub async fn insert_group(conn: &mut SqliteConnection, group: &NewGroup) -> Resu
     for update in &group.updates {
         sqlx::query(
             "INSERT INTO updates (id, group_id, branch_id, platform, runtime_version, created_at, manifest, \
-             signature, keyid, kind, republished_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             signature, keyid, kind, republished_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(update.id.to_string())
         .bind(group.id.to_string())
@@ -170,14 +170,14 @@ pub async fn insert_group(conn: &mut SqliteConnection, group: &NewGroup) -> Resu
         .map_err(unique(update.id))?;
         for hash in &update.blobs {
             let hash = hash.to_string();
-            let stored: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE hash = ?")
+            let stored: Option<String> = sqlx::query_scalar("SELECT hash FROM blobs WHERE hash = $1")
                 .bind(&hash)
                 .fetch_optional(&mut *conn)
                 .await?;
             if stored.is_none() {
                 return Err(DbError::MissingBlob(hash));
             }
-            sqlx::query("INSERT OR IGNORE INTO update_assets (update_id, blob_hash) VALUES (?, ?)")
+            sqlx::query("INSERT INTO update_assets (update_id, blob_hash) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(update.id.to_string())
                 .bind(&hash)
                 .execute(&mut *conn)
@@ -239,7 +239,7 @@ fn uuid(s: &str) -> Result<Uuid, DbError> {
     Uuid::parse_str(s).map_err(decode)
 }
 
-fn group_from_row(r: &SqliteRow) -> Result<Group, DbError> {
+fn group_from_row(r: &AnyRow) -> Result<Group, DbError> {
     let id: String = r.try_get("id")?;
     let pct: Option<i64> = r.try_get("rollout_percentage")?;
     let salt: Option<String> = r.try_get("rollout_salt")?;
@@ -269,10 +269,10 @@ fn group_from_row(r: &SqliteRow) -> Result<Group, DbError> {
     })
 }
 
-async fn attach_updates(conn: &mut SqliteConnection, groups: &mut [Group]) -> Result<(), DbError> {
+async fn attach_updates(conn: &mut AnyConnection, groups: &mut [Group]) -> Result<(), DbError> {
     for group in groups {
         let rows =
-            sqlx::query("SELECT id, platform, runtime_version, withdrawn_reason FROM updates WHERE group_id = ? ORDER BY platform, runtime_version")
+            sqlx::query("SELECT id, platform, runtime_version, withdrawn_reason FROM updates WHERE group_id = $1 ORDER BY platform, runtime_version")
                 .bind(group.id.to_string())
                 .fetch_all(&mut *conn)
                 .await?;
@@ -306,8 +306,8 @@ macro_rules! select_groups {
 }
 
 /// One group of the app, with its updates.
-pub async fn group(conn: &mut SqliteConnection, app_id: i64, id: Uuid) -> Result<Group, DbError> {
-    let row = sqlx::query(select_groups!("WHERE g.app_id = ? AND g.id = ?"))
+pub async fn group(conn: &mut AnyConnection, app_id: i64, id: Uuid) -> Result<Group, DbError> {
+    let row = sqlx::query(select_groups!("WHERE g.app_id = $1 AND g.id = $2"))
         .bind(app_id)
         .bind(id.to_string())
         .fetch_optional(&mut *conn)
@@ -320,13 +320,13 @@ pub async fn group(conn: &mut SqliteConnection, app_id: i64, id: Uuid) -> Result
 
 /// Groups of the app, newest first, optionally of one branch.
 pub async fn list_groups(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     app_id: i64,
     branch_id: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Group>, DbError> {
     let rows = sqlx::query(select_groups!(
-        "WHERE g.app_id = ? AND (? IS NULL OR g.branch_id = ?) ORDER BY g.created_at DESC LIMIT ?"
+        "WHERE g.app_id = $1 AND (CAST($2 AS BIGINT) IS NULL OR g.branch_id = $3) ORDER BY g.created_at DESC LIMIT $4"
     ))
     .bind(app_id)
     .bind(branch_id)
@@ -340,9 +340,9 @@ pub async fn list_groups(
 }
 
 /// The served groups of a branch, newest first.
-pub async fn served_groups(conn: &mut SqliteConnection, branch_id: i64) -> Result<Vec<Group>, DbError> {
+pub async fn served_groups(conn: &mut AnyConnection, branch_id: i64) -> Result<Vec<Group>, DbError> {
     let rows = sqlx::query(select_groups!(
-        "WHERE g.branch_id = ? AND g.disabled_at IS NULL ORDER BY g.created_at DESC"
+        "WHERE g.branch_id = $1 AND g.disabled_at IS NULL ORDER BY g.created_at DESC"
     ))
     .bind(branch_id)
     .fetch_all(&mut *conn)
@@ -353,10 +353,10 @@ pub async fn served_groups(conn: &mut SqliteConnection, branch_id: i64) -> Resul
 }
 
 /// The bodies of a group's updates, for republishing.
-pub async fn stored_updates(conn: &mut SqliteConnection, group_id: Uuid) -> Result<Vec<StoredUpdate>, DbError> {
+pub async fn stored_updates(conn: &mut AnyConnection, group_id: Uuid) -> Result<Vec<StoredUpdate>, DbError> {
     let rows = sqlx::query(
         "SELECT id, platform, runtime_version, manifest, signature, keyid, republished_from FROM updates \
-         WHERE group_id = ? ORDER BY platform, runtime_version",
+         WHERE group_id = $1 ORDER BY platform, runtime_version",
     )
     .bind(group_id.to_string())
     .fetch_all(&mut *conn)
@@ -364,7 +364,7 @@ pub async fn stored_updates(conn: &mut SqliteConnection, group_id: Uuid) -> Resu
     rows.iter().map(stored_from_row).collect()
 }
 
-fn stored_from_row(r: &SqliteRow) -> Result<StoredUpdate, DbError> {
+fn stored_from_row(r: &AnyRow) -> Result<StoredUpdate, DbError> {
     let id: String = r.try_get("id")?;
     let platform: String = r.try_get("platform")?;
     let rv: String = r.try_get("runtime_version")?;
@@ -386,9 +386,9 @@ fn stored_from_row(r: &SqliteRow) -> Result<StoredUpdate, DbError> {
 }
 
 /// The group of the branch whose rollout is active, if any.
-pub async fn active_rollout(conn: &mut SqliteConnection, branch_id: i64) -> Result<Option<Uuid>, DbError> {
+pub async fn active_rollout(conn: &mut AnyConnection, branch_id: i64) -> Result<Option<Uuid>, DbError> {
     let id: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM update_groups WHERE branch_id = ? AND rollout_percentage IS NOT NULL AND disabled_at IS NULL \
+        "SELECT id FROM update_groups WHERE branch_id = $1 AND rollout_percentage IS NOT NULL AND disabled_at IS NULL \
          ORDER BY created_at DESC LIMIT 1",
     )
     .bind(branch_id)
@@ -399,13 +399,13 @@ pub async fn active_rollout(conn: &mut SqliteConnection, branch_id: i64) -> Resu
 
 /// Sets an active rollout's percentage, or with `None` completes it (everyone gets the group).
 pub async fn set_rollout_percentage(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     group_id: Uuid,
     percentage: Option<u8>,
 ) -> Result<(), DbError> {
     let query = match percentage {
-        Some(_) => "UPDATE update_groups SET rollout_percentage = ? WHERE id = ?",
-        None => "UPDATE update_groups SET rollout_percentage = ?, rollout_salt = NULL WHERE id = ?",
+        Some(_) => "UPDATE update_groups SET rollout_percentage = $1 WHERE id = $2",
+        None => "UPDATE update_groups SET rollout_percentage = $1, rollout_salt = NULL WHERE id = $2",
     };
     sqlx::query(query)
         .bind(percentage.map(i64::from))
@@ -416,9 +416,9 @@ pub async fn set_rollout_percentage(
 }
 
 /// Stops serving a group.
-pub async fn disable(conn: &mut SqliteConnection, group_id: Uuid, reason: &str) -> Result<(), DbError> {
+pub async fn disable(conn: &mut AnyConnection, group_id: Uuid, reason: &str) -> Result<(), DbError> {
     sqlx::query(
-        "UPDATE update_groups SET disabled_at = ?, disabled_reason = ?, rollout_percentage = NULL WHERE id = ?",
+        "UPDATE update_groups SET disabled_at = $1, disabled_reason = $2, rollout_percentage = NULL WHERE id = $3",
     )
     .bind(Millis::now().0)
     .bind(reason)
@@ -429,21 +429,21 @@ pub async fn disable(conn: &mut SqliteConnection, group_id: Uuid, reason: &str) 
 }
 
 /// Deletes a group and its updates. Their blobs stay until `gc` finds them unreferenced.
-pub async fn delete_group(conn: &mut SqliteConnection, group_id: Uuid) -> Result<(), DbError> {
+pub async fn delete_group(conn: &mut AnyConnection, group_id: Uuid) -> Result<(), DbError> {
     let id = group_id.to_string();
-    sqlx::query("DELETE FROM update_assets WHERE update_id IN (SELECT id FROM updates WHERE group_id = ?)")
+    sqlx::query("DELETE FROM update_assets WHERE update_id IN (SELECT id FROM updates WHERE group_id = $1)")
         .bind(&id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("DELETE FROM updates WHERE group_id = ?")
+    sqlx::query("DELETE FROM updates WHERE group_id = $1")
         .bind(&id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE update_groups SET republished_from = NULL WHERE republished_from = ?")
+    sqlx::query("UPDATE update_groups SET republished_from = NULL WHERE republished_from = $1")
         .bind(&id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("DELETE FROM update_groups WHERE id = ?")
+    sqlx::query("DELETE FROM update_groups WHERE id = $1")
         .bind(&id)
         .execute(&mut *conn)
         .await?;
@@ -473,8 +473,8 @@ pub async fn heads(db: &Database, app_id: i64) -> Result<Vec<Head>, DbError> {
                   ROW_NUMBER() OVER (PARTITION BY u.branch_id, u.platform, u.runtime_version \
                                      ORDER BY u.created_at DESC, u.id DESC) AS rn \
            FROM updates u JOIN update_groups g ON g.id = u.group_id \
-           WHERE g.app_id = ? AND g.disabled_at IS NULL AND u.withdrawn_at IS NULL) \
-         WHERE rn <= 2",
+           WHERE g.app_id = $1 AND g.disabled_at IS NULL AND u.withdrawn_at IS NULL) \
+         AS ranked WHERE rn <= 2",
     )
     .bind(app_id)
     .fetch_all(db.pool())
@@ -518,11 +518,11 @@ pub struct UpdateRef {
 }
 
 /// Every served update of a branch, newest first.
-pub async fn served_updates(conn: &mut SqliteConnection, branch_id: i64) -> Result<Vec<UpdateRef>, DbError> {
+pub async fn served_updates(conn: &mut AnyConnection, branch_id: i64) -> Result<Vec<UpdateRef>, DbError> {
     let rows = sqlx::query(
         "SELECT u.id, u.group_id, u.platform, u.runtime_version, u.created_at, u.kind, u.republished_from \
          FROM updates u JOIN update_groups g ON g.id = u.group_id \
-         WHERE u.branch_id = ? AND g.disabled_at IS NULL AND u.withdrawn_at IS NULL \
+         WHERE u.branch_id = $1 AND g.disabled_at IS NULL AND u.withdrawn_at IS NULL \
          ORDER BY u.created_at DESC, u.id DESC",
     )
     .bind(branch_id)
@@ -551,9 +551,9 @@ pub async fn served_updates(conn: &mut SqliteConnection, branch_id: i64) -> Resu
 }
 
 /// One stored update with its body.
-pub async fn stored_update(conn: &mut SqliteConnection, id: Uuid) -> Result<StoredUpdate, DbError> {
+pub async fn stored_update(conn: &mut AnyConnection, id: Uuid) -> Result<StoredUpdate, DbError> {
     let row = sqlx::query(
-        "SELECT id, platform, runtime_version, manifest, signature, keyid, republished_from FROM updates WHERE id = ?",
+        "SELECT id, platform, runtime_version, manifest, signature, keyid, republished_from FROM updates WHERE id = $1",
     )
     .bind(id.to_string())
     .fetch_optional(&mut *conn)
@@ -563,8 +563,8 @@ pub async fn stored_update(conn: &mut SqliteConnection, id: Uuid) -> Result<Stor
 }
 
 /// Stops serving one update (the rest of its group stays).
-pub async fn withdraw_update(conn: &mut SqliteConnection, id: Uuid, reason: &str) -> Result<(), DbError> {
-    sqlx::query("UPDATE updates SET withdrawn_at = ?, withdrawn_reason = ? WHERE id = ?")
+pub async fn withdraw_update(conn: &mut AnyConnection, id: Uuid, reason: &str) -> Result<(), DbError> {
+    sqlx::query("UPDATE updates SET withdrawn_at = $1, withdrawn_reason = $2 WHERE id = $3")
         .bind(Millis::now().0)
         .bind(reason)
         .bind(id.to_string())

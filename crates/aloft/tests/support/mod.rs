@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use aloft_store::testing::Backend;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use md5::Digest as _;
@@ -36,15 +37,24 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub data_dir: PathBuf,
+    /// Backend flags (database URL, storage) it was started with.
+    pub backend_args: Vec<String>,
 }
 
 impl Server {
+    /// A server on a fresh location of the backend under test.
     pub fn start(data_dir: &Path) -> Self {
-        Self::start_with(data_dir, &[])
+        let location = Backend::from_env().fresh(data_dir);
+        Self::start_on(data_dir, "127.0.0.1:0", location.serve_args())
     }
 
+    /// A server with these backend flags (to share a database and bucket with another one).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
-        Self::start_at(data_dir, "127.0.0.1:0", extra)
+        Self::start_on(data_dir, "127.0.0.1:0", extra.iter().map(|s| s.to_string()).collect())
+    }
+
+    pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        Self::start_on(data_dir, listen, extra.iter().map(|s| s.to_string()).collect())
     }
 
     /// Kills the server (SIGKILL) and starts it again on the same address and data folder, so
@@ -52,15 +62,16 @@ impl Server {
     pub fn crash_and_restart(self) -> Self {
         let listen = self.base.trim_start_matches("http://").to_owned();
         let data_dir = self.data_dir.clone();
+        let backend_args = self.backend_args.clone();
         self.kill();
-        Self::start_at(&data_dir, &listen, &[])
+        Self::start_on(&data_dir, &listen, backend_args)
     }
 
-    pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Self {
+    pub fn start_on(data_dir: &Path, listen: &str, backend_args: Vec<String>) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
-            .args(extra)
+            .args(&backend_args)
             .env("ALOFT_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -80,6 +91,7 @@ impl Server {
             child,
             base,
             data_dir: data_dir.to_owned(),
+            backend_args,
         }
     }
 
@@ -122,10 +134,12 @@ impl Setup {
             "Aloft E2E",
         ]);
         let data = dir.path().join("data");
-        let token = aloft_ok(&["tokens", "create", "--data-dir", data.to_str().unwrap()])
-            .trim()
-            .to_owned();
-        let server = Server::start(&data);
+        let location = Backend::from_env().fresh(&data);
+        let mut token_args = vec!["tokens".to_owned(), "create".to_owned()];
+        token_args.extend(location.token_args());
+        let token_args: Vec<&str> = token_args.iter().map(String::as_str).collect();
+        let token = aloft_ok(&token_args).trim().to_owned();
+        let server = Server::start_on(&data, "127.0.0.1:0", location.serve_args());
         let out = aloft_ok(&["apps", "create", "demo", "--server", &server.base, "--token", &token]);
         assert!(
             out.contains(&server.manifest_url("demo")),
