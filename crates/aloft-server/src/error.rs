@@ -92,6 +92,14 @@ impl From<DbError> for ApiError {
             e @ DbError::StaleCreatedAt { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "stale_created_at", e.to_string())
             }
+            e if e.is_unavailable() => {
+                tracing::error!(error = %e, "database unreachable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the database cannot be reached; devices are still served, but changes must wait",
+                )
+            }
             other => ApiError::internal("database error", &other),
         }
     }

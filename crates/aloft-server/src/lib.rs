@@ -13,6 +13,7 @@ pub mod protocol;
 pub mod served;
 pub mod service;
 mod state;
+pub mod sync;
 
 use axum::Router;
 use axum::routing::get;
@@ -27,6 +28,7 @@ pub fn app(state: AppState) -> Router {
         .merge(protocol::routes())
         .nest("/api/v1", api::routes())
         .route("/healthz", get(healthz))
+        .route("/readyz", get(sync::readyz))
         .route("/metrics", get(metrics::render))
         // A route layer sees the matched route; unmatched requests are logged by the fallbacks.
         .route_layer(axum::middleware::from_fn(metrics::track))

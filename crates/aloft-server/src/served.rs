@@ -110,6 +110,8 @@ type Heads = HashMap<Platform, HashMap<String, Head>>;
 pub struct ServedApp {
     pub id: i64,
     pub slug: AppSlug,
+    /// The app's revision this state was loaded at.
+    pub revision: i64,
     pub default_channel: String,
     pub channels: HashMap<String, Route>,
     /// Branch id → platform → runtime version → head.
@@ -164,6 +166,7 @@ impl ServedApp {
         Ok(Self {
             id: app.id,
             slug: app.slug,
+            revision: app.revision,
             default_channel: app.default_channel.to_string(),
             channels,
             heads,

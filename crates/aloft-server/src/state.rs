@@ -44,6 +44,7 @@ pub struct AppState {
     /// Compression runs one blob at a time, off the request path.
     pub(crate) compression: Arc<Semaphore>,
     pub(crate) metrics: Option<PrometheusHandle>,
+    pub health: Arc<crate::sync::Health>,
 }
 
 impl AppState {
@@ -64,6 +65,7 @@ impl AppState {
             publish_lock: Arc::default(),
             compression: Arc::new(Semaphore::new(1)),
             metrics,
+            health: Arc::default(),
         };
         for hash in aloft_store::db::blobs::uncompressed(&state.db).await? {
             state.spawn_compression(hash);

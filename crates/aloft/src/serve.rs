@@ -251,6 +251,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState::new(config, db.clone(), blobs, Some(metrics))
         .await
         .context("loading served state")?;
+    // Changes made through other replicas (or other processes on the same data) show up here
+    // within one poll.
+    tokio::spawn(aloft_server::sync::watch(
+        state.clone(),
+        std::time::Duration::from_millis(500),
+    ));
     let app = aloft_server::app(state);
 
     tracing::info!(%bound, %public_url, data_dir = %settings.data_dir.display(), "aloft is serving");

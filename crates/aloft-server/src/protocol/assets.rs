@@ -118,7 +118,22 @@ async fn blob_record(state: &AppState, hash: &ContentHash) -> Result<Option<Blob
     if let Some(rec) = state.blob_cache.read().ok().and_then(|c| c.get(hash).cloned()) {
         return Ok(Some(rec));
     }
-    let rec = blobs::get(&state.db, hash).await?;
+    let rec = match blobs::get(&state.db, hash).await {
+        Ok(rec) => rec,
+        // Without the database, the stored bytes themselves say whether the asset exists; its
+        // compressed variants are unknown, so it is served as stored.
+        Err(e) if e.is_unavailable() => {
+            return Ok(state.blobs.size(hash).await.ok().map(|size| BlobRecord {
+                hash: *hash,
+                md5: aloft_core::Md5Key::from_digest([0; 16]), // not needed to serve bytes
+                size,
+                br_size: None,
+                gz_size: None,
+                compressed: false,
+            }));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(rec) = &rec
         && rec.compressed
         && let Ok(mut cache) = state.blob_cache.write()

@@ -30,8 +30,7 @@ pub async fn create_channel(
     let branch = branch_name(branch.unwrap_or(name.as_str()))?;
     let mut change = Change::begin(state).await?;
     let channel = channels::create(&mut change.tx, app.id, name.as_str(), branch.as_str()).await?;
-    change.tx.commit().await.map_err(aloft_store::DbError::from)?;
-    state.served.refresh(&state.db, app.id).await?;
+    change.commit(state, app.id).await?;
     Ok(channel)
 }
 
@@ -51,8 +50,7 @@ pub async fn edit_channel(state: &AppState, app: &App, name: &str, branch: &str)
     let branch_id = channels::branch_id(&mut change.tx, app.id, branch.as_str()).await?;
     channels::set_branch(&mut change.tx, channel.id, branch_id).await?;
     let channel = channels::get(&mut change.tx, app.id, name.as_str()).await?;
-    change.tx.commit().await.map_err(aloft_store::DbError::from)?;
-    state.served.refresh(&state.db, app.id).await?;
+    change.commit(state, app.id).await?;
     Ok(channel)
 }
 
@@ -60,7 +58,7 @@ pub async fn create_branch(state: &AppState, app: &App, name: &str) -> Result<()
     let name = branch_name(name)?;
     let mut change = Change::begin(state).await?;
     channels::create_branch(&mut change.tx, app.id, name.as_str()).await?;
-    change.tx.commit().await.map_err(aloft_store::DbError::from)?;
+    change.commit(state, app.id).await?;
     Ok(())
 }
 
@@ -68,8 +66,7 @@ pub async fn delete_branch(state: &AppState, app: &App, name: &str) -> Result<()
     let name = branch_name(name)?;
     let mut change = Change::begin(state).await?;
     channels::delete_branch(&mut change.tx, app.id, name.as_str()).await?;
-    change.tx.commit().await.map_err(aloft_store::DbError::from)?;
-    state.served.refresh(&state.db, app.id).await?;
+    change.commit(state, app.id).await?;
     Ok(())
 }
 
@@ -179,5 +176,5 @@ pub async fn channel_rollout(
                 .await?;
         }
     }
-    plan::finish(state, app, change.tx, &ids, plan, prepare, by).await
+    plan::finish(state, app, change, &ids, plan, prepare, by).await
 }

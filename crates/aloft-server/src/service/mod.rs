@@ -24,4 +24,13 @@ impl Change {
         let tx = state.db.begin_write().await?;
         Ok(Self { _guard: guard, tx })
     }
+
+    /// Bumps the app's revision (so other replicas notice), commits, and refreshes what this
+    /// replica serves.
+    pub async fn commit(mut self, state: &AppState, app_id: i64) -> Result<(), ApiError> {
+        aloft_store::db::apps::bump_revision(&mut self.tx, app_id).await?;
+        self.tx.commit().await.map_err(aloft_store::DbError::from)?;
+        state.served.refresh(&state.db, app_id).await?;
+        Ok(())
+    }
 }

@@ -11,9 +11,9 @@ use aloft_core::manifest::{self, AssetRef, ManifestInput};
 use aloft_core::signature::{CodeSignature, Signer};
 use aloft_core::time::Millis;
 use aloft_core::{ContentHash, Md5Key, Platform, RuntimeVersion, directive};
+use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
 use aloft_store::db::updates::{self, BodyKind, GroupKind, NewGroup, NewUpdate, RolloutSpec, StoredUpdate};
-use aloft_store::db::{Conn as SqliteConnection, WriteTx};
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -307,14 +307,14 @@ pub enum Finished {
 pub async fn finish(
     state: &AppState,
     app: &App,
-    mut tx: WriteTx,
+    mut change: super::Change,
     ids: &Ids<'_>,
     plan: Option<Plan>,
     prepare: bool,
     published_by: &str,
 ) -> Result<Finished, ApiError> {
     if prepare {
-        drop(tx);
+        drop(change);
         let updates = plan
             .map(|p| {
                 p.updates
@@ -340,12 +340,11 @@ pub async fn finish(
         Some(plan) => {
             let branch = plan.branch.clone();
             let group = sign(app, plan, ids.commit, published_by)?;
-            updates::insert_group(&mut tx, &group).await?;
+            updates::insert_group(&mut change.tx, &group).await?;
             Some(published(state, app, &group, branch))
         }
     };
-    tx.commit().await.map_err(aloft_store::DbError::from)?;
-    state.served.refresh(&state.db, app.id).await?;
+    change.commit(state, app.id).await?;
     Ok(Finished::Committed(published))
 }
 

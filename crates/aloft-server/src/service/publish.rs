@@ -208,7 +208,7 @@ pub async fn publish(
         republished_from: None,
         updates: planned,
     };
-    plan::finish(state, app, change.tx, &ids, Some(plan), prepare, published_by).await
+    plan::finish(state, app, change, &ids, Some(plan), prepare, published_by).await
 }
 
 pub async fn republish(
@@ -239,5 +239,5 @@ pub async fn republish(
         .clone()
         .unwrap_or_else(|| format!("Republish of {}: {}", source.id, source.message));
     let plan = plan::republish_plan(state, &mut change.tx, &ids, &source, branch_id, &branch, message).await?;
-    plan::finish(state, app, change.tx, &ids, Some(plan), prepare, published_by).await
+    plan::finish(state, app, change, &ids, Some(plan), prepare, published_by).await
 }

@@ -96,7 +96,7 @@ pub async fn rollback(
         .clone()
         .unwrap_or_else(|| format!("Rollback of channel {}", req.channel));
     let plan = plan::republish_updates_plan(state, &mut change.tx, &ids, &sources, branch_id, &branch, message).await?;
-    plan::finish(state, app, change.tx, &ids, plan, prepare, by).await
+    plan::finish(state, app, change, &ids, plan, prepare, by).await
 }
 
 /// Served updates of a branch by platform and runtime version, each list newest first.
@@ -169,7 +169,7 @@ async fn rollback_to_embedded(
         republished_from: None,
         updates,
     };
-    plan::finish(state, app, change.tx, &ids, Some(plan), prepare, by).await
+    plan::finish(state, app, change, &ids, Some(plan), prepare, by).await
 }
 
 /// Stops serving `group` and, when it was what devices got, republishes the group before it so
@@ -214,7 +214,7 @@ async fn withdraw(
         message,
     )
     .await?;
-    plan::finish(state, app, change.tx, &ids, plan, prepare, by).await
+    plan::finish(state, app, change, &ids, plan, prepare, by).await
 }
 
 /// `aloft updates disable GROUP`: the emergency stop.
@@ -262,7 +262,7 @@ pub async fn set_rollout(
     }
     updates::set_rollout_percentage(&mut change.tx, group_id, Some(percentage)).await?;
     let ids = Ids::fix(&mut change.tx, app.id, None).await?;
-    plan::finish(state, app, change.tx, &ids, None, false, by).await
+    plan::finish(state, app, change, &ids, None, false, by).await
 }
 
 /// `aloft rollout complete GROUP`: every device gets the group.
@@ -271,7 +271,7 @@ pub async fn complete_rollout(state: &AppState, app: &App, group_id: Uuid, by: &
     active_rollout_group(&mut change.tx, app, group_id).await?;
     updates::set_rollout_percentage(&mut change.tx, group_id, None).await?;
     let ids = Ids::fix(&mut change.tx, app.id, None).await?;
-    plan::finish(state, app, change.tx, &ids, None, false, by).await
+    plan::finish(state, app, change, &ids, None, false, by).await
 }
 
 /// `aloft rollout revert GROUP`: the group is withdrawn; devices that got it are moved back to
@@ -319,7 +319,6 @@ pub async fn delete_group(state: &AppState, app: &App, group_id: Uuid) -> Result
         ));
     }
     updates::delete_group(&mut change.tx, group_id).await?;
-    change.tx.commit().await.map_err(aloft_store::DbError::from)?;
-    state.served.refresh(&state.db, app.id).await?;
+    change.commit(state, app.id).await?;
     Ok(())
 }

@@ -2,8 +2,8 @@
 
 use aloft_core::time::Millis;
 use aloft_core::{AppSlug, ChannelName};
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::{Database, DbError, is_unique_violation};
 
@@ -15,6 +15,8 @@ pub struct App {
     pub signing_key_pem: Option<String>,
     pub signing_keyid: Option<String>,
     pub created_at: Millis,
+    /// Bumped by every committed change to what the app serves.
+    pub revision: i64,
 }
 
 fn from_row(row: &AnyRow) -> Result<App, DbError> {
@@ -27,13 +29,14 @@ fn from_row(row: &AnyRow) -> Result<App, DbError> {
         signing_key_pem: row.try_get("signing_key_pem")?,
         signing_keyid: row.try_get("signing_keyid")?,
         created_at: Millis(row.try_get("created_at")?),
+        revision: row.try_get("revision")?,
     })
 }
 
 macro_rules! select_apps {
     ($rest:literal) => {
         concat!(
-            "SELECT id, slug, default_channel, signing_key_pem, signing_keyid, created_at FROM apps ",
+            "SELECT id, slug, default_channel, signing_key_pem, signing_keyid, created_at, revision FROM apps ",
             $rest
         )
     };
@@ -113,4 +116,23 @@ pub async fn set_signing_key(db: &Database, app_id: i64, key: Option<(&str, &str
         return Err(DbError::NoSuchApp);
     }
     Ok(())
+}
+
+/// Marks a change to what the app serves, inside the change's transaction.
+pub async fn bump_revision(conn: &mut AnyConnection, app_id: i64) -> Result<(), DbError> {
+    sqlx::query("UPDATE apps SET revision = revision + 1 WHERE id = $1")
+        .bind(app_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Every app's id, slug and revision: what replicas poll.
+pub async fn revisions(db: &Database) -> Result<Vec<(i64, String, i64)>, DbError> {
+    let rows = sqlx::query("SELECT id, slug, revision FROM apps")
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("slug")?, r.try_get("revision")?)))
+        .collect()
 }

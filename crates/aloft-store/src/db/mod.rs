@@ -98,7 +98,7 @@ impl Database {
         };
         let mut options = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(10));
+            .acquire_timeout(Duration::from_secs(5));
         if engine == Engine::Sqlite {
             options = options.after_connect(|conn, _| {
                 Box::pin(async move {
@@ -178,6 +178,18 @@ impl Database {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+impl DbError {
+    /// The database could not be reached (as opposed to refusing a request).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            DbError::Sqlx(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)
+            )
+        )
     }
 }
 

@@ -1,0 +1,99 @@
+//! Keeping replicas in step. Every committed change bumps its app's revision in the database;
+//! each replica polls the revisions and reloads the apps that changed, so a change made through
+//! any replica is served by all of them within one poll interval. When the database cannot be
+//! reached, a replica keeps serving the last state it loaded and reports itself degraded.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aloft_store::db::apps;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::state::AppState;
+
+/// Whether the last look at the database succeeded.
+#[derive(Debug)]
+pub struct Health {
+    database_ok: AtomicBool,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            database_ok: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Health {
+    pub fn database_ok(&self) -> bool {
+        self.database_ok.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, ok: bool) {
+        if self.database_ok.swap(ok, Ordering::Relaxed) != ok {
+            if ok {
+                tracing::info!("database reachable again");
+            } else {
+                tracing::warn!("database unreachable: serving the last known state");
+            }
+        }
+    }
+}
+
+/// One poll: reloads every app whose revision differs from what is served.
+pub async fn poll_once(state: &AppState) -> Result<usize, aloft_store::DbError> {
+    let revisions = match apps::revisions(&state.db).await {
+        Ok(r) => r,
+        Err(e) => {
+            state.health.set(false);
+            return Err(e);
+        }
+    };
+    state.health.set(true);
+    let mut reloaded = 0;
+    for (id, slug, revision) in revisions {
+        if state.served.app(&slug).map(|a| a.revision) != Some(revision) {
+            state.served.refresh(&state.db, id).await?;
+            reloaded += 1;
+        }
+    }
+    Ok(reloaded)
+}
+
+/// Polls forever; spawned by `aloft serve`.
+pub async fn watch(state: AppState, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match poll_once(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(apps = n, "reloaded apps changed elsewhere"),
+            Err(e) => tracing::debug!(error = %e, "revision poll failed"),
+        }
+    }
+}
+
+/// `GET /readyz`: 200 when the database answers, 503 `degraded` (still serving devices) when not.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    // A load balancer asks often; answer within two seconds either way.
+    let ok = matches!(
+        tokio::time::timeout(Duration::from_secs(2), apps::revisions(&state.db)).await,
+        Ok(Ok(_))
+    );
+    state.health.set(ok);
+    if ok {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "degraded", "reason": "the database is unreachable; devices are served the last known state"})),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,3 @@
+-- Every committed change to what an app serves bumps its revision; replicas poll revisions to
+-- learn about changes made through other replicas.
+ALTER TABLE apps ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;
