@@ -20,7 +20,7 @@ use axum::routing::get;
 
 pub use error::ApiError;
 pub use metrics::install_recorder;
-pub use state::{AppState, ServerConfig};
+pub use state::{AppState, AssetDelivery, ServerConfig};
 
 /// The whole application: device protocol, management API, health and metrics.
 pub fn app(state: AppState) -> Router {

@@ -17,12 +17,27 @@ pub struct ServerConfig {
     pub public_url: String,
     /// Largest accepted blob upload, in bytes.
     pub max_upload_bytes: u64,
+    /// Base URL asset links in manifests use instead of `public_url` (a CDN in front of Aloft);
+    /// links are `{base}/assets/{sha256}.{ext}`.
+    pub asset_base_url: Option<String>,
+    pub asset_delivery: AssetDelivery,
+}
+
+/// How `/assets/…` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AssetDelivery {
+    /// Stream the bytes through Aloft.
+    #[default]
+    Proxy,
+    /// Redirect to a presigned URL of the object in S3, valid for this long.
+    Redirect { ttl: std::time::Duration },
 }
 
 impl ServerConfig {
     /// Absolute prefix of asset URLs written into manifests, ending in `/`.
     pub fn asset_base_url(&self) -> String {
-        format!("{}/assets/", self.public_url)
+        let base = self.asset_base_url.as_deref().unwrap_or(&self.public_url);
+        format!("{}/assets/", base.trim_end_matches('/'))
     }
 
     pub fn manifest_url(&self, slug: &str) -> String {

@@ -164,6 +164,8 @@ impl World {
             listen: "127.0.0.1:3000".parse().unwrap(),
             public_url: "http://ota.test".into(),
             max_upload_bytes: 1 << 20,
+            asset_base_url: None,
+            asset_delivery: Default::default(),
         };
         let mut secrets = BTreeMap::new();
         let (_, admin) = tokens::create(&db, "admin-token", &Scope::Admin, None).await.unwrap();

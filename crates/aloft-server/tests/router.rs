@@ -102,6 +102,8 @@ impl Env {
             listen: "127.0.0.1:3000".parse().unwrap(),
             public_url: "http://ota.test".into(),
             max_upload_bytes: MAX_UPLOAD,
+            asset_base_url: None,
+            asset_delivery: Default::default(),
         };
         let (_, token) = aloft_store::db::tokens::create(&db, "test", &aloft_store::db::tokens::Scope::Admin, None)
             .await

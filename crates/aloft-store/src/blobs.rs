@@ -16,7 +16,8 @@ use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
-use object_store::{GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt};
+use object_store::signer::{Method, Signer};
+use object_store::{Attribute, GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt, PutOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::db::blobs::{self as records, BlobRecord};
@@ -90,6 +91,15 @@ impl S3Config {
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     tmp_dir: PathBuf,
+    /// For S3: signs URLs that let a client fetch a blob straight from the bucket.
+    presigner: Option<Presigner>,
+}
+
+#[derive(Clone, Debug)]
+struct Presigner {
+    signer: Arc<dyn Signer>,
+    /// The bucket prefix the store's keys live under.
+    prefix: String,
 }
 
 /// Smallest saving for which a compressed variant is kept.
@@ -119,12 +129,36 @@ impl BlobStore {
         if config.path_style {
             builder = builder.with_virtual_hosted_style_request(false);
         }
-        let store: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
-        let store = match config.prefix.trim_matches('/') {
-            "" => store,
-            prefix => Arc::new(PrefixStore::new(store, prefix.to_owned())),
+        let s3 = Arc::new(builder.build()?);
+        let prefix = config.prefix.trim_matches('/').to_owned();
+        let store: Arc<dyn ObjectStore> = match prefix.as_str() {
+            "" => s3.clone(),
+            prefix => Arc::new(PrefixStore::new(s3.clone(), prefix.to_owned())),
         };
-        Self::with_store(store, data_dir)
+        let mut blobs = Self::with_store(store, data_dir)?;
+        blobs.presigner = Some(Presigner { signer: s3, prefix });
+        Ok(blobs)
+    }
+
+    /// Whether [`BlobStore::presigned_url`] can work (S3 storage).
+    pub fn can_presign(&self) -> bool {
+        self.presigner.is_some()
+    }
+
+    /// A URL that fetches one representation of a blob straight from the bucket for `ttl`.
+    pub async fn presigned_url(
+        &self,
+        hash: &ContentHash,
+        encoding: Encoding,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, object_store::Error> {
+        let Some(p) = &self.presigner else { return Ok(None) };
+        let key = Self::key(hash, encoding);
+        let full = match p.prefix.as_str() {
+            "" => key,
+            prefix => ObjectPath::from(format!("{prefix}/{key}")),
+        };
+        Ok(Some(p.signer.signed_url(Method::GET, &full, ttl).await?.to_string()))
     }
 
     fn with_store(store: Arc<dyn ObjectStore>, data_dir: &Path) -> Result<Self, IngestError> {
@@ -133,7 +167,11 @@ impl BlobStore {
             std::fs::remove_dir_all(&tmp_dir)?;
         }
         std::fs::create_dir_all(&tmp_dir)?;
-        Ok(Self { store, tmp_dir })
+        Ok(Self {
+            store,
+            tmp_dir,
+            presigner: None,
+        })
     }
 
     /// The size of a blob's stored bytes (for serving when the database is out of reach).
@@ -258,8 +296,15 @@ impl BlobStore {
         for (i, (variant, encoding)) in [(br, Encoding::Brotli), (gz, Encoding::Gzip)].into_iter().enumerate() {
             if let Some(variant) = variant {
                 sizes[i] = Some(variant.len() as u64);
+                // On S3 the variant carries its encoding, so a presigned download decodes right.
+                let mut options = PutOptions::default();
+                if self.presigner.is_some()
+                    && let Some(token) = encoding.token()
+                {
+                    options.attributes.insert(Attribute::ContentEncoding, token.into());
+                }
                 self.store
-                    .put(&Self::key(hash, encoding), Bytes::from(variant).into())
+                    .put_opts(&Self::key(hash, encoding), Bytes::from(variant).into(), options)
                     .await?;
             }
         }

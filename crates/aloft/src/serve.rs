@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use aloft_server::{AppState, ServerConfig};
+use aloft_server::{AppState, AssetDelivery, ServerConfig};
 use aloft_store::{BlobStore, Database, S3Config};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -45,6 +45,17 @@ pub struct ServeArgs {
     /// Path-style S3 requests (endpoint/bucket/key), as most S3-compatible servers want.
     #[arg(long, env = "ALOFT_S3_PATH_STYLE")]
     s3_path_style: bool,
+    /// Base URL of a CDN in front of Aloft: manifests link assets as
+    /// `<asset-base-url>/assets/<sha256>.<ext>` [default: the public URL].
+    #[arg(long, env = "ALOFT_ASSET_BASE_URL")]
+    asset_base_url: Option<String>,
+    /// `proxy` streams assets through Aloft; `redirect` answers with a presigned S3 URL
+    /// (S3 storage only) [default: proxy].
+    #[arg(long, env = "ALOFT_ASSET_DELIVERY")]
+    asset_delivery: Option<DeliveryMode>,
+    /// Lifetime of presigned asset URLs, in seconds [default: 3600].
+    #[arg(long, env = "ALOFT_PRESIGN_TTL_SECONDS")]
+    presign_ttl_seconds: Option<u64>,
     /// Largest accepted upload of one file, in bytes [default: 268435456].
     #[arg(long, env = "ALOFT_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<u64>,
@@ -54,6 +65,14 @@ pub struct ServeArgs {
     /// Check the configuration, print it, and exit.
     #[arg(long)]
     check_config: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    #[default]
+    Proxy,
+    Redirect,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Deserialize, Default, PartialEq, Eq)]
@@ -76,6 +95,9 @@ struct FileConfig {
     s3_endpoint: Option<String>,
     s3_region: Option<String>,
     s3_path_style: Option<bool>,
+    asset_base_url: Option<String>,
+    asset_delivery: Option<DeliveryMode>,
+    presign_ttl_seconds: Option<u64>,
     public_url: Option<String>,
     max_upload_bytes: Option<u64>,
     log_format: Option<LogFormat>,
@@ -88,6 +110,8 @@ struct Settings {
     database: DatabaseTarget,
     db_max_connections: u32,
     storage: StorageTarget,
+    asset_base_url: Option<String>,
+    asset_delivery: AssetDelivery,
     public_url: Option<String>,
     max_upload_bytes: u64,
     log_format: LogFormat,
@@ -136,7 +160,30 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             })
         }
     };
+    let asset_base_url = args.asset_base_url.clone().or(file.asset_base_url);
+    if let Some(url) = &asset_base_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        bail!("asset-base-url must start with http:// or https://, got {url:?}");
+    }
+    let asset_delivery = match args.asset_delivery.or(file.asset_delivery).unwrap_or_default() {
+        DeliveryMode::Proxy => AssetDelivery::Proxy,
+        DeliveryMode::Redirect => {
+            if !matches!(storage, StorageTarget::S3(_)) {
+                bail!("asset-delivery redirect needs S3 storage (--storage s3://bucket/prefix)");
+            }
+            let secs = args.presign_ttl_seconds.or(file.presign_ttl_seconds).unwrap_or(3600);
+            if !(60..=7 * 24 * 3600).contains(&secs) {
+                bail!("presign-ttl-seconds must be between 60 and 604800");
+            }
+            AssetDelivery::Redirect {
+                ttl: std::time::Duration::from_secs(secs),
+            }
+        }
+    };
     Ok(Settings {
+        asset_base_url,
+        asset_delivery,
         listen: args
             .listen
             .or(file.listen)
@@ -244,6 +291,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
     let metrics = aloft_server::install_recorder().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     let config = ServerConfig {
+        asset_base_url: settings.asset_base_url.clone(),
+        asset_delivery: settings.asset_delivery,
         listen: bound,
         public_url: public_url.clone(),
         max_upload_bytes: settings.max_upload_bytes,

@@ -139,3 +139,23 @@ fn sigterm_stops_the_server_gracefully() {
     let exit = server.child.wait().unwrap();
     assert!(exit.success(), "exit status {exit:?}");
 }
+
+#[test]
+fn a_schema_newer_than_the_binary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    aloft_ok(&["migrate", "--data-dir", data.to_str().unwrap()]);
+    let bump = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99999, 'future', 1, x'00', 0)\"); c.commit()",
+            data.join("aloft.db").to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(bump.success());
+    let out = aloft(&["serve", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("newer than this binary") && err.contains("99999"), "{err}");
+}

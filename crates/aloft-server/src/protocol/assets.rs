@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, AssetDelivery};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
@@ -180,6 +180,25 @@ pub async fn get_asset(
     }
     if let Some(token) = encoding.token() {
         out.insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
+    }
+
+    if let AssetDelivery::Redirect { ttl } = state.config.asset_delivery {
+        // The bucket serves the bytes (and ranges) itself; the link expires, so it is not cached.
+        if let Some(url) = state
+            .blobs
+            .presigned_url(&hash, encoding, ttl)
+            .await
+            .map_err(|e| ApiError::internal("presigning failed", &e))?
+        {
+            let mut out = HeaderMap::new();
+            out.insert(
+                header::LOCATION,
+                HeaderValue::from_str(&url).map_err(|e| ApiError::internal("presigned URL", &e))?,
+            );
+            out.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+            out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            return Ok((StatusCode::FOUND, out).into_response());
+        }
     }
 
     let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());

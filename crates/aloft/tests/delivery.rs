@@ -1,0 +1,153 @@
+//! How assets reach devices: proxied (default), linked through a CDN base URL, or redirected to
+//! presigned S3 URLs; and large uploads, which stream (multipart on S3) without being held whole.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
+mod support;
+
+use aloft_store::testing::{Backend, Location};
+use serde_json::Value;
+use support::*;
+
+const RV: &str = "1.0.0";
+
+/// A server on `location` with extra flags, an admin token and app `demo`.
+fn start(dir: &std::path::Path, location: &Location, extra: &[&str]) -> (Server, String) {
+    let mut token_args = vec!["tokens".to_owned(), "create".to_owned()];
+    token_args.extend(location.token_args());
+    let token_args: Vec<&str> = token_args.iter().map(String::as_str).collect();
+    let token = aloft_ok(&token_args).trim().to_owned();
+    let mut args = location.serve_args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let server = Server::start_on(&dir.join("data"), "127.0.0.1:0", args);
+    aloft_ok(&["apps", "create", "demo", "--server", &server.base, "--token", &token]);
+    (server, token)
+}
+
+fn publish(dir: &std::path::Path, server: &Server, token: &str, tag: &str) -> Value {
+    let export = make_export(dir, tag, RV);
+    let out = aloft_ok(&[
+        "publish",
+        "--server",
+        &server.base,
+        "--token",
+        token,
+        "--app",
+        "demo",
+        "--channel",
+        "production",
+        "--input",
+        export.to_str().unwrap(),
+        "--json",
+    ]);
+    serde_json::from_str(&out).unwrap()
+}
+
+async fn manifest(server: &Server) -> Value {
+    let reply = get(
+        &server.manifest_url("demo"),
+        &without(device_headers("ios", RV, "production"), "expo-expect-signature"),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let parts = parse_multipart(reply.header("content-type").unwrap(), &reply.body);
+    serde_json::from_slice(&parts[0].body).unwrap()
+}
+
+#[tokio::test]
+async fn a_cdn_base_url_is_what_manifests_link_assets_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Backend::from_env().fresh(&dir.path().join("data"));
+    let (server, token) = start(
+        dir.path(),
+        &location,
+        &["--asset-base-url", "https://cdn.example.test/"],
+    );
+    publish(dir.path(), &server, &token, "cdn");
+    let m = manifest(&server).await;
+    for asset in std::iter::once(&m["launchAsset"]).chain(m["assets"].as_array().unwrap()) {
+        let url = asset["url"].as_str().unwrap();
+        let path = url
+            .strip_prefix("https://cdn.example.test/assets/")
+            .unwrap_or_else(|| panic!("{url}"));
+        // What the CDN fetches from its origin (Aloft) at the same path: cacheable forever.
+        let reply = get(&format!("{}/assets/{path}", server.base), &[]).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.header("cache-control"),
+            Some("public, max-age=31536000, immutable")
+        );
+        assert_eq!(reply.header("vary"), Some("accept-encoding"));
+        assert_eq!(sha256_b64url(&reply.body), asset["hash"].as_str().unwrap());
+    }
+}
+
+#[tokio::test]
+async fn redirect_delivery_sends_devices_to_presigned_bucket_urls() {
+    let Some(backend) = Backend::require_postgres_s3("redirect_delivery_sends_devices_to_presigned_bucket_urls") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let location = backend.fresh(&dir.path().join("data"));
+    let (server, token) = start(
+        dir.path(),
+        &location,
+        &["--asset-delivery", "redirect", "--presign-ttl-seconds", "600"],
+    );
+    publish(dir.path(), &server, &token, "redirect");
+    let m = manifest(&server).await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for asset in std::iter::once(&m["launchAsset"]).chain(m["assets"].as_array().unwrap()) {
+        let reply = no_redirects.get(asset["url"].as_str().unwrap()).send().await.unwrap();
+        assert_eq!(reply.status(), 302);
+        assert_eq!(reply.headers()["cache-control"], "private, no-store");
+        let location = reply.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.contains("X-Amz-Signature="), "{location}");
+        // The device follows it without credentials and gets the verified bytes.
+        let bytes = reqwest::get(&location).await.unwrap();
+        assert_eq!(bytes.status(), 200, "{location}");
+        let bytes = bytes.bytes().await.unwrap();
+        assert_eq!(sha256_b64url(&bytes), asset["hash"].as_str().unwrap());
+        // A tampered signature is refused by the bucket.
+        let at = location.find("X-Amz-Signature=").unwrap() + "X-Amz-Signature=".len();
+        let flipped = if &location[at..at + 1] == "0" { "1" } else { "0" };
+        let tampered = format!("{}{flipped}{}", &location[..at], &location[at + 1..]);
+        let refused = reqwest::get(&tampered).await.unwrap().status();
+        assert!(refused.is_client_error(), "a tampered presigned URL got {refused}");
+    }
+}
+
+#[tokio::test]
+async fn large_uploads_stream_and_come_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Backend::from_env().fresh(&dir.path().join("data"));
+    let (server, token) = start(dir.path(), &location, &[]);
+    // Larger than the 10 MiB write buffer, so S3 gets a multipart upload.
+    let big = bytes_of("large upload", 23 << 20);
+    let hash = sha256_b64url(&big);
+    let client = reqwest::Client::new();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
+    let reply = client
+        .put(format!("{}/api/v1/blobs/{hash}", server.base))
+        .bearer_auth(&token)
+        .header("content-length", big.len())
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 201, "{}", reply.text().await.unwrap());
+    let reply = get(&format!("{}/assets/{hash}.bin", server.base), &[]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.len(), big.len());
+    assert_eq!(sha256_b64url(&reply.body), hash);
+    let range = get(
+        &format!("{}/assets/{hash}.bin", server.base),
+        &[("range".into(), "bytes=12582912-12582927".into())],
+    )
+    .await;
+    assert_eq!(range.status, 206);
+    assert_eq!(range.body, big[12_582_912..12_582_928]);
+}
