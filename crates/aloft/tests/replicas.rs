@@ -275,19 +275,30 @@ async fn a_replica_killed_mid_publish_leaves_the_other_serving_a_whole_state() {
 /// A TCP forwarder to PostgreSQL that the test can cut, to play a lost database.
 struct Cuttable {
     port: u16,
+    target: String,
     accept: JoinHandle<()>,
     links: std::sync::Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Cuttable {
     async fn to(target: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::on("127.0.0.1:0", target).await
+    }
+
+    /// The database comes back, on the same address.
+    async fn restore(self) -> Self {
+        Self::on(&format!("127.0.0.1:{}", self.port), self.target).await
+    }
+
+    async fn on(addr: &str, target: String) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let forward_to = target.clone();
         let links: std::sync::Arc<std::sync::Mutex<Vec<JoinHandle<()>>>> = Default::default();
         let held = links.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let target = target.clone();
+                let target = forward_to.clone();
                 let link = tokio::spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(&target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
@@ -296,7 +307,12 @@ impl Cuttable {
                 held.lock().unwrap().push(link);
             }
         });
-        Self { port, accept, links }
+        Self {
+            port,
+            target,
+            accept,
+            links,
+        }
     }
 
     /// Stops accepting and drops every open connection.
@@ -376,4 +392,29 @@ async fn a_replica_without_its_database_keeps_serving_and_reports_degraded() {
     assert!(!failed.status.success());
     let err = String::from_utf8_lossy(&failed.stderr);
     assert!(err.contains("database_unavailable") || err.contains("503"), "{err}");
+
+    // The database comes back: the lost connections are replaced, not fatal.
+    let _proxy = proxy.restore().await;
+    let start = std::time::Instant::now();
+    while get(&format!("{}/readyz", server.base), &[]).await.status != 200 {
+        assert!(start.elapsed() < Duration::from_secs(15), "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = make_export(dir.path(), "db-back", RV);
+    let out = aloft_ok(&[
+        "publish",
+        "--server",
+        &server.base,
+        "--token",
+        &token,
+        "--app",
+        "demo",
+        "--channel",
+        "production",
+        "--input",
+        again.to_str().unwrap(),
+        "--json",
+    ]);
+    let next = ios_id(&serde_json::from_str(&out).unwrap());
+    assert_eq!(served(&server).await.unwrap()["id"], next.as_str());
 }
