@@ -126,9 +126,8 @@ impl BlobStore {
                 .with_endpoint(endpoint)
                 .with_allow_http(endpoint.starts_with("http://"));
         }
-        if config.path_style {
-            builder = builder.with_virtual_hosted_style_request(false);
-        }
+        // Virtual-hosted addressing (bucket.host) unless path style (host/bucket) is asked for.
+        builder = builder.with_virtual_hosted_style_request(!config.path_style);
         let s3 = Arc::new(builder.build()?);
         let prefix = config.prefix.trim_matches('/').to_owned();
         let store: Arc<dyn ObjectStore> = match prefix.as_str() {
@@ -311,6 +310,11 @@ impl BlobStore {
         records::set_variants(db, hash, sizes[0], sizes[1]).await?;
         Ok(())
     }
+}
+
+/// Whether a storage error means the object does not exist.
+pub fn is_missing(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
 }
 
 /// Formats that do not shrink: PNG, JPEG, GIF, WebP, zip, gzip, brotli-less guesses aside.

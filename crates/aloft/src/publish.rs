@@ -25,7 +25,7 @@ pub struct PublishArgs {
     #[command(flatten)]
     server: ServerArgs,
     /// Slug of the app to publish to.
-    #[arg(long)]
+    #[arg(long, env = "ALOFT_APP")]
     app: String,
     /// Channel to publish to; a new channel is created with a branch of the same name.
     #[arg(long, conflicts_with = "branch", required_unless_present = "branch")]

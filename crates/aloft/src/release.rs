@@ -505,7 +505,7 @@ pub struct AuditArgs {
     #[command(flatten)]
     server: ServerArgs,
     /// Only changes to this app (otherwise everything, which needs an admin token).
-    #[arg(long)]
+    #[arg(long, env = "ALOFT_APP")]
     app: Option<String>,
     #[arg(long, default_value_t = 100)]
     limit: u32,

@@ -250,7 +250,7 @@ impl DatabaseTarget {
             DatabaseTarget::DataDir(dir) => {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating data folder {}", dir.display()))?;
                 let path = dir.join("aloft.db");
-                Database::open_sqlite(&path)
+                Database::open_sqlite_with(&path, max_connections)
                     .await
                     .with_context(|| format!("opening database {}", path.display()))
             }
@@ -276,9 +276,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(settings.log_format);
 
     // Everything is built before the port is bound: a bad setting fails here.
-    let db = settings.database.open(settings.db_max_connections).await?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data folder {}", settings.data_dir.display()))?;
+    // One server per data folder: a second would share its SQLite file and empty its upload
+    // staging folder. Replicas each get their own data folder.
+    let lock_path = settings.data_dir.join("aloft.lock");
+    let lock = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "another `aloft serve` is using the data folder {}; give each server its own --data-dir",
+            settings.data_dir.display()
+        );
+    }
+    let db = settings.database.open(settings.db_max_connections).await?;
     let blobs = match &settings.storage {
         StorageTarget::File => BlobStore::local(&settings.data_dir),
         StorageTarget::S3(s3) => BlobStore::s3(s3, &settings.data_dir),
@@ -317,13 +327,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("serving")?;
     db.close().await;
+    drop(lock);
     tracing::info!("stopped");
     Ok(())
 }
 
 #[derive(Args, Debug)]
 pub struct MigrateArgs {
-    /// The data folder whose SQLite database to migrate [default: ./aloft-data].
+    /// The data folder whose SQLite database to migrate.
     #[arg(long, env = "ALOFT_DATA_DIR", default_value = "aloft-data")]
     data_dir: PathBuf,
     /// A database URL (postgres://…) instead.

@@ -159,3 +159,19 @@ fn a_schema_newer_than_the_binary_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("newer than this binary") && err.contains("99999"), "{err}");
 }
+
+#[test]
+fn one_server_per_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Server::start_at(&dir.path().join("data"), "127.0.0.1:0", &[]);
+    let second = aloft(&[
+        "serve",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another `aloft serve` is using the data folder"), "{err}");
+}

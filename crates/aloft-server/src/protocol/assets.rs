@@ -118,29 +118,31 @@ async fn blob_record(state: &AppState, hash: &ContentHash) -> Result<Option<Blob
     if let Some(rec) = state.blob_cache.read().ok().and_then(|c| c.get(hash).cloned()) {
         return Ok(Some(rec));
     }
-    let rec = match blobs::get(&state.db, hash).await {
-        Ok(rec) => rec,
-        // Without the database, the stored bytes themselves say whether the asset exists; its
-        // compressed variants are unknown, so it is served as stored.
-        Err(e) if e.is_unavailable() => {
-            return Ok(state.blobs.size(hash).await.ok().map(|size| BlobRecord {
-                hash: *hash,
-                md5: aloft_core::Md5Key::from_digest([0; 16]), // not needed to serve bytes
-                size,
-                br_size: None,
-                gz_size: None,
-                compressed: false,
-            }));
+    // While the database is known to be out of reach, go straight to storage.
+    if state.health.database_ok() {
+        match blobs::get(&state.db, hash).await {
+            Ok(rec) => {
+                if let Some(rec) = rec.as_ref().filter(|r| r.compressed)
+                    && let Ok(mut cache) = state.blob_cache.write()
+                {
+                    cache.insert(*hash, rec.clone());
+                }
+                return Ok(rec);
+            }
+            Err(e) if !e.is_unavailable() => return Err(e.into()),
+            Err(_) => {}
         }
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(rec) = &rec
-        && rec.compressed
-        && let Ok(mut cache) = state.blob_cache.write()
-    {
-        cache.insert(*hash, rec.clone());
     }
-    Ok(rec)
+    // Without the database, the stored bytes themselves say whether the asset exists; its
+    // compressed variants are unknown, so it is served as stored.
+    Ok(state.blobs.size(hash).await.ok().map(|size| BlobRecord {
+        hash: *hash,
+        md5: aloft_core::Md5Key::from_digest([0; 16]), // not needed to serve bytes
+        size,
+        br_size: None,
+        gz_size: None,
+        compressed: false,
+    }))
 }
 
 pub async fn get_asset(
@@ -236,11 +238,14 @@ pub async fn get_asset(
     if method == Method::HEAD {
         return Ok((status, out).into_response());
     }
-    let result = state
-        .blobs
-        .get(&hash, encoding, byte_range)
-        .await
-        .map_err(|e| ApiError::internal("reading a stored blob failed", &e))?;
+    let result = state.blobs.get(&hash, encoding, byte_range).await.map_err(|e| {
+        if aloft_store::blobs::is_missing(&e) {
+            // A record without its bytes: a store restored out of order. Say so in the log.
+            tracing::error!(%hash, "blob recorded in the database but missing from storage");
+            return ApiError::not_found("asset_not_found", format!("no asset with hash {hash}"));
+        }
+        ApiError::internal("reading a stored blob failed", &e)
+    })?;
     let stream = result.into_stream().map(|chunk| chunk.map_err(std::io::Error::other));
     Ok((status, out, Body::from_stream(stream)).into_response())
 }

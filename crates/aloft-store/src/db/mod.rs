@@ -79,11 +79,16 @@ const WRITE_LOCK_KEY: i64 = 0x616c_6f66_7400;
 impl Database {
     /// Opens (creating if needed) the SQLite file at `path` and brings its schema up to date.
     pub async fn open_sqlite(path: &Path) -> Result<Self, DbError> {
+        Self::open_sqlite_with(path, 8).await
+    }
+
+    /// As [`Database::open_sqlite`], with a pool of `max_connections`.
+    pub async fn open_sqlite_with(path: &Path, max_connections: u32) -> Result<Self, DbError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| DbError::Sqlx(sqlx::Error::Io(e)))?;
         }
         let absolute = std::path::absolute(path).map_err(|e| DbError::Sqlx(sqlx::Error::Io(e)))?;
-        Self::connect(&format!("sqlite://{}?mode=rwc", absolute.display()), 8).await
+        Self::connect(&format!("sqlite://{}?mode=rwc", absolute.display()), max_connections).await
     }
 
     /// Connects to `sqlite://…` or `postgres://…` and brings the schema up to date.
