@@ -32,27 +32,33 @@ impl ManifestFormat {
     }
 }
 
+/// What both clients send, byte for byte.
+const CLIENT_ACCEPT: &str = "multipart/mixed,application/expo+json,application/json";
+
 /// Ranks the acceptable formats, best first. An absent header accepts anything. The most
 /// specific matching range decides each format's quality; ties keep server preference.
 pub fn negotiate(accept: Option<&str>) -> Vec<ManifestFormat> {
-    let Some(accept) = accept.map(str::trim).filter(|a| !a.is_empty()) else {
+    let Some(accept) = accept.map(str::trim).filter(|a| !a.is_empty() && *a != CLIENT_ACCEPT) else {
         return ManifestFormat::PREFERENCE.to_vec();
     };
-    let ranges: Vec<(String, String, f32)> = accept.split(',').filter_map(parse_range).collect();
+    let ranges: Vec<(&str, &str, f32)> = accept.split(',').filter_map(parse_range).collect();
     let mut ranked: Vec<(ManifestFormat, f32)> = ManifestFormat::PREFERENCE
         .iter()
         .filter_map(|&format| {
             let (ty, sub) = format.media_type();
             let best = ranges
                 .iter()
-                .filter_map(|(rt, rs, q)| {
-                    let specificity = match (rt.as_str(), rs.as_str()) {
-                        (t, s) if t == ty && s == sub => 2,
-                        (t, "*") if t == ty => 1,
-                        ("*", "*") => 0,
-                        _ => return None,
+                .filter_map(|&(rt, rs, q)| {
+                    let specificity = if rt.eq_ignore_ascii_case(ty) && rs.eq_ignore_ascii_case(sub) {
+                        2
+                    } else if rt.eq_ignore_ascii_case(ty) && rs == "*" {
+                        1
+                    } else if rt == "*" && rs == "*" {
+                        0
+                    } else {
+                        return None;
                     };
-                    Some((specificity, *q))
+                    Some((specificity, q))
                 })
                 .max_by_key(|(specificity, _)| *specificity)?;
             (best.1 > 0.0).then_some((format, best.1))
@@ -63,10 +69,11 @@ pub fn negotiate(accept: Option<&str>) -> Vec<ManifestFormat> {
     ranked.into_iter().map(|(f, _)| f).collect()
 }
 
-fn parse_range(range: &str) -> Option<(String, String, f32)> {
+fn parse_range(range: &str) -> Option<(&str, &str, f32)> {
     let mut params = range.split(';');
-    let media = params.next()?.trim().to_ascii_lowercase();
+    let media = params.next()?.trim();
     let (ty, sub) = media.split_once('/')?;
+    let (ty, sub) = (ty.trim(), sub.trim());
     if ty.is_empty() || sub.is_empty() {
         return None;
     }
@@ -78,7 +85,7 @@ fn parse_range(range: &str) -> Option<(String, String, f32)> {
             q = v.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q))?;
         }
     }
-    Some((ty.trim().to_owned(), sub.trim().to_owned(), q))
+    Some((ty, sub, q))
 }
 
 #[cfg(test)]
@@ -110,6 +117,11 @@ mod tests {
         );
         assert_eq!(negotiate(Some("multipart/*;q=0, */*")), vec![ExpoJson, Json]);
         assert_eq!(negotiate(Some("application/*")), vec![ExpoJson, Json]);
+    }
+
+    #[test]
+    fn upper_case_media_types_match() {
+        assert_eq!(negotiate(Some("APPLICATION/JSON")), vec![Json]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 pub mod api;
 pub mod error;
 mod extract;
-mod metrics;
+pub(crate) mod metrics;
 pub mod protocol;
 pub mod served;
 pub mod service;
@@ -31,7 +31,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(sync::readyz))
         .route("/metrics", get(metrics::render))
         // A route layer sees the matched route; unmatched requests are logged by the fallbacks.
-        .route_layer(axum::middleware::from_fn(metrics::track))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)

@@ -1,13 +1,16 @@
 //! Prometheus metrics and the one-line-per-request log.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{Method, header};
 
 use crate::error::ApiError;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::state::AppState;
@@ -32,16 +35,57 @@ pub async fn render(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Metric handles per route, method and status, made once: recording a request then costs no
+/// allocation and no registry lookup.
+#[derive(Default)]
+pub struct RequestMetrics {
+    handles: RwLock<HashMap<String, ByMethodAndStatus>>,
+}
+
+type ByMethodAndStatus = HashMap<(Method, u16), Handles>;
+
+#[derive(Clone)]
+struct Handles {
+    requests: Counter,
+    duration: Histogram,
+    bytes: Counter,
+}
+
+impl RequestMetrics {
+    fn handles(&self, route: &str, method: &Method, status: u16) -> Handles {
+        if let Some(h) = self
+            .handles
+            .read()
+            .ok()
+            .and_then(|m| m.get(route)?.get(&(method.clone(), status)).cloned())
+        {
+            return h;
+        }
+        let labels = [
+            ("route", route.to_owned()),
+            ("method", method.to_string()),
+            ("status", status.to_string()),
+        ];
+        let h = Handles {
+            requests: metrics::counter!("aloft_http_requests_total", &labels),
+            duration: metrics::histogram!("aloft_http_request_duration_seconds", "route" => route.to_owned()),
+            bytes: metrics::counter!("aloft_http_response_bytes_total", "route" => route.to_owned()),
+        };
+        if let Ok(mut map) = self.handles.write() {
+            map.entry(route.to_owned())
+                .or_default()
+                .insert((method.clone(), status), h.clone());
+        }
+        h
+    }
+}
+
 /// Records route, status, latency and bytes of every request, and logs one line for it.
-pub async fn track(request: Request, next: Next) -> Response {
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let uri = request.uri().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
     let elapsed = start.elapsed();
     let status = response.status().as_u16();
@@ -52,18 +96,15 @@ pub async fn track(request: Request, next: Next) -> Response {
         .and_then(|v| v.parse::<u64>().ok())
         .or_else(|| http_body::Body::size_hint(response.body()).exact())
         .unwrap_or(0);
-    let labels = [
-        ("route", route.clone()),
-        ("method", method.to_string()),
-        ("status", status.to_string()),
-    ];
-    metrics::counter!("aloft_http_requests_total", &labels).increment(1);
-    metrics::histogram!("aloft_http_request_duration_seconds", "route" => route.clone()).record(elapsed.as_secs_f64());
-    metrics::counter!("aloft_http_response_bytes_total", "route" => route).increment(bytes);
+    let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+    let h = state.request_metrics.handles(route, &method, status);
+    h.requests.increment(1);
+    h.duration.record(elapsed.as_secs_f64());
+    h.bytes.increment(bytes);
     tracing::info!(
         target: "aloft::request",
         %method,
-        path,
+        path = uri.path(),
         status,
         bytes,
         micros = elapsed.as_micros() as u64,

@@ -21,6 +21,8 @@ pub struct ServerConfig {
     /// links are `{base}/assets/{sha256}.{ext}`.
     pub asset_base_url: Option<String>,
     pub asset_delivery: AssetDelivery,
+    /// Memory for asset bytes kept between requests (0: none).
+    pub asset_cache_bytes: usize,
 }
 
 /// How `/assets/…` answers.
@@ -60,6 +62,8 @@ pub struct AppState {
     pub(crate) compression: Arc<Semaphore>,
     pub(crate) metrics: Option<PrometheusHandle>,
     pub health: Arc<crate::sync::Health>,
+    pub(crate) bytes_cache: Arc<crate::protocol::bytes_cache::BytesCache>,
+    pub(crate) request_metrics: Arc<crate::metrics::RequestMetrics>,
 }
 
 impl AppState {
@@ -71,6 +75,7 @@ impl AppState {
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, aloft_store::DbError> {
         let served = Arc::new(Served::load(&db).await?);
+        let config_cache_bytes = config.asset_cache_bytes;
         let state = Self {
             config: Arc::new(config),
             db,
@@ -81,6 +86,8 @@ impl AppState {
             compression: Arc::new(Semaphore::new(1)),
             metrics,
             health: Arc::default(),
+            bytes_cache: Arc::new(crate::protocol::bytes_cache::BytesCache::new(config_cache_bytes)),
+            request_metrics: Arc::default(),
         };
         for hash in aloft_store::db::blobs::uncompressed(&state.db).await? {
             state.spawn_compression(hash);

@@ -166,6 +166,7 @@ impl World {
             max_upload_bytes: 1 << 20,
             asset_base_url: None,
             asset_delivery: Default::default(),
+            asset_cache_bytes: 16 << 20,
         };
         let mut secrets = BTreeMap::new();
         let (_, admin) = tokens::create(&db, "admin-token", &Scope::Admin, None).await.unwrap();

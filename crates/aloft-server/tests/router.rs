@@ -104,6 +104,7 @@ impl Env {
             max_upload_bytes: MAX_UPLOAD,
             asset_base_url: None,
             asset_delivery: Default::default(),
+            asset_cache_bytes: 16 << 20,
         };
         let (_, token) = aloft_store::db::tokens::create(&db, "test", &aloft_store::db::tokens::Scope::Admin, None)
             .await

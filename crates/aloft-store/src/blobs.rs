@@ -312,6 +312,9 @@ impl BlobStore {
     }
 }
 
+/// What blob storage fails with.
+pub type StorageError = object_store::Error;
+
 /// Whether a storage error means the object does not exist.
 pub fn is_missing(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::NotFound { .. })

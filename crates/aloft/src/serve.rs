@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Lifetime of presigned asset URLs, in seconds [default: 3600].
     #[arg(long, env = "ALOFT_PRESIGN_TTL_SECONDS")]
     presign_ttl_seconds: Option<u64>,
+    /// Memory for asset bytes kept between requests; 0 turns the cache off [default: 67108864].
+    #[arg(long, env = "ALOFT_ASSET_CACHE_BYTES")]
+    asset_cache_bytes: Option<usize>,
     /// Largest accepted upload of one file, in bytes [default: 268435456].
     #[arg(long, env = "ALOFT_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<u64>,
@@ -98,6 +101,7 @@ struct FileConfig {
     asset_base_url: Option<String>,
     asset_delivery: Option<DeliveryMode>,
     presign_ttl_seconds: Option<u64>,
+    asset_cache_bytes: Option<usize>,
     public_url: Option<String>,
     max_upload_bytes: Option<u64>,
     log_format: Option<LogFormat>,
@@ -112,6 +116,7 @@ struct Settings {
     storage: StorageTarget,
     asset_base_url: Option<String>,
     asset_delivery: AssetDelivery,
+    asset_cache_bytes: usize,
     public_url: Option<String>,
     max_upload_bytes: u64,
     log_format: LogFormat,
@@ -182,6 +187,7 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         }
     };
     Ok(Settings {
+        asset_cache_bytes: args.asset_cache_bytes.or(file.asset_cache_bytes).unwrap_or(64 << 20),
         asset_base_url,
         asset_delivery,
         listen: args
@@ -303,6 +309,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         asset_base_url: settings.asset_base_url.clone(),
         asset_delivery: settings.asset_delivery,
+        asset_cache_bytes: settings.asset_cache_bytes,
         listen: bound,
         public_url: public_url.clone(),
         max_upload_bytes: settings.max_upload_bytes,

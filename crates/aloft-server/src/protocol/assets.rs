@@ -238,6 +238,38 @@ pub async fn get_asset(
     if method == Method::HEAD {
         return Ok((status, out).into_response());
     }
+    let missing = |e: aloft_store::blobs::StorageError| {
+        if aloft_store::blobs::is_missing(&e) {
+            // A record without its bytes: a store restored out of order. Say so in the log.
+            tracing::error!(%hash, "blob recorded in the database but missing from storage");
+            return ApiError::not_found("asset_not_found", format!("no asset with hash {hash}"));
+        }
+        ApiError::internal("reading a stored blob failed", &e)
+    };
+    // Small and medium blobs (bundles, images) are kept in memory: no file or bucket access.
+    if state.bytes_cache.admits(size) {
+        let key = (hash, encoding);
+        let whole = match state.bytes_cache.get(&key) {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = state
+                    .blobs
+                    .get(&hash, encoding, None)
+                    .await
+                    .map_err(missing)?
+                    .bytes()
+                    .await
+                    .map_err(missing)?;
+                state.bytes_cache.insert(key, bytes.clone());
+                bytes
+            }
+        };
+        let body = match byte_range {
+            Some(r) => whole.slice(r.start as usize..(r.end as usize).min(whole.len())),
+            None => whole,
+        };
+        return Ok((status, out, body).into_response());
+    }
     let result = state.blobs.get(&hash, encoding, byte_range).await.map_err(|e| {
         if aloft_store::blobs::is_missing(&e) {
             // A record without its bytes: a store restored out of order. Say so in the log.

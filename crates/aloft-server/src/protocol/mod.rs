@@ -1,6 +1,7 @@
 //! What devices call: the manifest endpoint and the asset endpoint (PROTOCOL.md §1-§5).
 
 mod assets;
+pub mod bytes_cache;
 mod manifest;
 
 use axum::Router;
