@@ -321,7 +321,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // within one poll.
     tokio::spawn(aloft_server::sync::watch(
         state.clone(),
-        std::time::Duration::from_millis(500),
+        std::time::Duration::from_millis(200),
     ));
     let app = aloft_server::app(state);
 

@@ -154,6 +154,7 @@ async fn a_change_through_one_replica_is_served_by_the_other_within_a_second() {
     let id = ios_id(&first);
     let waited = time_until_served(&cluster.b, &id).await;
     assert!(waited < Duration::from_secs(1), "B served the publish after {waited:?}");
+    eprintln!("publish through A served by B after {waited:?}");
     let manifest = served(&cluster.b).await.unwrap();
     assert_assets_whole(&cluster.b, &manifest).await;
 
