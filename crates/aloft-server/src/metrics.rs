@@ -37,9 +37,27 @@ pub async fn render(State(state): State<AppState>) -> Response {
 
 /// Metric handles per route, method and status, made once: recording a request then costs no
 /// allocation and no registry lookup.
-#[derive(Default)]
 pub struct RequestMetrics {
     handles: RwLock<HashMap<String, ByMethodAndStatus>>,
+    manifest: [Counter; 3],
+}
+
+/// The answers a manifest request can get.
+#[derive(Debug, Clone, Copy)]
+pub enum ManifestKind {
+    Update = 0,
+    NoUpdate = 1,
+    Directive = 2,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        let kind = |k: &'static str| metrics::counter!("aloft_manifest_responses_total", "kind" => k);
+        Self {
+            handles: RwLock::default(),
+            manifest: [kind("update"), kind("no-update"), kind("directive")],
+        }
+    }
 }
 
 type ByMethodAndStatus = HashMap<(Method, u16), Handles>;
@@ -52,6 +70,11 @@ struct Handles {
 }
 
 impl RequestMetrics {
+    /// Counts a manifest answer by kind.
+    pub fn manifest_response(&self, kind: ManifestKind) {
+        self.manifest[kind as usize].increment(1);
+    }
+
     fn handles(&self, route: &str, method: &Method, status: u16) -> Handles {
         if let Some(h) = self
             .handles
@@ -111,9 +134,4 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         "request"
     );
     response
-}
-
-/// Counts a manifest answer by kind: `update`, `no-update` or `directive`.
-pub fn manifest_response(kind: &'static str) {
-    metrics::counter!("aloft_manifest_responses_total", "kind" => kind).increment(1);
 }

@@ -47,23 +47,33 @@ impl ServerConfig {
     }
 }
 
-/// Everything a handler can reach. Built eagerly at start-up; cheap to clone.
+/// Everything a handler can reach. Built eagerly at start-up. Cloning it (axum does, for every
+/// extractor and middleware) is one reference-count increment.
 #[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<ServerConfig>,
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
+    pub config: ServerConfig,
     pub db: Database,
     pub blobs: BlobStore,
-    pub served: Arc<Served>,
+    pub served: Served,
     /// Blob records whose variants are final, so an asset request needs no database query.
-    pub(crate) blob_cache: Arc<RwLock<std::collections::HashMap<ContentHash, BlobRecord>>>,
+    pub(crate) blob_cache: RwLock<std::collections::HashMap<ContentHash, BlobRecord>>,
     /// Publishes are serialised so `createdAt` is strictly increasing per app.
     pub(crate) publish_lock: Arc<Mutex<()>>,
     /// Compression runs one blob at a time, off the request path.
-    pub(crate) compression: Arc<Semaphore>,
+    pub(crate) compression: Semaphore,
     pub(crate) metrics: Option<PrometheusHandle>,
-    pub health: Arc<crate::sync::Health>,
-    pub(crate) bytes_cache: Arc<crate::protocol::bytes_cache::BytesCache>,
-    pub(crate) request_metrics: Arc<crate::metrics::RequestMetrics>,
+    pub health: crate::sync::Health,
+    pub(crate) bytes_cache: crate::protocol::bytes_cache::BytesCache,
+    pub(crate) request_metrics: crate::metrics::RequestMetrics,
 }
 
 impl AppState {
@@ -74,21 +84,21 @@ impl AppState {
         blobs: BlobStore,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, aloft_store::DbError> {
-        let served = Arc::new(Served::load(&db).await?);
-        let config_cache_bytes = config.asset_cache_bytes;
-        let state = Self {
-            config: Arc::new(config),
+        let served = Served::load(&db).await?;
+        let bytes_cache = crate::protocol::bytes_cache::BytesCache::new(config.asset_cache_bytes);
+        let state = Self(Arc::new(Shared {
+            config,
             db,
             blobs,
             served,
-            blob_cache: Arc::default(),
+            blob_cache: RwLock::default(),
             publish_lock: Arc::default(),
-            compression: Arc::new(Semaphore::new(1)),
+            compression: Semaphore::new(1),
             metrics,
-            health: Arc::default(),
-            bytes_cache: Arc::new(crate::protocol::bytes_cache::BytesCache::new(config_cache_bytes)),
-            request_metrics: Arc::default(),
-        };
+            health: crate::sync::Health::default(),
+            bytes_cache,
+            request_metrics: crate::metrics::RequestMetrics::default(),
+        }));
         for hash in aloft_store::db::blobs::uncompressed(&state.db).await? {
             state.spawn_compression(hash);
         }

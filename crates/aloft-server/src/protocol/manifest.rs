@@ -7,14 +7,14 @@ use aloft_core::signature::ExpectSignature;
 use aloft_core::{ChannelName, Platform, RuntimeVersion};
 use aloft_store::db::updates::BodyKind;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::ApiPath;
-use crate::metrics;
+use crate::metrics::{ManifestKind, RequestMetrics};
 use crate::served::ServedUpdate;
 use crate::state::AppState;
 
@@ -119,8 +119,8 @@ fn protocol_headers(headers: &mut HeaderMap, protocol: u8) {
 }
 
 /// The no-update answer: 204 with `expo-protocol-version` (without it the client fails).
-fn no_update(protocol: u8) -> Response {
-    metrics::manifest_response("no-update");
+fn no_update(metrics: &RequestMetrics, protocol: u8) -> Response {
+    metrics.manifest_response(ManifestKind::NoUpdate);
     let mut response = StatusCode::NO_CONTENT.into_response();
     // A 204 is only understood as "nothing new" with a version > 0.
     protocol_headers(response.headers_mut(), protocol.max(1));
@@ -166,13 +166,19 @@ fn multipart(update: &ServedUpdate) -> Response {
 pub async fn get_manifest(
     State(state): State<AppState>,
     ApiPath(slug): ApiPath<String>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let query = query
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?
-        .0;
-    let check = Check::parse(&headers, &query)?;
+    // Headers are read in place: no copy of the header map per check.
+    let query = match request.uri().query() {
+        None => HashMap::new(),
+        Some(_) => {
+            Query::<HashMap<String, String>>::try_from_uri(request.uri())
+                .map_err(|e: QueryRejection| ApiError::bad_request("invalid_query", e.body_text()))?
+                .0
+        }
+    };
+    let check = Check::parse(request.headers(), &query)?;
+    let metrics = &state.request_metrics;
     let Some(&format) = check.formats.first() else {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
@@ -201,17 +207,17 @@ pub async fn get_manifest(
         )
         .and_then(|head| head.for_device(client_id))
     else {
-        return Ok(no_update(check.protocol));
+        return Ok(no_update(metrics, check.protocol));
     };
     // Protocol 0 has no "nothing new" answer; a v0 client compares ids itself.
     if check.protocol >= 1 && check.current_update_id == Some(update.id) {
-        return Ok(no_update(check.protocol));
+        return Ok(no_update(metrics, check.protocol));
     }
 
     if update.kind == BodyKind::Directive {
         // A device already running its embedded update has nothing to roll back.
         if check.current_update_id.is_some() && check.current_update_id == check.embedded_update_id {
-            return Ok(no_update(check.protocol));
+            return Ok(no_update(metrics, check.protocol));
         }
         if !check.formats.contains(&ManifestFormat::Multipart) {
             return Err(ApiError::new(
@@ -221,7 +227,7 @@ pub async fn get_manifest(
             ));
         }
         check_signature(&slug, &check, update)?;
-        metrics::manifest_response("directive");
+        metrics.manifest_response(ManifestKind::Directive);
         let mut response = multipart(update);
         // Directives exist from protocol 1 on, whatever the request declared.
         protocol_headers(response.headers_mut(), 1);
@@ -229,7 +235,7 @@ pub async fn get_manifest(
     }
 
     check_signature(&slug, &check, update)?;
-    metrics::manifest_response("update");
+    metrics.manifest_response(ManifestKind::Update);
     let mut response = match format {
         ManifestFormat::Multipart => multipart(update),
         ManifestFormat::ExpoJson | ManifestFormat::Json => {
