@@ -190,10 +190,17 @@ pub struct Served {
 
 impl Served {
     pub async fn load(db: &Database) -> Result<Self, DbError> {
-        let mut map = HashMap::new();
-        for app in apps::list(db).await? {
-            map.insert(app.slug.to_string(), Arc::new(ServedApp::load(db, app.id).await?));
-        }
+        use futures::{StreamExt, TryStreamExt};
+        // A few apps at a time: each load is a handful of queries, and the pool runs them on
+        // as many connections (SQLite connections each have their own thread).
+        let map = futures::stream::iter(apps::list(db).await?)
+            .map(|app| async move {
+                let loaded = ServedApp::load(db, app.id).await?;
+                Ok::<_, DbError>((app.slug.to_string(), Arc::new(loaded)))
+            })
+            .buffer_unordered(4)
+            .try_collect::<HashMap<_, _>>()
+            .await?;
         Ok(Self {
             apps: ArcSwap::from_pointee(map),
         })

@@ -306,6 +306,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
     let metrics = aloft_server::install_recorder().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+    // Histogram samples pile up in the recorder until drained; without this, a server nobody
+    // scrapes grows by a few bytes per request forever.
+    tokio::spawn({
+        let metrics = metrics.clone();
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                metrics.run_upkeep();
+            }
+        }
+    });
     let config = ServerConfig {
         asset_base_url: settings.asset_base_url.clone(),
         asset_delivery: settings.asset_delivery,

@@ -466,16 +466,21 @@ pub struct Head {
 
 /// The two newest served updates of every (branch, platform, runtime version) of the app.
 pub async fn heads(db: &Database, app_id: i64) -> Result<Vec<Head>, DbError> {
-    // Rank on narrow columns first (the `updates_by_head` index order), then read bodies for the
-    // two newest per key only: an app with thousands of updates reads a handful of manifests.
+    // Rank on narrow columns first, read from the `updates_ranking` index alone (the table rows
+    // carry manifest bodies), then read bodies for the two newest per key only: an app with
+    // thousands of updates reads a handful of manifests. Filtering on the app's branches (not
+    // `g.app_id`, which has to be read per row) keeps the scan to that app's index range, and
+    // disabled groups are a short list (`update_groups_disabled`), not a join per update.
     let rows = sqlx::query(
         "SELECT u.branch_id, u.group_id, u.id, u.platform, u.runtime_version, u.created_at, u.manifest, \
                 u.signature, u.keyid, u.kind, u.republished_from, g.rollout_percentage, g.rollout_salt, ranked.rn \
          FROM ( \
            SELECT u.id, ROW_NUMBER() OVER (PARTITION BY u.branch_id, u.platform, u.runtime_version \
                                            ORDER BY u.created_at DESC, u.id DESC) AS rn \
-           FROM updates u JOIN update_groups g ON g.id = u.group_id \
-           WHERE g.app_id = $1 AND g.disabled_at IS NULL AND u.withdrawn_at IS NULL) AS ranked \
+           FROM updates u \
+           WHERE u.branch_id IN (SELECT id FROM branches WHERE app_id = $1) \
+             AND u.group_id NOT IN (SELECT id FROM update_groups WHERE app_id = $1 AND disabled_at IS NOT NULL) \
+             AND u.withdrawn_at IS NULL) AS ranked \
          JOIN updates u ON u.id = ranked.id JOIN update_groups g ON g.id = u.group_id \
          WHERE ranked.rn <= 2",
     )
