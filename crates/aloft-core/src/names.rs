@@ -30,6 +30,16 @@ macro_rules! name_type {
                 }
             }
 
+            /// Checks a borrowed value without taking a copy (the update check's hot path).
+            pub fn validate(value: &str) -> Result<&str, NameError> {
+                let check: fn(&str) -> bool = $check;
+                if check(value) {
+                    Ok(value)
+                } else {
+                    Err(NameError { kind: $kind, value: value.to_owned(), rule: $rule })
+                }
+            }
+
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -121,5 +131,26 @@ mod tests {
         assert!(RuntimeVersion::parse("exposdk:50.0.0").is_ok());
         assert!(RuntimeVersion::parse("1.0 .0").is_err());
         assert!(RuntimeVersion::parse("").is_err());
+    }
+
+    #[test]
+    fn validate_agrees_with_parse() {
+        for value in ["production", "release/1.2", "..", "a b", "", "exposdk:50.0.0", "1.0 .0"] {
+            assert_eq!(
+                ChannelName::validate(value).is_ok(),
+                ChannelName::parse(value).is_ok(),
+                "{value:?}"
+            );
+            assert_eq!(
+                RuntimeVersion::validate(value).is_ok(),
+                RuntimeVersion::parse(value).is_ok(),
+                "{value:?}"
+            );
+            assert_eq!(
+                ChannelName::validate(value).err(),
+                ChannelName::parse(value).err(),
+                "{value:?}"
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod error;
 mod extract;
+pub mod front;
 pub(crate) mod metrics;
 pub mod protocol;
 pub mod served;
@@ -19,11 +20,17 @@ use axum::Router;
 use axum::routing::get;
 
 pub use error::ApiError;
+pub use front::{Front, serve};
 pub use metrics::install_recorder;
 pub use state::{AppState, AssetDelivery, ServerConfig};
 
-/// The whole application: device protocol, management API, health and metrics.
-pub fn app(state: AppState) -> Router {
+/// The whole application: device protocol, management API, health and metrics. Update checks
+/// take the front lane; the rest goes to the router.
+pub fn app(state: AppState) -> Front {
+    Front::new(state.clone(), router(state))
+}
+
+fn router(state: AppState) -> Router {
     Router::new()
         .merge(protocol::routes())
         .nest("/api/v1", api::routes())

@@ -778,6 +778,70 @@ async fn json_negotiation() {
     assert_eq!(manifest_part(&r).body, multipart_body);
 }
 
+/// A `GET` of `/apps/{slug}/manifest` is answered by the front lane; an encoded slug or a `HEAD`
+/// goes through the router. Both must give the same answer, byte for byte.
+#[tokio::test]
+async fn front_lane_and_router_answer_checks_alike() {
+    let (env, p) = published_env().await;
+    let id = p.group.updates[0].id.to_string();
+    let checks = [
+        Check::ios(),
+        Check::ios().set("expo-current-update-id", &id),
+        Check::ios().set("accept", "application/json"),
+        Check::ios().set("expo-platform", "web"),
+        Check::ios().set("expo-channel-name", "nope"),
+        Check::ios()
+            .unset("expo-runtime-version")
+            .query("runtime-version=1.0.0"),
+    ];
+    for check in &checks {
+        let headers: Vec<(&str, &str)> = check.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let suffix = if check.query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", check.query)
+        };
+        let mut front = env.get(&format!("/apps/demo/manifest{suffix}"), &headers).await;
+        let mut routed = env.get(&format!("/apps/%64emo/manifest{suffix}"), &headers).await;
+        // axum's handlers state the length; hyper writes it from the body's exact size when a
+        // response has none, so on the wire both carry the same content-length.
+        for r in [&mut front, &mut routed] {
+            if let Some(length) = r.headers.remove("content-length") {
+                assert_eq!(length.to_str().unwrap(), r.body.len().to_string());
+            }
+        }
+        assert_eq!(front.status, routed.status, "{:?}", check.headers);
+        assert_eq!(front.headers, routed.headers, "{:?}", check.headers);
+        assert_eq!(front.body, routed.body, "{:?}", check.headers);
+        let head = env
+            .request(Method::HEAD, &format!("/apps/demo/manifest{suffix}"), &headers)
+            .await;
+        assert_eq!(head.status, front.status);
+        assert!(head.body.is_empty());
+    }
+    let statuses: Vec<u16> = [200, 204, 200, 400, 404, 200].to_vec();
+    let mut got = Vec::new();
+    for check in &checks {
+        got.push(env.check("demo", check).await.status.as_u16());
+    }
+    assert_eq!(got, statuses);
+
+    // A repeated header: the first value counts, in both lanes (only iOS is published).
+    for path in ["/apps/demo/manifest", "/apps/%64emo/manifest"] {
+        for (first, second, status) in [("ios", "android", 200), ("android", "ios", 204)] {
+            let mut req = Request::builder().method(Method::GET).uri(path);
+            for (k, v) in &Check::new(first, "1.0.0").headers {
+                req = req.header(k, v);
+            }
+            let r = env
+                .send(req.header("expo-platform", second).body(Body::empty()).unwrap())
+                .await;
+            assert_eq!(r.status, status, "{path}: the first expo-platform ({first}) counts");
+        }
+    }
+    assert_eq!(manifest_json(&env.check("demo", &Check::ios()).await)["id"], id);
+}
+
 #[tokio::test]
 async fn current_update_id_equal_to_the_head_is_204() {
     let (env, p) = published_env().await;

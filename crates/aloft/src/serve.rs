@@ -342,8 +342,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     // A machine-readable line on stdout, for scripts and tests that start on port 0.
     println!("listening on http://{bound}");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
+    // Idle keep-alive connections close at once; requests in flight get up to 30 s.
+    aloft_server::serve(listener, app, shutdown, std::time::Duration::from_secs(30))
         .await
         .context("serving")?;
     db.close().await;

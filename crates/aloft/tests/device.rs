@@ -341,7 +341,10 @@ async fn health_metrics_and_logs() {
     assert_eq!(reply.status, 200);
     let text = String::from_utf8(reply.body).unwrap();
     assert!(text.contains("aloft_http_requests_total"), "{text}");
-    assert!(text.contains(r#"route="/apps/{slug}/manifest""#), "{text}");
+    assert!(
+        text.contains(r#"aloft_http_requests_total{route="/apps/{slug}/manifest",method="GET",status="204"} 1"#),
+        "{text}"
+    );
     assert!(
         text.contains(r#"aloft_manifest_responses_total{kind="no-update"} 1"#),
         "{text}"

@@ -8,7 +8,7 @@ use aloft_core::{ChannelName, Platform, RuntimeVersion};
 use aloft_store::db::updates::BodyKind;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
@@ -18,22 +18,59 @@ use crate::metrics::{ManifestKind, RequestMetrics};
 use crate::served::ServedUpdate;
 use crate::state::AppState;
 
-/// A manifest request, validated.
+/// A manifest request, validated; borrows from the request.
 #[derive(Debug)]
-struct Check {
+struct Check<'a> {
     platform: Platform,
-    runtime_version: RuntimeVersion,
-    channel: Option<ChannelName>,
+    runtime_version: &'a str,
+    channel: Option<&'a str>,
     current_update_id: Option<Uuid>,
     embedded_update_id: Option<Uuid>,
-    client_id: Option<String>,
+    client_id: Option<&'a str>,
     expect_signature: Option<ExpectSignature>,
     protocol: u8,
     formats: Vec<ManifestFormat>,
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
-    match headers.get(name) {
+/// The request headers a check reads, found in one pass over the header map (the first value
+/// of each, as `HeaderMap::get` would give) instead of one hashed lookup per name.
+#[derive(Default)]
+struct CheckHeaders<'a> {
+    protocol_version: Option<&'a HeaderValue>,
+    platform: Option<&'a HeaderValue>,
+    runtime_version: Option<&'a HeaderValue>,
+    channel: Option<&'a HeaderValue>,
+    current_update_id: Option<&'a HeaderValue>,
+    embedded_update_id: Option<&'a HeaderValue>,
+    client_id: Option<&'a HeaderValue>,
+    expect_signature: Option<&'a HeaderValue>,
+    accept: Option<&'a HeaderValue>,
+}
+
+impl<'a> CheckHeaders<'a> {
+    fn scan(headers: &'a HeaderMap) -> Self {
+        let mut found = Self::default();
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                "expo-protocol-version" => &mut found.protocol_version,
+                "expo-platform" => &mut found.platform,
+                "expo-runtime-version" => &mut found.runtime_version,
+                "expo-channel-name" => &mut found.channel,
+                "expo-current-update-id" => &mut found.current_update_id,
+                "expo-embedded-update-id" => &mut found.embedded_update_id,
+                "eas-client-id" => &mut found.client_id,
+                "expo-expect-signature" => &mut found.expect_signature,
+                "accept" => &mut found.accept,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        found
+    }
+}
+
+fn header_str<'a>(value: Option<&'a HeaderValue>, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match value {
         None => Ok(None),
         Some(v) => v
             .to_str()
@@ -42,14 +79,13 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
     }
 }
 
-impl Check {
-    fn parse(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Self, ApiError> {
-        let from = |header: &str, param: &str| -> Result<Option<String>, ApiError> {
-            Ok(header_str(headers, header)?
-                .map(str::to_owned)
-                .or_else(|| query.get(param).cloned()))
+impl<'a> Check<'a> {
+    fn parse(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Result<Self, ApiError> {
+        let found = CheckHeaders::scan(headers);
+        let from = |value: Option<&'a HeaderValue>, header: &str, param: &str| -> Result<Option<&'a str>, ApiError> {
+            Ok(header_str(value, header)?.or_else(|| query.get(param).map(String::as_str)))
         };
-        let protocol = match header_str(headers, "expo-protocol-version")? {
+        let protocol = match header_str(found.protocol_version, "expo-protocol-version")? {
             None | Some("0") => 0,
             Some("1") => 1,
             Some(other) => {
@@ -59,7 +95,7 @@ impl Check {
                 ));
             }
         };
-        let platform = from("expo-platform", "platform")?
+        let platform = from(found.platform, "expo-platform", "platform")?
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "missing_platform",
@@ -68,35 +104,44 @@ impl Check {
             })?
             .parse::<Platform>()
             .map_err(|e| ApiError::bad_request("invalid_platform", e.to_string()))?;
-        let runtime_version = from("expo-runtime-version", "runtime-version")?
+        let runtime_version = from(found.runtime_version, "expo-runtime-version", "runtime-version")?
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
                 ApiError::bad_request("missing_runtime_version", "the expo-runtime-version header is required")
             })
             .and_then(|s| {
-                RuntimeVersion::parse(s).map_err(|e| ApiError::bad_request("invalid_runtime_version", e.to_string()))
+                RuntimeVersion::validate(s).map_err(|e| ApiError::bad_request("invalid_runtime_version", e.to_string()))
             })?;
-        let channel = from("expo-channel-name", "channel")?
-            .map(|s| ChannelName::parse(s).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string())))
+        let channel = from(found.channel, "expo-channel-name", "channel")?
+            .map(|s| ChannelName::validate(s).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string())))
             .transpose()?;
-        let uuid_header = |name: &'static str, code: &'static str| -> Result<Option<Uuid>, ApiError> {
-            header_str(headers, name)?
+        let uuid_header = |value: Option<&HeaderValue>,
+                           name: &'static str,
+                           code: &'static str|
+         -> Result<Option<Uuid>, ApiError> {
+            header_str(value, name)?
                 .map(|s| Uuid::parse_str(s).map_err(|_| ApiError::bad_request(code, format!("{name} must be a UUID"))))
                 .transpose()
         };
-        let current_update_id = uuid_header("expo-current-update-id", "invalid_current_update_id")?;
-        let embedded_update_id = uuid_header("expo-embedded-update-id", "invalid_embedded_update_id")?;
-        let client_id = header_str(headers, "eas-client-id")?
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned);
-        let expect_signature = headers
-            .get("expo-expect-signature")
+        let current_update_id = uuid_header(
+            found.current_update_id,
+            "expo-current-update-id",
+            "invalid_current_update_id",
+        )?;
+        let embedded_update_id = uuid_header(
+            found.embedded_update_id,
+            "expo-embedded-update-id",
+            "invalid_embedded_update_id",
+        )?;
+        let client_id = header_str(found.client_id, "eas-client-id")?.filter(|s| !s.is_empty());
+        let expect_signature = found
+            .expect_signature
             .map(|v| {
                 ExpectSignature::parse(v.as_bytes())
                     .map_err(|e| ApiError::bad_request("invalid_expect_signature", e.to_string()))
             })
             .transpose()?;
-        let formats = negotiate(header_str(headers, header::ACCEPT.as_str())?);
+        let formats = negotiate(header_str(found.accept, header::ACCEPT.as_str())?);
         Ok(Self {
             platform,
             runtime_version,
@@ -163,21 +208,28 @@ fn multipart(update: &ServedUpdate) -> Response {
     response
 }
 
+/// The router's handler: HEAD, and paths the front lane leaves to the router (percent-encoded
+/// slugs). GETs are normally answered by [`answer`] straight from the front lane.
 pub async fn get_manifest(
     State(state): State<AppState>,
     ApiPath(slug): ApiPath<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    answer(&state, &slug, request.uri(), request.headers())
+}
+
+/// Answers an update check from memory: no I/O, so no await.
+pub(crate) fn answer(state: &AppState, slug: &str, uri: &Uri, headers: &HeaderMap) -> Result<Response, ApiError> {
     // Headers are read in place: no copy of the header map per check.
-    let query = match request.uri().query() {
+    let query = match uri.query() {
         None => HashMap::new(),
         Some(_) => {
-            Query::<HashMap<String, String>>::try_from_uri(request.uri())
+            Query::<HashMap<String, String>>::try_from_uri(uri)
                 .map_err(|e: QueryRejection| ApiError::bad_request("invalid_query", e.body_text()))?
                 .0
         }
     };
-    let check = Check::parse(request.headers(), &query)?;
+    let check = Check::parse(headers, &query)?;
     let metrics = &state.request_metrics;
     let Some(&format) = check.formats.first() else {
         return Err(ApiError::new(
@@ -188,23 +240,15 @@ pub async fn get_manifest(
     };
     let app = state
         .served
-        .app(&slug)
+        .app(slug)
         .ok_or_else(|| ApiError::not_found("app_not_found", format!("no app {slug:?} on this server")))?;
-    let channel = check
-        .channel
-        .as_ref()
-        .map(ChannelName::as_str)
-        .unwrap_or(&app.default_channel);
+    let channel = check.channel.unwrap_or(&app.default_channel);
     let route = app
         .route(channel)
         .ok_or_else(|| ApiError::not_found("channel_not_found", format!("app {slug:?} has no channel {channel:?}")))?;
-    let client_id = check.client_id.as_deref();
+    let client_id = check.client_id;
     let Some(update) = app
-        .head(
-            route.branch_for(client_id),
-            check.platform,
-            check.runtime_version.as_str(),
-        )
+        .head(route.branch_for(client_id), check.platform, check.runtime_version)
         .and_then(|head| head.for_device(client_id))
     else {
         return Ok(no_update(metrics, check.protocol));
@@ -226,7 +270,7 @@ pub async fn get_manifest(
                 "the channel's answer is a rollBackToEmbedded directive, which only multipart/mixed can carry",
             ));
         }
-        check_signature(&slug, &check, update)?;
+        check_signature(slug, &check, update)?;
         metrics.manifest_response(ManifestKind::Directive);
         let mut response = multipart(update);
         // Directives exist from protocol 1 on, whatever the request declared.
@@ -234,7 +278,7 @@ pub async fn get_manifest(
         return Ok(response);
     }
 
-    check_signature(&slug, &check, update)?;
+    check_signature(slug, &check, update)?;
     metrics.manifest_response(ManifestKind::Update);
     let mut response = match format {
         ManifestFormat::Multipart => multipart(update),

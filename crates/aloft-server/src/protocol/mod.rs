@@ -2,7 +2,7 @@
 
 mod assets;
 pub mod bytes_cache;
-mod manifest;
+pub(crate) mod manifest;
 
 use axum::Router;
 use axum::routing::get;
@@ -11,6 +11,6 @@ use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/apps/{slug}/manifest", get(manifest::get_manifest))
+        .route(crate::metrics::MANIFEST_ROUTE, get(manifest::get_manifest))
         .route("/assets/{file}", get(assets::get_asset))
 }

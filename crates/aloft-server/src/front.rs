@@ -1,0 +1,141 @@
+//! The front of the server: the service every connection calls, and the HTTP/1.1 accept loop.
+//!
+//! Update checks are nearly all of the traffic and are answered from memory, so a `GET` of
+//! `/apps/{slug}/manifest` is answered here directly, without the router's matching, middleware
+//! and boxed futures. Everything else, and any request this lane does not recognise exactly
+//! (`HEAD`, percent-encoded slugs), goes to the router, which answers the manifest route the
+//! same way through the same [`manifest::answer`].
+
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
+use bytes::Bytes;
+use futures::future::Either;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::metrics;
+use crate::protocol::manifest;
+use crate::state::AppState;
+
+/// The whole application as one service: the front lane for update checks, then the router.
+#[derive(Clone)]
+pub struct Front {
+    state: AppState,
+    router: Router,
+    peer: Option<SocketAddr>,
+}
+
+impl Front {
+    pub(crate) fn new(state: AppState, router: Router) -> Self {
+        Self {
+            state,
+            router,
+            peer: None,
+        }
+    }
+
+    /// The service for one connection: the router's handlers see the peer address as
+    /// `ConnectInfo`, as with axum's own server.
+    pub fn for_peer(&self, peer: SocketAddr) -> Self {
+        Self {
+            peer: Some(peer),
+            ..self.clone()
+        }
+    }
+
+    /// The slug of a `GET /apps/{slug}/manifest` this lane answers itself.
+    fn manifest_slug<B>(request: &Request<B>) -> Option<&str> {
+        if request.method() != Method::GET {
+            return None;
+        }
+        let slug = request.uri().path().strip_prefix("/apps/")?.strip_suffix("/manifest")?;
+        // Anything unusual (an empty or encoded slug, a deeper path) is the router's to answer.
+        (!slug.is_empty() && !slug.bytes().any(|b| b == b'/' || b == b'%')).then_some(slug)
+    }
+}
+
+impl<B> tower::Service<Request<B>> for Front
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, RouteFuture<Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if let Some(slug) = Self::manifest_slug(&request) {
+            let start = Instant::now();
+            let response = manifest::answer(&self.state, slug, request.uri(), request.headers())
+                .unwrap_or_else(IntoResponse::into_response);
+            metrics::track_manifest_get(&self.state, request.uri().path(), &response, start);
+            return Either::Left(ready(Ok(response)));
+        }
+        if let Some(peer) = self.peer {
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
+        // The router is always ready (axum documents it), so it is called without poll_ready.
+        Either::Right(tower::Service::call(&mut self.router, request))
+    }
+}
+
+/// Accepts connections and serves HTTP/1.1 on them until `shutdown` completes, then lets the
+/// requests in flight finish (up to `drain`) before returning.
+pub async fn serve(
+    listener: TcpListener,
+    front: Front,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> io::Result<()> {
+    let http = hyper::server::conn::http1::Builder::new();
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors or memory: wait instead of spinning. Errors of a
+                    // single connection (reset before accept) just skip it.
+                    if !matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) {
+                        tracing::warn!(error = %e, "accepting a connection failed; retrying shortly");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Answers are written whole in one call; Nagle would only delay the last segment.
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(front.for_peer(peer));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still in flight after {drain:?}; stopping anyway");
+    }
+    Ok(())
+}
