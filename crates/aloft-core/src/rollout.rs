@@ -21,8 +21,13 @@ pub fn bucket(salt: &str, client_id: &str) -> u32 {
     let mut hasher = Sha256::new();
     hasher.update(salt.as_bytes());
     hasher.update(b":");
-    for b in client_id.trim().bytes() {
-        hasher.update([b.to_ascii_lowercase()]);
+    // Lower-cased in chunks on the stack: the hasher is fed a few slices, not one call per byte.
+    let mut chunk = [0u8; 64];
+    for part in client_id.trim().as_bytes().chunks(chunk.len()) {
+        let lower = &mut chunk[..part.len()];
+        lower.copy_from_slice(part);
+        lower.make_ascii_lowercase();
+        hasher.update(lower);
     }
     let digest = hasher.finalize();
     let n = u64::from_be_bytes([
@@ -50,6 +55,19 @@ mod tests {
         assert_eq!(bucket(salt, upper), bucket(salt, &upper.to_lowercase()));
         assert_eq!(bucket(salt, upper), bucket(salt, upper));
         assert_ne!(bucket("s1", upper), bucket("s2", upper), "salts decorrelate rollouts");
+    }
+
+    #[test]
+    fn buckets_are_fixed() {
+        // Pinned values: a change here would move devices between the sides of live rollouts.
+        let digest = Sha256::digest(b"s1:0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d");
+        let expected = (u64::from_be_bytes(digest[..8].try_into().unwrap()) % u64::from(BUCKETS)) as u32;
+        assert_eq!(bucket("s1", "0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D"), expected);
+        // Ids longer than one stack chunk hash the same as their lower-cased whole.
+        let long = "AbC".repeat(50);
+        let digest = Sha256::digest(format!("salt:{}", long.to_lowercase()).as_bytes());
+        let expected = (u64::from_be_bytes(digest[..8].try_into().unwrap()) % u64::from(BUCKETS)) as u32;
+        assert_eq!(bucket("salt", &format!("  {long} ")), expected);
     }
 
     #[test]

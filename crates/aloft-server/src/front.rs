@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::http::{Method, Request};
+use axum::http::header::HOST;
+use axum::http::{Method, Request, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
 use bytes::Bytes;
@@ -26,6 +27,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::error::ApiError;
 use crate::metrics;
 use crate::protocol::manifest;
 use crate::state::AppState;
@@ -81,6 +83,12 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // HTTP/1.1 makes Host mandatory and a server must refuse a request without it (RFC 9112
+        // section 3.2). Checked on network connections only: in-process callers have no Host.
+        if self.peer.is_some() && request.version() == Version::HTTP_11 && !request.headers().contains_key(HOST) {
+            let response = ApiError::bad_request("missing_host", "an HTTP/1.1 request needs a Host header");
+            return Either::Left(ready(Ok(response.into_response())));
+        }
         if let Some(slug) = Self::manifest_slug(&request) {
             let start = Instant::now();
             let response = manifest::answer(&self.state, slug, request.uri(), request.headers())

@@ -62,13 +62,13 @@ impl ServedUpdate {
 
 /// The newest served update of a (branch, platform, runtime version). When its group is being
 /// rolled out, devices outside the rollout get `control` (or nothing newer, when it is `None`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Head {
     pub update: Arc<ServedUpdate>,
     pub rollout: Option<HeadRollout>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HeadRollout {
     pub percentage: u8,
     pub salt: String,
@@ -182,10 +182,129 @@ impl ServedApp {
     }
 }
 
+/// What one (app, channel, platform, runtime version) serves, resolved in advance: the
+/// channel's branch (or the two sides of its branch rollout) and that branch's head.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The channel's branch rollout: devices in it are served `rolled`, the rest `main`.
+    branch_rollout: Option<(u8, String)>,
+    main: Option<Head>,
+    rolled: Option<Head>,
+}
+
+impl Resolved {
+    /// The update this device gets, as `ServedApp::route` + `ServedApp::head` would decide.
+    pub fn for_device(&self, client_id: Option<&str>) -> Option<&Arc<ServedUpdate>> {
+        let head = match &self.branch_rollout {
+            Some((percentage, salt)) if rollout::is_in(salt, client_id, *percentage) => self.rolled.as_ref(),
+            _ => self.main.as_ref(),
+        }?;
+        head.for_device(client_id)
+    }
+}
+
+/// One consistent view of every app, and an index of every key a device can ask for.
+///
+/// The index exists for memory locality: a check with a known key reads one small map whose
+/// entries were built together, instead of walking app, channel, branch, platform and runtime
+/// version maps scattered across the heap between manifest bodies (with hundreds of apps, those
+/// cache and TLB misses cost a third of the check).
+#[derive(Default)]
+pub struct Snapshot {
+    apps: HashMap<String, Arc<ServedApp>>,
+    /// `slug \n channel \n platform \n runtime version`; the channel is empty for requests
+    /// that name none (the app's default channel).
+    index: HashMap<Box<str>, Resolved>,
+}
+
+/// Longest index key looked up without allocating; longer keys are not indexed-looked-up
+/// (names are far shorter: slugs 64, channels 128, runtime versions 256 bytes at most).
+const KEY_BUFFER: usize = 512;
+
+impl Snapshot {
+    fn new(apps: HashMap<String, Arc<ServedApp>>) -> Self {
+        let mut index = HashMap::new();
+        for app in apps.values() {
+            app.index_into(&mut index);
+        }
+        Self { apps, index }
+    }
+
+    pub fn app(&self, slug: &str) -> Option<&Arc<ServedApp>> {
+        self.apps.get(slug)
+    }
+
+    /// The resolved entry for a check, or `None` when the key is not indexed: an unknown app or
+    /// channel, or nothing published for this platform and runtime version.
+    pub fn resolve(
+        &self,
+        slug: &str,
+        channel: Option<&str>,
+        platform: Platform,
+        runtime_version: &str,
+    ) -> Option<&Resolved> {
+        let mut buffer = [0u8; KEY_BUFFER];
+        let mut len = 0;
+        for (i, part) in [slug, channel.unwrap_or(""), platform.as_str(), runtime_version]
+            .into_iter()
+            .enumerate()
+        {
+            let sep = usize::from(i > 0);
+            let end = len + sep + part.len();
+            if end > KEY_BUFFER {
+                return None;
+            }
+            if sep == 1 {
+                buffer[len] = b'\n';
+            }
+            buffer[len + sep..end].copy_from_slice(part.as_bytes());
+            len = end;
+        }
+        let key = std::str::from_utf8(&buffer[..len]).ok()?;
+        self.index.get(key)
+    }
+}
+
+fn index_key(slug: &str, channel: &str, platform: Platform, runtime_version: &str) -> Box<str> {
+    format!("{slug}\n{channel}\n{}\n{runtime_version}", platform.as_str()).into_boxed_str()
+}
+
+impl ServedApp {
+    /// Adds an entry for every (channel, platform, runtime version) this app can answer with
+    /// an update; requests for its default channel without a channel name get the same entries
+    /// under the empty channel.
+    fn index_into(&self, index: &mut HashMap<Box<str>, Resolved>) {
+        let mut channels: Vec<(&str, &Route)> = self.channels.iter().map(|(n, r)| (n.as_str(), r)).collect();
+        if let Some(route) = self.channels.get(&self.default_channel) {
+            channels.push(("", route));
+        }
+        let slug = self.slug.as_str();
+        for (channel, route) in channels {
+            let rolled_branch = route.rollout.as_ref().map(|(branch, _, _)| *branch);
+            let mut keys: Vec<(Platform, &str)> = Vec::new();
+            for branch in std::iter::once(route.branch).chain(rolled_branch) {
+                for (platform, by_rv) in self.heads.get(&branch).into_iter().flatten() {
+                    keys.extend(by_rv.keys().map(|rv| (*platform, rv.as_str())));
+                }
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            for (platform, rv) in keys {
+                let resolved = Resolved {
+                    branch_rollout: route.rollout.as_ref().map(|(_, pct, salt)| (*pct, salt.clone())),
+                    main: self.head(route.branch, platform, rv).cloned(),
+                    rolled: rolled_branch.and_then(|b| self.head(b, platform, rv).cloned()),
+                };
+                index.insert(index_key(slug, channel, platform, rv), resolved);
+            }
+        }
+    }
+}
+
 /// All apps, swapped whole when one changes, so readers never wait and never see half a state.
 #[derive(Default)]
 pub struct Served {
-    apps: ArcSwap<HashMap<String, Arc<ServedApp>>>,
+    current: ArcSwap<Snapshot>,
 }
 
 impl Served {
@@ -202,22 +321,185 @@ impl Served {
             .try_collect::<HashMap<_, _>>()
             .await?;
         Ok(Self {
-            apps: ArcSwap::from_pointee(map),
+            current: ArcSwap::from_pointee(Snapshot::new(map)),
         })
     }
 
+    /// The current state, for answering one request.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
     pub fn app(&self, slug: &str) -> Option<Arc<ServedApp>> {
-        self.apps.load().get(slug).cloned()
+        self.current.load().app(slug).cloned()
     }
 
     /// Re-reads one app after a committed change and publishes the new state atomically.
     pub async fn refresh(&self, db: &Database, app_id: i64) -> Result<(), DbError> {
         let app = Arc::new(ServedApp::load(db, app_id).await?);
-        self.apps.rcu(|current| {
-            let mut next = HashMap::clone(current);
+        self.current.rcu(|current| {
+            let mut next = HashMap::clone(&current.apps);
             next.insert(app.slug.to_string(), app.clone());
-            next
+            Snapshot::new(next)
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aloft_core::RuntimeVersion;
+
+    fn update(n: u128) -> Arc<ServedUpdate> {
+        Arc::new(ServedUpdate::prepare(
+            updates::StoredUpdate {
+                id: Uuid::from_u128(n),
+                origin: Uuid::from_u128(n),
+                platform: Platform::Ios,
+                runtime_version: RuntimeVersion::parse("1").unwrap(),
+                body: format!("{{\"n\":{n}}}").into_bytes(),
+                signature: None,
+            },
+            BodyKind::Manifest,
+        ))
+    }
+
+    fn head(n: u128, rollout: Option<(u8, &str, Option<u128>)>) -> Head {
+        Head {
+            update: update(n),
+            rollout: rollout.map(|(percentage, salt, control)| HeadRollout {
+                percentage,
+                salt: salt.to_owned(),
+                control: control.map(update),
+            }),
+        }
+    }
+
+    /// An app with a plain channel, a channel in a branch rollout, a group rollout with and
+    /// without a control, two runtime versions and a platform missing on one branch.
+    fn app() -> ServedApp {
+        let mut heads: HashMap<i64, Heads> = HashMap::new();
+        let b1 = heads.entry(1).or_default();
+        b1.entry(Platform::Ios)
+            .or_default()
+            .insert("1.0".into(), head(11, None));
+        b1.entry(Platform::Ios)
+            .or_default()
+            .insert("2.0".into(), head(12, Some((30, "g1", Some(13)))));
+        b1.entry(Platform::Android)
+            .or_default()
+            .insert("1.0".into(), head(14, Some((50, "g2", None))));
+        let b2 = heads.entry(2).or_default();
+        b2.entry(Platform::Ios)
+            .or_default()
+            .insert("1.0".into(), head(21, None));
+        b2.entry(Platform::Ios)
+            .or_default()
+            .insert("3.0".into(), head(22, None));
+        let channels = HashMap::from([
+            (
+                "production".to_owned(),
+                Route {
+                    branch: 1,
+                    rollout: None,
+                },
+            ),
+            (
+                "staging".to_owned(),
+                Route {
+                    branch: 2,
+                    rollout: None,
+                },
+            ),
+            (
+                "beta".to_owned(),
+                Route {
+                    branch: 1,
+                    rollout: Some((2, 40, "c1".to_owned())),
+                },
+            ),
+            (
+                "empty".to_owned(),
+                Route {
+                    branch: 9,
+                    rollout: None,
+                },
+            ),
+        ]);
+        ServedApp {
+            id: 1,
+            slug: AppSlug::parse("demo").unwrap(),
+            revision: 1,
+            default_channel: "production".into(),
+            channels,
+            heads,
+        }
+    }
+
+    /// What the per-app maps decide: the reference the index must agree with.
+    fn slow(
+        app: &ServedApp,
+        channel: Option<&str>,
+        platform: Platform,
+        rv: &str,
+        client: Option<&str>,
+    ) -> Option<Option<Uuid>> {
+        let route = app.route(channel.unwrap_or(&app.default_channel))?;
+        Some(
+            app.head(route.branch_for(client), platform, rv)
+                .and_then(|h| h.for_device(client))
+                .map(|u| u.id),
+        )
+    }
+
+    #[test]
+    fn the_index_decides_as_the_per_app_maps_do() {
+        let snapshot = Snapshot::new(HashMap::from([("demo".to_owned(), Arc::new(app()))]));
+        let app = snapshot.app("demo").unwrap().clone();
+        let clients: Vec<Option<String>> = std::iter::once(None)
+            .chain((0..400).map(|i| Some(format!("{i:08X}-0000-4000-8000-000000000000"))))
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for channel in [
+            None,
+            Some("production"),
+            Some("staging"),
+            Some("beta"),
+            Some("empty"),
+            Some("nope"),
+        ] {
+            for platform in [Platform::Ios, Platform::Android] {
+                for rv in ["1.0", "2.0", "3.0", "4.0"] {
+                    for client in &clients {
+                        let client = client.as_deref();
+                        let expected = slow(&app, channel, platform, rv, client);
+                        let got = snapshot
+                            .resolve("demo", channel, platform, rv)
+                            .map(|r| r.for_device(client));
+                        match (expected, got) {
+                            // Not indexed: the caller's slow path answers (404 or no update).
+                            (None, None) | (Some(None), None) => {}
+                            (Some(e), Some(g)) => {
+                                assert_eq!(e, g.map(|u| u.id), "{channel:?} {platform} {rv} {client:?}")
+                            }
+                            (e, g) => panic!(
+                                "{channel:?} {platform} {rv} {client:?}: {e:?} vs {:?}",
+                                g.map(|u| u.map(|u| u.id))
+                            ),
+                        }
+                        seen.insert(got.flatten().map(|u| u.id.as_u128()));
+                    }
+                }
+            }
+        }
+        // Every head, control and rollout side was reached, and no-update answers happened.
+        for n in [11, 12, 13, 14, 21, 22] {
+            assert!(seen.contains(&Some(n)), "update {n} never served");
+        }
+        assert!(seen.contains(&None));
+        assert!(snapshot.resolve("other", None, Platform::Ios, "1.0").is_none());
+        let long = "x".repeat(KEY_BUFFER);
+        assert!(snapshot.resolve("demo", None, Platform::Ios, &long).is_none());
     }
 }

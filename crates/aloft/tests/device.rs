@@ -352,3 +352,61 @@ async fn health_metrics_and_logs() {
     assert!(text.contains("aloft_http_request_duration_seconds_bucket"), "{text}");
     assert!(text.contains("aloft_http_response_bytes_total"), "{text}");
 }
+
+/// Sends raw bytes on one connection and reads until at least `answers` status lines arrived and
+/// the peer then stayed quiet for 300 ms (or closed); returns everything read.
+fn raw_exchange(base: &str, request: &[u8], answers: usize) -> String {
+    use std::io::{Read, Write};
+    let addr = base.strip_prefix("http://").unwrap();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while std::time::Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) if String::from_utf8_lossy(&got).matches("HTTP/1.").count() >= answers => break,
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn http_framing_on_the_wire() {
+    let setup = Setup::new();
+    setup.publish(&make_export(setup.dir.path(), "wire", RV), "production", true, &[]);
+    let base = setup.server.base.clone();
+    let check: String = device_headers("ios", RV, "production")
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        // HTTP/1.1 without Host: refused with a JSON error, as RFC 9112 requires.
+        let reply = raw_exchange(&base, b"GET /apps/demo/manifest HTTP/1.1\r\n\r\n", 1);
+        assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+        assert!(reply.contains(r#""code":"missing_host""#), "{reply}");
+        // HTTP/1.0 has no Host requirement.
+        let reply = raw_exchange(&base, b"GET /healthz HTTP/1.0\r\n\r\n", 1);
+        assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+        // Two checks pipelined on one keep-alive connection: both answered in order, each with
+        // its length, so the client can frame them.
+        let one = format!("GET /apps/demo/manifest HTTP/1.1\r\nHost: ota.test\r\n{check}\r\n");
+        let reply = raw_exchange(&base, format!("{one}{one}").as_bytes(), 2);
+        let heads: Vec<&str> = reply.matches("HTTP/1.1 200 OK\r\n").collect();
+        assert_eq!(heads.len(), 2, "{reply}");
+        let lengths: Vec<&str> = reply
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("content-length:"))
+            .collect();
+        assert_eq!(lengths.len(), 2, "{reply}");
+        assert_eq!(lengths[0], lengths[1]);
+    })
+    .await
+    .unwrap();
+}

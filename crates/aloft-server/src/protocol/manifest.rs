@@ -238,19 +238,24 @@ pub(crate) fn answer(state: &AppState, slug: &str, uri: &Uri, headers: &HeaderMa
             "accept none of multipart/mixed, application/expo+json, application/json",
         ));
     };
-    let app = state
-        .served
-        .app(slug)
-        .ok_or_else(|| ApiError::not_found("app_not_found", format!("no app {slug:?} on this server")))?;
-    let channel = check.channel.unwrap_or(&app.default_channel);
-    let route = app
-        .route(channel)
-        .ok_or_else(|| ApiError::not_found("channel_not_found", format!("app {slug:?} has no channel {channel:?}")))?;
+    let snapshot = state.served.snapshot();
     let client_id = check.client_id;
-    let Some(update) = app
-        .head(route.branch_for(client_id), check.platform, check.runtime_version)
-        .and_then(|head| head.for_device(client_id))
-    else {
+    let update = match snapshot.resolve(slug, check.channel, check.platform, check.runtime_version) {
+        Some(resolved) => resolved.for_device(client_id),
+        None => {
+            // Not in the index: an unknown app or channel, or nothing for this platform and
+            // runtime version on the channel's branches.
+            let app = snapshot
+                .app(slug)
+                .ok_or_else(|| ApiError::not_found("app_not_found", format!("no app {slug:?} on this server")))?;
+            let channel = check.channel.unwrap_or(&app.default_channel);
+            app.route(channel).ok_or_else(|| {
+                ApiError::not_found("channel_not_found", format!("app {slug:?} has no channel {channel:?}"))
+            })?;
+            None
+        }
+    };
+    let Some(update) = update else {
         return Ok(no_update(metrics, check.protocol));
     };
     // Protocol 0 has no "nothing new" answer; a v0 client compares ids itself.
