@@ -23,7 +23,6 @@ use axum::routing::future::RouteFuture;
 use bytes::Bytes;
 use futures::future::Either;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
@@ -31,6 +30,7 @@ use crate::error::ApiError;
 use crate::metrics;
 use crate::protocol::manifest;
 use crate::state::AppState;
+use crate::wire::{self, Outcome, Rewind};
 
 /// The whole application as one service: the front lane for update checks, then the router.
 #[derive(Clone)]
@@ -58,13 +58,22 @@ impl Front {
         }
     }
 
+    pub(crate) fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// The slug of a `GET /apps/{slug}/manifest` this lane answers itself.
     fn manifest_slug<B>(request: &Request<B>) -> Option<&str> {
         if request.method() != Method::GET {
             return None;
         }
-        let slug = request.uri().path().strip_prefix("/apps/")?.strip_suffix("/manifest")?;
-        // Anything unusual (an empty or encoded slug, a deeper path) is the router's to answer.
+        Self::manifest_slug_of(request.uri().path())
+    }
+
+    /// The slug in a manifest path the fast lanes answer. Anything unusual (an empty or encoded
+    /// slug, a deeper path) is the router's to answer.
+    pub(crate) fn manifest_slug_of(path: &str) -> Option<&str> {
+        let slug = path.strip_prefix("/apps/")?.strip_suffix("/manifest")?;
         (!slug.is_empty() && !slug.bytes().any(|b| b == b'/' || b == b'%')).then_some(slug)
     }
 }
@@ -106,6 +115,9 @@ where
 
 /// Accepts connections and serves HTTP/1.1 on them until `shutdown` completes, then lets the
 /// requests in flight finish (up to `drain`) before returning.
+///
+/// Every connection starts in the wire lane (`wire.rs`), which answers plain update checks
+/// straight off the socket; the first other request hands the connection to hyper.
 pub async fn serve(
     listener: TcpListener,
     front: Front,
@@ -113,7 +125,8 @@ pub async fn serve(
     drain: Duration,
 ) -> io::Result<()> {
     let http = hyper::server::conn::http1::Builder::new();
-    let graceful = GracefulShutdown::new();
+    // Each connection holds a receiver: `closed()` on the sender is "every connection ended".
+    let (stop, stopped) = tokio::sync::watch::channel(());
     let mut shutdown = pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -133,16 +146,42 @@ pub async fn serve(
         };
         // Answers are written whole in one call; Nagle would only delay the last segment.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(front.for_peer(peer));
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let front = front.for_peer(peer);
+        let http = http.clone();
+        let mut signal = stopped.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            let (stream, read) = match wire::run(stream, &front, &mut signal).await {
+                Ok(Outcome::HandOver(stream, read)) => (stream, read),
+                Ok(Outcome::Closed) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    return;
+                }
+            };
+            let service = TowerToHyperService::new(front);
+            let mut connection = pin!(http.serve_connection(TokioIo::new(Rewind::new(stream, read)), service));
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    // Idle keep-alive connections close now; a request in flight finishes first.
+                    _ = signal.changed(), if !stopping => {
+                        stopping = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    drop(stopped);
+    let _ = stop.send(());
+    if tokio::time::timeout(drain, stop.closed()).await.is_err() {
         tracing::warn!("requests still in flight after {drain:?}; stopping anyway");
     }
     Ok(())

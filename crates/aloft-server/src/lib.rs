@@ -15,6 +15,7 @@ pub mod served;
 pub mod service;
 mod state;
 pub mod sync;
+mod wire;
 
 use axum::Router;
 use axum::routing::get;

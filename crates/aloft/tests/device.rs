@@ -410,3 +410,151 @@ async fn http_framing_on_the_wire() {
     .await
     .unwrap();
 }
+
+/// A raw response without its `date` line (it differs between two answers).
+fn without_date(reply: &str) -> String {
+    reply
+        .split("\r\n")
+        .filter(|line| !line.to_ascii_lowercase().starts_with("date:"))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// Plain checks are answered by the wire lane; an encoded slug takes hyper and the router. Every
+/// kind of answer must be the same bytes on the wire, whichever lane gives it.
+#[tokio::test]
+async fn wire_lane_and_hyper_answer_alike() {
+    let setup = Setup::new();
+    let published = setup.publish(&make_export(setup.dir.path(), "lanes", RV), "production", true, &[]);
+    let id_of = |platform: &str| -> String {
+        published["updates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["platform"] == platform)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (ios_id, android_id) = (id_of("ios"), id_of("android"));
+    // Android, already running the newest: the no-update answer.
+    let android_current = with(
+        device_headers("android", RV, "production"),
+        "expo-current-update-id",
+        &android_id,
+    );
+    let base = setup.server.base.clone();
+    let headers = |h: Vec<(String, String)>| -> String { h.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect() };
+    let plain = device_headers("ios", RV, "production");
+    let cases = vec![
+        ("manifest", headers(plain.clone()), "HTTP/1.1 200"),
+        (
+            "bad platform",
+            headers(with(plain.clone(), "expo-platform", "web")),
+            "HTTP/1.1 400",
+        ),
+        (
+            "unknown channel",
+            headers(with(plain.clone(), "expo-channel-name", "nope")),
+            "HTTP/1.1 404",
+        ),
+        (
+            "html only",
+            headers(with(plain.clone(), "accept", "text/html")),
+            "HTTP/1.1 406",
+        ),
+        (
+            "up to date",
+            headers(with(plain.clone(), "expo-current-update-id", &ios_id)),
+            "HTTP/1.1 204",
+        ),
+        (
+            "upper-case id",
+            headers(with(plain.clone(), "expo-current-update-id", &ios_id.to_uppercase())),
+            "HTTP/1.1 204",
+        ),
+        (
+            "android",
+            headers(device_headers("android", RV, "production")),
+            "HTTP/1.1 200",
+        ),
+    ];
+    tokio::task::spawn_blocking(move || {
+        for (what, headers, status) in cases {
+            let wire = raw_exchange(
+                &base,
+                format!("GET /apps/demo/manifest HTTP/1.1\r\nHost: t\r\n{headers}\r\n").as_bytes(),
+                1,
+            );
+            let hyper = raw_exchange(
+                &base,
+                format!("GET /apps/%64emo/manifest HTTP/1.1\r\nHost: t\r\n{headers}\r\n").as_bytes(),
+                1,
+            );
+            assert!(wire.starts_with(status), "{what}: {wire}");
+            assert!(wire.to_ascii_lowercase().contains("\r\ndate: "), "{what}: {wire}");
+            assert_eq!(without_date(&wire), without_date(&hyper), "{what}");
+        }
+
+        // A request written a few bytes at a time is read whole.
+        let request = format!(
+            "GET /apps/demo/manifest HTTP/1.1\r\nHost: t\r\n{}\r\n",
+            headers(device_headers("ios", RV, "production"))
+        );
+        let addr = base.strip_prefix("http://").unwrap();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        use std::io::{Read, Write};
+        for chunk in request.as_bytes().chunks(7) {
+            stream.write_all(chunk).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+
+        // Pipelined: a check, then a request only hyper answers, then a check again on the
+        // connection hyper now owns. All three in order.
+        let check = format!(
+            "GET /apps/demo/manifest HTTP/1.1\r\nHost: t\r\n{}\r\n",
+            headers(android_current.clone())
+        );
+        let reply = raw_exchange(
+            &base,
+            format!("{check}GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n{check}").as_bytes(),
+            3,
+        );
+        let statuses: Vec<&str> = reply.matches("HTTP/1.1 ").collect();
+        assert_eq!(statuses.len(), 3, "{reply}");
+        let first = reply.find("HTTP/1.1 204").unwrap();
+        let health = reply.find("HTTP/1.1 200 OK").unwrap();
+        let last = reply.rfind("HTTP/1.1 204").unwrap();
+        assert!(first < health && health < last, "{reply}");
+        assert!(reply.contains("\r\n\r\nok\n"), "{reply}");
+
+        // `Connection: close` is honoured: the answer, then the end of the stream.
+        let reply = raw_exchange(
+            &base,
+            format!(
+                "GET /apps/demo/manifest HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{}\r\n",
+                headers(android_current.clone())
+            )
+            .as_bytes(),
+            1,
+        );
+        assert!(reply.starts_with("HTTP/1.1 204"), "{reply}");
+        assert!(reply.to_ascii_lowercase().contains("connection: close"), "{reply}");
+    })
+    .await
+    .unwrap();
+}

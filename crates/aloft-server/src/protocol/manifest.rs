@@ -32,57 +32,72 @@ struct Check<'a> {
     formats: Vec<ManifestFormat>,
 }
 
-/// The request headers a check reads, found in one pass over the header map (the first value
-/// of each, as `HeaderMap::get` would give) instead of one hashed lookup per name.
+/// The request headers a check reads, found in one pass over the request's headers (the first
+/// value of each, as `HeaderMap::get` would give) instead of one hashed lookup per name.
 #[derive(Default)]
-struct CheckHeaders<'a> {
-    protocol_version: Option<&'a HeaderValue>,
-    platform: Option<&'a HeaderValue>,
-    runtime_version: Option<&'a HeaderValue>,
-    channel: Option<&'a HeaderValue>,
-    current_update_id: Option<&'a HeaderValue>,
-    embedded_update_id: Option<&'a HeaderValue>,
-    client_id: Option<&'a HeaderValue>,
-    expect_signature: Option<&'a HeaderValue>,
-    accept: Option<&'a HeaderValue>,
+pub(crate) struct CheckHeaders<'a> {
+    protocol_version: Option<&'a [u8]>,
+    platform: Option<&'a [u8]>,
+    runtime_version: Option<&'a [u8]>,
+    channel: Option<&'a [u8]>,
+    current_update_id: Option<&'a [u8]>,
+    embedded_update_id: Option<&'a [u8]>,
+    client_id: Option<&'a [u8]>,
+    expect_signature: Option<&'a [u8]>,
+    accept: Option<&'a [u8]>,
 }
 
 impl<'a> CheckHeaders<'a> {
-    fn scan(headers: &'a HeaderMap) -> Self {
+    pub(crate) fn scan(headers: &'a HeaderMap) -> Self {
+        Self::from_pairs(headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())))
+    }
+
+    /// From raw (name, value) pairs in request order; names in any case.
+    pub(crate) fn from_pairs(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Self {
         let mut found = Self::default();
-        for (name, value) in headers {
-            let slot = match name.as_str() {
-                "expo-protocol-version" => &mut found.protocol_version,
-                "expo-platform" => &mut found.platform,
-                "expo-runtime-version" => &mut found.runtime_version,
-                "expo-channel-name" => &mut found.channel,
-                "expo-current-update-id" => &mut found.current_update_id,
-                "expo-embedded-update-id" => &mut found.embedded_update_id,
-                "eas-client-id" => &mut found.client_id,
-                "expo-expect-signature" => &mut found.expect_signature,
-                "accept" => &mut found.accept,
-                _ => continue,
-            };
-            slot.get_or_insert(value);
+        for (name, value) in pairs {
+            if let Some(slot) = found.slot(name) {
+                slot.get_or_insert(value);
+            }
         }
         found
     }
+
+    fn slot(&mut self, name: &[u8]) -> Option<&mut Option<&'a [u8]>> {
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        Some(match name.len() {
+            6 if is("accept") => &mut self.accept,
+            13 if is("expo-platform") => &mut self.platform,
+            13 if is("eas-client-id") => &mut self.client_id,
+            17 if is("expo-channel-name") => &mut self.channel,
+            20 if is("expo-runtime-version") => &mut self.runtime_version,
+            21 if is("expo-protocol-version") => &mut self.protocol_version,
+            21 if is("expo-expect-signature") => &mut self.expect_signature,
+            22 if is("expo-current-update-id") => &mut self.current_update_id,
+            23 if is("expo-embedded-update-id") => &mut self.embedded_update_id,
+            _ => return None,
+        })
+    }
 }
 
-fn header_str<'a>(value: Option<&'a HeaderValue>, name: &str) -> Result<Option<&'a str>, ApiError> {
+/// A header value as text: visible ASCII (and tabs) only, as `HeaderValue::to_str` accepts,
+/// trimmed.
+fn header_str<'a>(value: Option<&'a [u8]>, name: &str) -> Result<Option<&'a str>, ApiError> {
     match value {
         None => Ok(None),
         Some(v) => v
-            .to_str()
+            .iter()
+            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+            .then(|| std::str::from_utf8(v).ok())
+            .flatten()
             .map(|s| Some(s.trim()))
-            .map_err(|_| ApiError::bad_request("invalid_header", format!("header {name} is not visible ASCII"))),
+            .ok_or_else(|| ApiError::bad_request("invalid_header", format!("header {name} is not visible ASCII"))),
     }
 }
 
 impl<'a> Check<'a> {
-    fn parse(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Result<Self, ApiError> {
-        let found = CheckHeaders::scan(headers);
-        let from = |value: Option<&'a HeaderValue>, header: &str, param: &str| -> Result<Option<&'a str>, ApiError> {
+    fn parse(found: CheckHeaders<'a>, query: &'a HashMap<String, String>) -> Result<Self, ApiError> {
+        let from = |value: Option<&'a [u8]>, header: &str, param: &str| -> Result<Option<&'a str>, ApiError> {
             Ok(header_str(value, header)?.or_else(|| query.get(param).map(String::as_str)))
         };
         let protocol = match header_str(found.protocol_version, "expo-protocol-version")? {
@@ -115,7 +130,7 @@ impl<'a> Check<'a> {
         let channel = from(found.channel, "expo-channel-name", "channel")?
             .map(|s| ChannelName::validate(s).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string())))
             .transpose()?;
-        let uuid_header = |value: Option<&HeaderValue>,
+        let uuid_header = |value: Option<&[u8]>,
                            name: &'static str,
                            code: &'static str|
          -> Result<Option<Uuid>, ApiError> {
@@ -137,8 +152,7 @@ impl<'a> Check<'a> {
         let expect_signature = found
             .expect_signature
             .map(|v| {
-                ExpectSignature::parse(v.as_bytes())
-                    .map_err(|e| ApiError::bad_request("invalid_expect_signature", e.to_string()))
+                ExpectSignature::parse(v).map_err(|e| ApiError::bad_request("invalid_expect_signature", e.to_string()))
             })
             .transpose()?;
         let formats = negotiate(header_str(found.accept, header::ACCEPT.as_str())?);
@@ -220,16 +234,28 @@ pub async fn get_manifest(
 
 /// Answers an update check from memory: no I/O, so no await.
 pub(crate) fn answer(state: &AppState, slug: &str, uri: &Uri, headers: &HeaderMap) -> Result<Response, ApiError> {
+    answer_parts(state, slug, uri.query(), CheckHeaders::scan(headers))
+}
+
+/// [`answer`] from the request's parts: the query string and the headers a check reads.
+pub(crate) fn answer_parts(
+    state: &AppState,
+    slug: &str,
+    query: Option<&str>,
+    found: CheckHeaders<'_>,
+) -> Result<Response, ApiError> {
     // Headers are read in place: no copy of the header map per check.
-    let query = match uri.query() {
+    let query = match query {
         None => HashMap::new(),
-        Some(_) => {
-            Query::<HashMap<String, String>>::try_from_uri(uri)
+        Some(q) => {
+            let uri =
+                Uri::try_from(format!("/?{q}")).map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+            Query::<HashMap<String, String>>::try_from_uri(&uri)
                 .map_err(|e: QueryRejection| ApiError::bad_request("invalid_query", e.body_text()))?
                 .0
         }
     };
-    let check = Check::parse(headers, &query)?;
+    let check = Check::parse(found, &query)?;
     let metrics = &state.request_metrics;
     let Some(&format) = check.formats.first() else {
         return Err(ApiError::new(

@@ -1,0 +1,247 @@
+//! The wire lane: update checks read and answered straight off the socket.
+//!
+//! Each connection starts here. Requests are parsed in place with `httparse` (no header map, no
+//! allocation per header) and a plain `GET /apps/{slug}/manifest` over HTTP/1.1 is answered by
+//! [`manifest::answer_parts`], the same function every other lane uses. The first request that
+//! is anything else (another path, a body, `Connection: close`, HTTP/1.0, a malformed or huge
+//! head) hands the connection, with the bytes already read, to hyper and the router for the
+//! rest of its life. So this lane only ever handles the one request shape it fully
+//! understands; hyper handles all of HTTP/1.1.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use axum::http::StatusCode;
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::front::Front;
+use crate::metrics;
+use crate::protocol::manifest::{self, CheckHeaders};
+
+/// Headers parsed per request; a request with more goes to hyper.
+const MAX_HEADERS: usize = 64;
+/// A request head longer than this goes to hyper (which answers 431 beyond its own limit).
+const MAX_HEAD: usize = 16 * 1024;
+
+/// What the wire lane made of a connection.
+pub(crate) enum Outcome {
+    /// The peer closed the connection, or the server is shutting down.
+    Closed,
+    /// A request this lane does not answer: hyper takes the connection from here, starting
+    /// with these bytes.
+    HandOver(TcpStream, Bytes),
+}
+
+/// Answers update checks on `stream` until the peer closes, the server shuts down, or a request
+/// needs hyper.
+pub(crate) async fn run(
+    mut stream: TcpStream,
+    front: &Front,
+    shutdown: &mut tokio::sync::watch::Receiver<()>,
+) -> io::Result<Outcome> {
+    let mut buf = BytesMut::with_capacity(2048);
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        // Answer every complete request already read (pipelining), in order.
+        loop {
+            match answer_one(front, &buf, &mut out).await {
+                Step::Answered(consumed) => buf.advance(consumed),
+                Step::NeedMore => break,
+                Step::HandOver => {
+                    stream.write_all(&out).await?;
+                    return Ok(Outcome::HandOver(stream, buf.freeze()));
+                }
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        if buf.len() >= MAX_HEAD {
+            return Ok(Outcome::HandOver(stream, buf.freeze()));
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        tokio::select! {
+            read = stream.read_buf(&mut buf) => {
+                if read? == 0 {
+                    return Ok(Outcome::Closed);
+                }
+            }
+            // Between requests: nothing in flight, so shutting down just closes.
+            _ = shutdown.changed(), if buf.is_empty() => return Ok(Outcome::Closed),
+        }
+    }
+}
+
+enum Step {
+    /// One request was answered; this many bytes of the buffer were its head.
+    Answered(usize),
+    NeedMore,
+    HandOver,
+}
+
+async fn answer_one(front: &Front, buf: &[u8], out: &mut Vec<u8>) -> Step {
+    if buf.is_empty() {
+        return Step::NeedMore;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let consumed = match request.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Step::NeedMore,
+        // Malformed, or too many headers: hyper gives the proper error.
+        Err(_) => return Step::HandOver,
+    };
+    let (Some("GET"), Some(target), Some(1)) = (request.method, request.path, request.version) else {
+        return Step::HandOver;
+    };
+    // Only the shape devices send: a slug of plain name characters and no query string. The
+    // rest (queries, odd characters that hyper's URI parser judges) is hyper's.
+    let path = target;
+    let Some(slug) = Front::manifest_slug_of(path).filter(|slug| {
+        slug.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }) else {
+        return Step::HandOver;
+    };
+    let mut has_host = false;
+    for h in request.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            has_host = true;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            if h.value.iter().any(|&b| b != b'0') || h.value.is_empty() {
+                return Step::HandOver;
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || (name.eq_ignore_ascii_case(b"connection") && !h.value.eq_ignore_ascii_case(b"keep-alive"))
+        {
+            return Step::HandOver;
+        }
+    }
+    if !has_host {
+        return Step::HandOver;
+    }
+
+    let start = Instant::now();
+    let found = CheckHeaders::from_pairs(request.headers.iter().map(|h| (h.name.as_bytes(), h.value)));
+    let state = front.state();
+    let response = manifest::answer_parts(state, slug, None, found).unwrap_or_else(|e| {
+        use axum::response::IntoResponse;
+        e.into_response()
+    });
+    metrics::track_manifest_get(state, path, &response, start);
+    let (parts, body) = response.into_parts();
+    // Manifest, no-update and error bodies are all in memory: collecting is immediate.
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    write_head(out, parts.status, &parts.headers, body.len());
+    out.extend_from_slice(&body);
+    Step::Answered(consumed)
+}
+
+/// The status line and headers, as hyper would write them: the response's headers, then
+/// `content-length` (none on a 204) and `date`.
+fn write_head(out: &mut Vec<u8>, status: StatusCode, headers: &axum::http::HeaderMap, length: usize) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == axum::http::header::CONTENT_LENGTH {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if status != StatusCode::NO_CONTENT {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(length.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"date: ");
+    date(|d| out.extend_from_slice(d));
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// The `Date` value, formatted once a second per thread.
+fn date(f: impl FnOnce(&[u8])) {
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second {
+            *cached = (second, httpdate::fmt_http_date(now));
+        }
+        f(cached.1.as_bytes());
+    });
+}
+
+/// A stream that first replays bytes already read from it: how hyper is handed a connection
+/// the wire lane has started reading.
+pub(crate) struct Rewind {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl Rewind {
+    pub(crate) fn new(inner: TcpStream, prefix: Bytes) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(out.remaining());
+            out.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
