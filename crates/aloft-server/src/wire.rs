@@ -60,7 +60,12 @@ pub(crate) async fn run(
         }
         if !out.is_empty() {
             stream.write_all(&out).await?;
-            out.clear();
+            // Idle connections keep no manifest-sized buffer (a 204 fits in the small one).
+            if out.capacity() > 1024 {
+                out = Vec::new();
+            } else {
+                out.clear();
+            }
         }
         if buf.len() >= MAX_HEAD {
             return Ok(Outcome::HandOver(stream, buf.freeze()));
