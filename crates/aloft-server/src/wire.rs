@@ -45,7 +45,10 @@ pub(crate) async fn run(
     shutdown: &mut tokio::sync::watch::Receiver<()>,
 ) -> io::Result<Outcome> {
     let mut buf = BytesMut::with_capacity(2048);
-    let mut out: Vec<u8> = Vec::new();
+    // Answers not yet written: heads (with small bodies inline) and large bodies as they are
+    // held in memory, written together with one vectored write. A manifest body is sent from
+    // where it lives instead of being copied next to its head first.
+    let mut out = Output::default();
     loop {
         // Answer every complete request already read (pipelining), in order.
         loop {
@@ -53,20 +56,12 @@ pub(crate) async fn run(
                 Step::Answered(consumed) => buf.advance(consumed),
                 Step::NeedMore => break,
                 Step::HandOver => {
-                    stream.write_all(&out).await?;
+                    out.flush(&mut stream).await?;
                     return Ok(Outcome::HandOver(stream, buf.freeze()));
                 }
             }
         }
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            // Idle connections keep no manifest-sized buffer (a 204 fits in the small one).
-            if out.capacity() > 1024 {
-                out = Vec::new();
-            } else {
-                out.clear();
-            }
-        }
+        out.flush(&mut stream).await?;
         if buf.len() >= MAX_HEAD {
             return Ok(Outcome::HandOver(stream, buf.freeze()));
         }
@@ -92,7 +87,7 @@ enum Step {
     HandOver,
 }
 
-async fn answer_one(front: &Front, buf: &[u8], out: &mut Vec<u8>) -> Step {
+async fn answer_one(front: &Front, buf: &[u8], out: &mut Output) -> Step {
     if buf.is_empty() {
         return Step::NeedMore;
     }
@@ -151,14 +146,61 @@ async fn answer_one(front: &Front, buf: &[u8], out: &mut Vec<u8>) -> Step {
         Ok(collected) => collected.to_bytes(),
         Err(_) => Bytes::new(),
     };
-    write_head(out, parts.status, &parts.headers, body.len());
-    out.extend_from_slice(&body);
+    out.push(parts.status, &parts.headers, body);
     Step::Answered(consumed)
+}
+
+/// Bodies up to this size are copied after their head; larger ones are written from where
+/// they are.
+const INLINE_BODY: usize = 512;
+
+/// Answers waiting to be written, in order.
+#[derive(Default)]
+struct Output {
+    segments: std::collections::VecDeque<Bytes>,
+    head: Vec<u8>,
+}
+
+impl Output {
+    fn push(&mut self, status: StatusCode, headers: &axum::http::HeaderMap, body: Bytes) {
+        write_head(&mut self.head, status, headers, body.len());
+        if body.len() <= INLINE_BODY {
+            self.head.extend_from_slice(&body);
+        } else {
+            self.segments.push_back(Bytes::from(std::mem::take(&mut self.head)));
+            self.segments.push_back(body);
+        }
+    }
+
+    async fn flush(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+        if !self.head.is_empty() {
+            self.segments.push_back(Bytes::from(std::mem::take(&mut self.head)));
+        }
+        while !self.segments.is_empty() {
+            let slices: Vec<io::IoSlice<'_>> = self.segments.iter().take(64).map(|b| io::IoSlice::new(b)).collect();
+            let mut written = stream.write_vectored(&slices).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            while written > 0 {
+                let Some(first) = self.segments.front_mut() else { break };
+                if written >= first.len() {
+                    written -= first.len();
+                    self.segments.pop_front();
+                } else {
+                    first.advance(written);
+                    written = 0;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The status line and headers, as hyper would write them: the response's headers, then
 /// `content-length` (none on a 204) and `date`.
 fn write_head(out: &mut Vec<u8>, status: StatusCode, headers: &axum::http::HeaderMap, length: usize) {
+    out.reserve(320 + headers.len() * 48);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
