@@ -2,7 +2,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use aloft_core::ContentHash;
-use aloft_store::db::blobs::BlobRecord;
 use aloft_store::{BlobStore, Database};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Mutex, Semaphore};
@@ -65,7 +64,7 @@ pub struct Shared {
     pub blobs: BlobStore,
     pub served: Served,
     /// Blob records whose variants are final, so an asset request needs no database query.
-    pub(crate) blob_cache: RwLock<std::collections::HashMap<ContentHash, BlobRecord>>,
+    pub(crate) blob_cache: RwLock<std::collections::HashMap<ContentHash, crate::protocol::assets::Servable>>,
     /// Publishes are serialised so `createdAt` is strictly increasing per app.
     pub(crate) publish_lock: Arc<Mutex<()>>,
     /// Compression runs one blob at a time, off the request path.

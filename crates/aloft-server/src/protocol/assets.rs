@@ -40,7 +40,7 @@ fn parse_file(file: &str) -> Result<(ContentHash, &'static str), ApiError> {
 }
 
 /// Picks the best stored encoding the client accepts: brotli, then gzip, then identity.
-fn choose_encoding(headers: &HeaderMap, blob: &BlobRecord) -> Encoding {
+fn choose_encoding(headers: &HeaderMap, blob: &Servable) -> Encoding {
     let Some(accept) = headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()) else {
         return Encoding::Identity;
     };
@@ -114,20 +114,39 @@ fn parse_range(headers: &HeaderMap, size: u64) -> RangeRequest {
     }
 }
 
-async fn blob_record(state: &AppState, hash: &ContentHash) -> Result<Option<BlobRecord>, ApiError> {
-    if let Some(rec) = state.blob_cache.read().ok().and_then(|c| c.get(hash).cloned()) {
-        return Ok(Some(rec));
+/// What serving an asset needs to know about its blob: its size per stored encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Servable {
+    pub size: u64,
+    pub br_size: Option<u64>,
+    pub gz_size: Option<u64>,
+}
+
+impl From<&BlobRecord> for Servable {
+    fn from(rec: &BlobRecord) -> Self {
+        Self {
+            size: rec.size,
+            br_size: rec.br_size,
+            gz_size: rec.gz_size,
+        }
+    }
+}
+
+async fn blob_record(state: &AppState, hash: &ContentHash) -> Result<Option<Servable>, ApiError> {
+    if let Some(servable) = state.blob_cache.read().ok().and_then(|c| c.get(hash).copied()) {
+        return Ok(Some(servable));
     }
     // While the database is known to be out of reach, go straight to storage.
     if state.health.database_ok() {
         match blobs::get(&state.db, hash).await {
             Ok(rec) => {
+                // Cached once its variants are settled; until then the next request asks again.
                 if let Some(rec) = rec.as_ref().filter(|r| r.compressed)
                     && let Ok(mut cache) = state.blob_cache.write()
                 {
-                    cache.insert(*hash, rec.clone());
+                    cache.insert(*hash, Servable::from(rec));
                 }
-                return Ok(rec);
+                return Ok(rec.as_ref().map(Servable::from));
             }
             Err(e) if !e.is_unavailable() => return Err(e.into()),
             Err(_) => {}
@@ -135,13 +154,10 @@ async fn blob_record(state: &AppState, hash: &ContentHash) -> Result<Option<Blob
     }
     // Without the database, the stored bytes themselves say whether the asset exists; its
     // compressed variants are unknown, so it is served as stored.
-    Ok(state.blobs.size(hash).await.ok().map(|size| BlobRecord {
-        hash: *hash,
-        md5: aloft_core::Md5Key::from_digest([0; 16]), // not needed to serve bytes
+    Ok(state.blobs.size(hash).await.ok().map(|size| Servable {
         size,
         br_size: None,
         gz_size: None,
-        compressed: false,
     }))
 }
 
@@ -312,13 +328,10 @@ mod tests {
 
     #[test]
     fn encodings() {
-        let blob = BlobRecord {
-            hash: ContentHash::of(b"x"),
-            md5: aloft_core::Md5Key::of(b"x"),
+        let blob = Servable {
             size: 100,
             br_size: Some(10),
             gz_size: Some(20),
-            compressed: true,
         };
         assert_eq!(
             choose_encoding(&headers(&[("accept-encoding", "gzip, br")]), &blob),
@@ -333,7 +346,7 @@ mod tests {
             Encoding::Gzip
         );
         assert_eq!(choose_encoding(&headers(&[]), &blob), Encoding::Identity);
-        let plain = BlobRecord {
+        let plain = Servable {
             br_size: None,
             gz_size: None,
             ..blob

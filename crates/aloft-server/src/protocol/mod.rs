@@ -1,6 +1,6 @@
 //! What devices call: the manifest endpoint and the asset endpoint (PROTOCOL.md §1-§5).
 
-mod assets;
+pub(crate) mod assets;
 pub mod bytes_cache;
 pub(crate) mod manifest;
 

@@ -39,19 +39,18 @@ macro_rules! select_channels {
 fn channel_from_row(r: &AnyRow) -> Result<Channel, DbError> {
     let rollout_branch_id: Option<i64> = r.try_get("rollout_branch_id")?;
     let rollout_branch: Option<String> = r.try_get("rollout_branch")?;
-    let pct: Option<i64> = r.try_get("rollout_percentage")?;
-    let salt: Option<String> = r.try_get("rollout_salt")?;
+    let spec = super::updates::RolloutSpec::from_row(r)?;
     Ok(Channel {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
         branch_id: r.try_get("branch_id")?,
         branch: r.try_get("branch")?,
-        rollout: match (rollout_branch_id, rollout_branch, pct, salt) {
-            (Some(branch_id), Some(branch), Some(p), Some(salt)) => Some(BranchRollout {
+        rollout: match (rollout_branch_id, rollout_branch, spec) {
+            (Some(branch_id), Some(branch), Some(spec)) => Some(BranchRollout {
                 branch_id,
                 branch,
-                percentage: p.clamp(0, 100) as u8,
-                salt,
+                percentage: spec.percentage,
+                salt: spec.salt,
             }),
             _ => None,
         },

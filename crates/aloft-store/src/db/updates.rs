@@ -75,6 +75,22 @@ pub struct RolloutSpec {
     pub salt: String,
 }
 
+impl RolloutSpec {
+    /// The `rollout_percentage` and `rollout_salt` columns of a row (a group's or a channel's):
+    /// a rollout when both are set.
+    pub(crate) fn from_row(r: &AnyRow) -> Result<Option<Self>, DbError> {
+        let percentage: Option<i64> = r.try_get("rollout_percentage")?;
+        let salt: Option<String> = r.try_get("rollout_salt")?;
+        Ok(match (percentage, salt) {
+            (Some(p), Some(salt)) => Some(Self {
+                percentage: p.clamp(0, 100) as u8,
+                salt,
+            }),
+            _ => None,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewUpdate {
     pub id: Uuid,
@@ -241,8 +257,6 @@ fn uuid(s: &str) -> Result<Uuid, DbError> {
 
 fn group_from_row(r: &AnyRow) -> Result<Group, DbError> {
     let id: String = r.try_get("id")?;
-    let pct: Option<i64> = r.try_get("rollout_percentage")?;
-    let salt: Option<String> = r.try_get("rollout_salt")?;
     let from: Option<String> = r.try_get("republished_from")?;
     let disabled_at: Option<i64> = r.try_get("disabled_at")?;
     let reason: Option<String> = r.try_get("disabled_reason")?;
@@ -256,13 +270,7 @@ fn group_from_row(r: &AnyRow) -> Result<Group, DbError> {
         message: r.try_get("message")?,
         created_at: Millis(r.try_get("created_at")?),
         published_by: r.try_get("published_by")?,
-        rollout: match (pct, salt) {
-            (Some(p), Some(salt)) => Some(RolloutSpec {
-                percentage: p.clamp(0, 100) as u8,
-                salt,
-            }),
-            _ => None,
-        },
+        rollout: RolloutSpec::from_row(r)?,
         republished_from: from.as_deref().map(uuid).transpose()?,
         disabled: disabled_at.map(|at| (Millis(at), reason.unwrap_or_default())),
         updates: Vec::new(),
@@ -491,8 +499,6 @@ pub async fn heads(db: &Database, app_id: i64) -> Result<Vec<Head>, DbError> {
         .map(|r| {
             let group_id: String = r.try_get("group_id")?;
             let kind: String = r.try_get("kind")?;
-            let pct: Option<i64> = r.try_get("rollout_percentage")?;
-            let salt: Option<String> = r.try_get("rollout_salt")?;
             Ok(Head {
                 branch_id: r.try_get("branch_id")?,
                 group_id: uuid(&group_id)?,
@@ -500,13 +506,7 @@ pub async fn heads(db: &Database, app_id: i64) -> Result<Vec<Head>, DbError> {
                 update: stored_from_row(r)?,
                 kind: BodyKind::parse(&kind),
                 created_at: Millis(r.try_get("created_at")?),
-                rollout: match (pct, salt) {
-                    (Some(p), Some(salt)) => Some(RolloutSpec {
-                        percentage: p.clamp(0, 100) as u8,
-                        salt,
-                    }),
-                    _ => None,
-                },
+                rollout: RolloutSpec::from_row(r)?,
             })
         })
         .collect()
