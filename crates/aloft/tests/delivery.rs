@@ -25,22 +25,7 @@ fn start(dir: &std::path::Path, location: &Location, extra: &[&str]) -> (Server,
 }
 
 fn publish(dir: &std::path::Path, server: &Server, token: &str, tag: &str) -> Value {
-    let export = make_export(dir, tag, RV);
-    let out = aloft_ok(&[
-        "publish",
-        "--server",
-        &server.base,
-        "--token",
-        token,
-        "--app",
-        "demo",
-        "--channel",
-        "production",
-        "--input",
-        export.to_str().unwrap(),
-        "--json",
-    ]);
-    serde_json::from_str(&out).unwrap()
+    publish_json(&server.base, token, &make_export(dir, tag, RV))
 }
 
 async fn manifest(server: &Server) -> Value {

@@ -12,18 +12,6 @@ use support::*;
 
 const RV: &str = "1.0.0";
 
-fn ios_id(published: &Value) -> String {
-    published["updates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["platform"] == "ios")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// `aloft publish` that must fail; returns its stderr.
 fn publish_fails(setup: &Setup, export: &std::path::Path, extra: &[&str]) -> String {
     let mut args = vec![

@@ -67,35 +67,8 @@ impl Cluster {
     }
 
     fn publish(&self, via: &Server, tag: &str) -> Value {
-        let export = make_export(self.dir.path(), tag, RV);
-        let out = aloft_ok(&[
-            "publish",
-            "--server",
-            &via.base,
-            "--token",
-            &self.token,
-            "--app",
-            "demo",
-            "--channel",
-            "production",
-            "--input",
-            export.to_str().unwrap(),
-            "--json",
-        ]);
-        serde_json::from_str(&out).unwrap()
+        publish_json(&via.base, &self.token, &make_export(self.dir.path(), tag, RV))
     }
-}
-
-fn ios_id(published: &Value) -> String {
-    published["updates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["platform"] == "ios")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 fn headers() -> Vec<(String, String)> {
@@ -350,21 +323,7 @@ async fn a_replica_without_its_database_keeps_serving_and_reports_degraded() {
     let server = Server::start_on(&dir.path().join("r"), "127.0.0.1:0", args);
     aloft_ok(&["apps", "create", "demo", "--server", &server.base, "--token", &token]);
     let export = make_export(dir.path(), "db-down", RV);
-    let out = aloft_ok(&[
-        "publish",
-        "--server",
-        &server.base,
-        "--token",
-        &token,
-        "--app",
-        "demo",
-        "--channel",
-        "production",
-        "--input",
-        export.to_str().unwrap(),
-        "--json",
-    ]);
-    let id = ios_id(&serde_json::from_str(&out).unwrap());
+    let id = ios_id(&publish_json(&server.base, &token, &export));
     assert_eq!(get(&format!("{}/readyz", server.base), &[]).await.status, 200);
 
     proxy.cut();
@@ -377,19 +336,7 @@ async fn a_replica_without_its_database_keeps_serving_and_reports_degraded() {
     let body: Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(body["status"], "degraded");
     // Publishing fails with a clear error.
-    let failed = aloft(&[
-        "publish",
-        "--server",
-        &server.base,
-        "--token",
-        &token,
-        "--app",
-        "demo",
-        "--channel",
-        "production",
-        "--input",
-        export.to_str().unwrap(),
-    ]);
+    let failed = aloft(&publish_args(&server.base, &token, "production", &export));
     assert!(!failed.status.success());
     let err = String::from_utf8_lossy(&failed.stderr);
     assert!(err.contains("database_unavailable") || err.contains("503"), "{err}");
@@ -402,20 +349,6 @@ async fn a_replica_without_its_database_keeps_serving_and_reports_degraded() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let again = make_export(dir.path(), "db-back", RV);
-    let out = aloft_ok(&[
-        "publish",
-        "--server",
-        &server.base,
-        "--token",
-        &token,
-        "--app",
-        "demo",
-        "--channel",
-        "production",
-        "--input",
-        again.to_str().unwrap(),
-        "--json",
-    ]);
-    let next = ios_id(&serde_json::from_str(&out).unwrap());
+    let next = ios_id(&publish_json(&server.base, &token, &again));
     assert_eq!(served(&server).await.unwrap()["id"], next.as_str());
 }

@@ -162,20 +162,8 @@ impl Setup {
 
     /// `aloft publish ... --json`, signed with the generated key unless `unsigned`.
     pub fn publish(&self, export: &Path, channel: &str, signed: bool, extra: &[&str]) -> Value {
-        let mut args = vec![
-            "publish",
-            "--server",
-            &self.server.base,
-            "--token",
-            &self.token,
-            "--app",
-            "demo",
-            "--channel",
-            channel,
-            "--input",
-            export.to_str().unwrap(),
-            "--json",
-        ];
+        let mut args = publish_args(&self.server.base, &self.token, channel, export);
+        args.push("--json");
         let key = self.key();
         if signed {
             args.extend(["--signing-key", &key, "--keyid", "main"]);
@@ -183,6 +171,43 @@ impl Setup {
         args.extend(extra);
         serde_json::from_str(&aloft_ok(&args)).expect("publish --json output")
     }
+}
+
+/// `aloft publish` of an export to a channel of the app `demo`.
+pub fn publish_args<'a>(base: &'a str, token: &'a str, channel: &'a str, export: &'a Path) -> Vec<&'a str> {
+    vec![
+        "publish",
+        "--server",
+        base,
+        "--token",
+        token,
+        "--app",
+        "demo",
+        "--channel",
+        channel,
+        "--input",
+        export.to_str().unwrap(),
+    ]
+}
+
+/// `aloft publish --json` of an export to `demo`'s production channel, unsigned: its output.
+pub fn publish_json(base: &str, token: &str, export: &Path) -> Value {
+    let mut args = publish_args(base, token, "production", export);
+    args.push("--json");
+    serde_json::from_str(&aloft_ok(&args)).expect("publish --json output")
+}
+
+/// The id of the iOS update in `aloft publish --json` output.
+pub fn ios_id(published: &Value) -> String {
+    published["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["platform"] == "ios")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 pub fn sha256_b64url(bytes: &[u8]) -> String {
