@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
 use bytes::Bytes;
 use futures::future::Either;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
@@ -118,13 +118,18 @@ where
 ///
 /// Every connection starts in the wire lane (`wire.rs`), which answers plain update checks
 /// straight off the socket; the first other request hands the connection to hyper.
+///
+/// A connection with no request for `idle` (or one sending a request head slowly) is closed:
+/// within one to two periods in the wire lane, after `idle` in hyper (its header-read timeout).
 pub async fn serve(
     listener: TcpListener,
     front: Front,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+    idle: Duration,
 ) -> io::Result<()> {
-    let http = hyper::server::conn::http1::Builder::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(idle);
     // Each connection holds a receiver: `closed()` on the sender is "every connection ended".
     let (stop, stopped) = tokio::sync::watch::channel(());
     let mut shutdown = pin!(shutdown);
@@ -150,7 +155,7 @@ pub async fn serve(
         let http = http.clone();
         let mut signal = stopped.clone();
         tokio::spawn(async move {
-            let (stream, read) = match wire::run(stream, &front, &mut signal).await {
+            let (stream, read) = match wire::run(stream, &front, &mut signal, idle).await {
                 Ok(Outcome::HandOver(stream, read)) => (stream, read),
                 Ok(Outcome::Closed) => return,
                 Err(e) => {

@@ -11,7 +11,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::StatusCode;
 use bytes::{Buf, Bytes, BytesMut};
@@ -39,11 +39,17 @@ pub(crate) enum Outcome {
 
 /// Answers update checks on `stream` until the peer closes, the server shuts down, or a request
 /// needs hyper.
+///
+/// A connection that gets no request answered for a whole `idle` period (idle, or trickling a
+/// request head) is closed within two periods. One timer per connection, not per request.
 pub(crate) async fn run(
     mut stream: TcpStream,
     front: &Front,
     shutdown: &mut tokio::sync::watch::Receiver<()>,
+    idle: Duration,
 ) -> io::Result<Outcome> {
+    let mut periods = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
+    let mut answered = false;
     let mut buf = BytesMut::with_capacity(2048);
     // Answers not yet written: heads (with small bodies inline) and large bodies as they are
     // held in memory, written together with one vectored write. A manifest body is sent from
@@ -53,7 +59,10 @@ pub(crate) async fn run(
         // Answer every complete request already read (pipelining), in order.
         loop {
             match answer_one(front, &buf, &mut out).await {
-                Step::Answered(consumed) => buf.advance(consumed),
+                Step::Answered(consumed) => {
+                    buf.advance(consumed);
+                    answered = true;
+                }
                 Step::NeedMore => break,
                 Step::HandOver => {
                     out.flush(&mut stream).await?;
@@ -76,6 +85,12 @@ pub(crate) async fn run(
             }
             // Between requests: nothing in flight, so shutting down just closes.
             _ = shutdown.changed(), if buf.is_empty() => return Ok(Outcome::Closed),
+            _ = periods.tick() => {
+                if !answered {
+                    return Ok(Outcome::Closed);
+                }
+                answered = false;
+            }
         }
     }
 }

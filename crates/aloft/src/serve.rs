@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Largest accepted upload of one file, in bytes [default: 268435456].
     #[arg(long, env = "ALOFT_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<u64>,
+    /// Close a connection that sends no request (or only part of one) for this long, in
+    /// seconds [default: 75].
+    #[arg(long, env = "ALOFT_IDLE_TIMEOUT_SECONDS")]
+    idle_timeout_seconds: Option<u64>,
     /// Log format [default: text].
     #[arg(long, env = "ALOFT_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -104,6 +108,7 @@ struct FileConfig {
     asset_cache_bytes: Option<usize>,
     public_url: Option<String>,
     max_upload_bytes: Option<u64>,
+    idle_timeout_seconds: Option<u64>,
     log_format: Option<LogFormat>,
 }
 
@@ -119,6 +124,7 @@ struct Settings {
     asset_cache_bytes: usize,
     public_url: Option<String>,
     max_upload_bytes: u64,
+    idle_timeout: std::time::Duration,
     log_format: LogFormat,
 }
 
@@ -141,6 +147,10 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         bail!("public-url must start with http:// or https://, got {url:?}");
     }
     let max_upload_bytes = args.max_upload_bytes.or(file.max_upload_bytes).unwrap_or(256 << 20);
+    let idle_timeout_seconds = args.idle_timeout_seconds.or(file.idle_timeout_seconds).unwrap_or(75);
+    if idle_timeout_seconds == 0 {
+        bail!("--idle-timeout-seconds must be at least 1");
+    }
     if max_upload_bytes == 0 {
         bail!("max-upload-bytes must be at least 1");
     }
@@ -200,6 +210,7 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         storage,
         public_url,
         max_upload_bytes,
+        idle_timeout: std::time::Duration::from_secs(idle_timeout_seconds),
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
     })
 }
@@ -343,9 +354,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // A machine-readable line on stdout, for scripts and tests that start on port 0.
     println!("listening on http://{bound}");
     // Idle keep-alive connections close at once; requests in flight get up to 30 s.
-    aloft_server::serve(listener, app, shutdown, std::time::Duration::from_secs(30))
-        .await
-        .context("serving")?;
+    aloft_server::serve(
+        listener,
+        app,
+        shutdown,
+        std::time::Duration::from_secs(30),
+        settings.idle_timeout,
+    )
+    .await
+    .context("serving")?;
     db.close().await;
     drop(lock);
     tracing::info!("stopped");

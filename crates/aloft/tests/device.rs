@@ -567,3 +567,65 @@ async fn wire_lane_and_hyper_answer_alike() {
     .await
     .unwrap();
 }
+
+/// Seconds until the server closes this connection (reads until end of stream, discarding
+/// answers); panics after `limit`.
+fn seconds_until_closed(stream: &mut std::net::TcpStream, limit: f64) -> f64 {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return start.elapsed().as_secs_f64(),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return start.elapsed().as_secs_f64(),
+            _ => assert!(start.elapsed().as_secs_f64() < limit, "still open after {limit} s"),
+        }
+    }
+}
+
+/// Idle connections, and ones that send a request head too slowly, are closed, in both lanes.
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&dir.path().join("data"), &["--idle-timeout-seconds", "1"]);
+    let addr = server.base.strip_prefix("http://").unwrap().to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let connect = || std::net::TcpStream::connect(&addr).unwrap();
+        // Never sends anything.
+        let t = seconds_until_closed(&mut connect(), 4.0);
+        assert!(t >= 0.9, "closed after {t:.2} s, before the timeout");
+        // Starts a check's head and never finishes it.
+        let mut slow = connect();
+        slow.write_all(b"GET /apps/demo/manifest HTTP/1.1\r\nHost: t\r\nexpo-platform: ios\r\n")
+            .unwrap();
+        seconds_until_closed(&mut slow, 4.0);
+        // Asks one question that hyper answers, then stays idle.
+        let mut handed = connect();
+        handed.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        seconds_until_closed(&mut handed, 4.0);
+        // A connection that keeps asking stays open past the timeout.
+        let mut busy = connect();
+        busy.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let check =
+            b"GET /apps/demo/manifest HTTP/1.1\r\nHost: t\r\nexpo-platform: ios\r\nexpo-runtime-version: 1\r\n\r\n";
+        let start = std::time::Instant::now();
+        while start.elapsed().as_secs_f64() < 2.5 {
+            busy.write_all(check).unwrap();
+            let mut buf = [0u8; 4096];
+            let n = std::io::Read::read(&mut busy, &mut buf).unwrap();
+            assert!(n > 0, "closed while busy after {:.2} s", start.elapsed().as_secs_f64());
+            assert!(
+                buf.starts_with(b"HTTP/1.1 404"),
+                "{}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    })
+    .await
+    .unwrap();
+}
