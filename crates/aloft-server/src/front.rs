@@ -99,10 +99,9 @@ where
             return Either::Left(ready(Ok(response.into_response())));
         }
         if let Some(slug) = Self::manifest_slug(&request) {
-            let start = Instant::now();
-            let response = manifest::answer(&self.state, slug, request.uri(), request.headers())
-                .unwrap_or_else(IntoResponse::into_response);
-            metrics::track_manifest_get(&self.state, request.uri().path(), &response, start);
+            let uri = request.uri();
+            let found = manifest::CheckHeaders::scan(request.headers());
+            let response = answer_check(&self.state, uri.path(), slug, uri.query(), found);
             return Either::Left(ready(Ok(response)));
         }
         if let Some(peer) = self.peer {
@@ -111,6 +110,21 @@ where
         // The router is always ready (axum documents it), so it is called without poll_ready.
         Either::Right(tower::Service::call(&mut self.router, request))
     }
+}
+
+/// An update check answered by a fast lane (this one or the wire lane): the answer, an error
+/// as its JSON response, and the request's metrics and log line.
+pub(crate) fn answer_check(
+    state: &AppState,
+    path: &str,
+    slug: &str,
+    query: Option<&str>,
+    found: manifest::CheckHeaders<'_>,
+) -> Response {
+    let start = Instant::now();
+    let response = manifest::answer_parts(state, slug, query, found).unwrap_or_else(IntoResponse::into_response);
+    metrics::track_manifest_get(state, path, &response, start);
+    response
 }
 
 /// Accepts connections and serves HTTP/1.1 on them until `shutdown` completes, then lets the

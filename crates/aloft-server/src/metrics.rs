@@ -135,16 +135,15 @@ pub fn track_manifest_get(state: &AppState, path: &str, response: &Response, sta
         204 => Some(&metrics.manifest_get[1]),
         _ => None,
     };
-    match slot {
-        Some(slot) => {
-            let h = slot.get_or_init(|| metrics.handles(MANIFEST_ROUTE, &Method::GET, status));
-            record(h, &Method::GET, path, response, start);
-        }
+    let other;
+    let h = match slot {
+        Some(slot) => slot.get_or_init(|| metrics.handles(MANIFEST_ROUTE, &Method::GET, status)),
         None => {
-            let h = metrics.handles(MANIFEST_ROUTE, &Method::GET, status);
-            record(&h, &Method::GET, path, response, start);
+            other = metrics.handles(MANIFEST_ROUTE, &Method::GET, status);
+            &other
         }
-    }
+    };
+    record(h, &Method::GET, path, response, start);
 }
 
 fn record(h: &Handles, method: &Method, path: &str, response: &Response, start: Instant) {

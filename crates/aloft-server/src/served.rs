@@ -95,9 +95,14 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether this device is on the rollout side of the channel's branch rollout.
+    pub fn in_rollout(&self, client_id: Option<&str>) -> bool {
+        matches!(&self.rollout, Some((_, pct, salt)) if rollout::is_in(salt, client_id, *pct))
+    }
+
     pub fn branch_for(&self, client_id: Option<&str>) -> i64 {
         match &self.rollout {
-            Some((branch, pct, salt)) if rollout::is_in(salt, client_id, *pct) => *branch,
+            Some((branch, _, _)) if self.in_rollout(client_id) => *branch,
             _ => self.branch,
         }
     }
@@ -180,24 +185,38 @@ impl ServedApp {
     pub fn head(&self, branch_id: i64, platform: Platform, runtime_version: &str) -> Option<&Head> {
         self.heads.get(&branch_id)?.get(&platform)?.get(runtime_version)
     }
+
+    /// The update a device on `route` gets, from the per-app maps: what the index resolves in
+    /// advance, and the answer for keys it does not hold.
+    pub fn update_for(
+        &self,
+        route: &Route,
+        platform: Platform,
+        runtime_version: &str,
+        client_id: Option<&str>,
+    ) -> Option<&Arc<ServedUpdate>> {
+        self.head(route.branch_for(client_id), platform, runtime_version)
+            .and_then(|head| head.for_device(client_id))
+    }
 }
 
 /// What one (app, channel, platform, runtime version) serves, resolved in advance: the
 /// channel's branch (or the two sides of its branch rollout) and that branch's head.
 #[derive(Debug)]
 pub struct Resolved {
-    /// The channel's branch rollout: devices in it are served `rolled`, the rest `main`.
-    branch_rollout: Option<(u8, String)>,
+    /// The channel's route: devices in its branch rollout are served `rolled`, the rest `main`.
+    route: Route,
     main: Option<Head>,
     rolled: Option<Head>,
 }
 
 impl Resolved {
-    /// The update this device gets, as `ServedApp::route` + `ServedApp::head` would decide.
+    /// The update this device gets, as [`ServedApp::update_for`] decides.
     pub fn for_device(&self, client_id: Option<&str>) -> Option<&Arc<ServedUpdate>> {
-        let head = match &self.branch_rollout {
-            Some((percentage, salt)) if rollout::is_in(salt, client_id, *percentage) => self.rolled.as_ref(),
-            _ => self.main.as_ref(),
+        let head = if self.route.in_rollout(client_id) {
+            self.rolled.as_ref()
+        } else {
+            self.main.as_ref()
         }?;
         head.for_device(client_id)
     }
@@ -244,29 +263,37 @@ impl Snapshot {
         runtime_version: &str,
     ) -> Option<&Resolved> {
         let mut buffer = [0u8; KEY_BUFFER];
-        let mut len = 0;
-        for (i, part) in [slug, channel.unwrap_or(""), platform.as_str(), runtime_version]
-            .into_iter()
-            .enumerate()
-        {
-            let sep = usize::from(i > 0);
-            let end = len + sep + part.len();
-            if end > KEY_BUFFER {
-                return None;
-            }
-            if sep == 1 {
-                buffer[len] = b'\n';
-            }
-            buffer[len + sep..end].copy_from_slice(part.as_bytes());
-            len = end;
-        }
-        let key = std::str::from_utf8(&buffer[..len]).ok()?;
+        let key = index_key(&mut buffer, slug, channel.unwrap_or(""), platform, runtime_version)?;
         self.index.get(key)
     }
 }
 
-fn index_key(slug: &str, channel: &str, platform: Platform, runtime_version: &str) -> Box<str> {
-    format!("{slug}\n{channel}\n{}\n{runtime_version}", platform.as_str()).into_boxed_str()
+/// The index key `slug \n channel \n platform \n runtime version`, written into `buffer`;
+/// `None` when it does not fit.
+fn index_key<'b>(
+    buffer: &'b mut [u8; KEY_BUFFER],
+    slug: &str,
+    channel: &str,
+    platform: Platform,
+    runtime_version: &str,
+) -> Option<&'b str> {
+    let mut len = 0;
+    for (i, part) in [slug, channel, platform.as_str(), runtime_version]
+        .into_iter()
+        .enumerate()
+    {
+        let sep = usize::from(i > 0);
+        let end = len + sep + part.len();
+        if end > KEY_BUFFER {
+            return None;
+        }
+        if sep == 1 {
+            buffer[len] = b'\n';
+        }
+        buffer[len + sep..end].copy_from_slice(part.as_bytes());
+        len = end;
+    }
+    std::str::from_utf8(&buffer[..len]).ok()
 }
 
 impl ServedApp {
@@ -290,12 +317,18 @@ impl ServedApp {
             keys.sort_unstable();
             keys.dedup();
             for (platform, rv) in keys {
+                // A key too long for the lookup buffer is left out; checks for it take the
+                // per-app maps instead (`update_for`).
+                let mut buffer = [0u8; KEY_BUFFER];
+                let Some(key) = index_key(&mut buffer, slug, channel, platform, rv) else {
+                    continue;
+                };
                 let resolved = Resolved {
-                    branch_rollout: route.rollout.as_ref().map(|(_, pct, salt)| (*pct, salt.clone())),
+                    route: route.clone(),
                     main: self.head(route.branch, platform, rv).cloned(),
                     rolled: rolled_branch.and_then(|b| self.head(b, platform, rv).cloned()),
                 };
-                index.insert(index_key(slug, channel, platform, rv), resolved);
+                index.insert(key.into(), resolved);
             }
         }
     }
@@ -446,11 +479,7 @@ mod tests {
         client: Option<&str>,
     ) -> Option<Option<Uuid>> {
         let route = app.route(channel.unwrap_or(&app.default_channel))?;
-        Some(
-            app.head(route.branch_for(client), platform, rv)
-                .and_then(|h| h.for_device(client))
-                .map(|u| u.id),
-        )
+        Some(app.update_for(route, platform, rv, client).map(|u| u.id))
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 use bytes::{Buf, Bytes, BytesMut};
@@ -19,9 +19,8 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::front::Front;
-use crate::metrics;
-use crate::protocol::manifest::{self, CheckHeaders};
+use crate::front::{Front, answer_check};
+use crate::protocol::manifest::CheckHeaders;
 
 /// Headers parsed per request; a request with more goes to hyper.
 const MAX_HEADERS: usize = 64;
@@ -119,8 +118,7 @@ async fn answer_one(front: &Front, buf: &[u8], out: &mut Output) -> Step {
     };
     // Only the shape devices send: a slug of plain name characters and no query string. The
     // rest (queries, odd characters that hyper's URI parser judges) is hyper's.
-    let path = target;
-    let Some(slug) = Front::manifest_slug_of(path).filter(|slug| {
+    let Some(slug) = Front::manifest_slug_of(target).filter(|slug| {
         slug.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     }) else {
@@ -147,14 +145,8 @@ async fn answer_one(front: &Front, buf: &[u8], out: &mut Output) -> Step {
         return Step::HandOver;
     }
 
-    let start = Instant::now();
     let found = CheckHeaders::from_pairs(request.headers.iter().map(|h| (h.name.as_bytes(), h.value)));
-    let state = front.state();
-    let response = manifest::answer_parts(state, slug, None, found).unwrap_or_else(|e| {
-        use axum::response::IntoResponse;
-        e.into_response()
-    });
-    metrics::track_manifest_get(state, path, &response, start);
+    let response = answer_check(front.state(), target, slug, None, found);
     let (parts, body) = response.into_parts();
     // Manifest, no-update and error bodies are all in memory: collecting is immediate.
     let body = match body.collect().await {

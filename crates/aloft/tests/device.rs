@@ -138,24 +138,8 @@ async fn a_device_gets_verifies_and_keeps_updates() {
         true,
         &["--message", "first"],
     );
-    let ios_id = first["updates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["platform"] == "ios")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let android_id = first["updates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["platform"] == "android")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ios_id = update_id(&first, "ios");
+    let android_id = update_id(&first, "android");
     assert_ne!(ios_id, android_id);
 
     // §12.1, §12.8, §12.9 for both platforms.
@@ -426,18 +410,7 @@ fn without_date(reply: &str) -> String {
 async fn wire_lane_and_hyper_answer_alike() {
     let setup = Setup::new();
     let published = setup.publish(&make_export(setup.dir.path(), "lanes", RV), "production", true, &[]);
-    let id_of = |platform: &str| -> String {
-        published["updates"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["platform"] == platform)
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let (ios_id, android_id) = (id_of("ios"), id_of("android"));
+    let (ios_id, android_id) = (update_id(&published, "ios"), update_id(&published, "android"));
     // Android, already running the newest: the no-update answer.
     let android_current = with(
         device_headers("android", RV, "production"),

@@ -270,15 +270,16 @@ pub(crate) fn answer_parts(
         Some(resolved) => resolved.for_device(client_id),
         None => {
             // Not in the index: an unknown app or channel, or nothing for this platform and
-            // runtime version on the channel's branches.
+            // runtime version on the channel's branches (the per-app maps decide, as the index
+            // would have).
             let app = snapshot
                 .app(slug)
                 .ok_or_else(|| ApiError::not_found("app_not_found", format!("no app {slug:?} on this server")))?;
             let channel = check.channel.unwrap_or(&app.default_channel);
-            app.route(channel).ok_or_else(|| {
+            let route = app.route(channel).ok_or_else(|| {
                 ApiError::not_found("channel_not_found", format!("app {slug:?} has no channel {channel:?}"))
             })?;
-            None
+            app.update_for(route, check.platform, check.runtime_version, client_id)
         }
     };
     let Some(update) = update else {

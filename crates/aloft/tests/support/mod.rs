@@ -197,17 +197,22 @@ pub fn publish_json(base: &str, token: &str, export: &Path) -> Value {
     serde_json::from_str(&aloft_ok(&args)).expect("publish --json output")
 }
 
-/// The id of the iOS update in `aloft publish --json` output.
-pub fn ios_id(published: &Value) -> String {
+/// The id of the update for `platform` in `aloft publish --json` output.
+pub fn update_id(published: &Value, platform: &str) -> String {
     published["updates"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|u| u["platform"] == "ios")
+        .find(|u| u["platform"] == platform)
         .unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+/// The id of the iOS update in `aloft publish --json` output.
+pub fn ios_id(published: &Value) -> String {
+    update_id(published, "ios")
 }
 
 pub fn sha256_b64url(bytes: &[u8]) -> String {
