@@ -78,6 +78,12 @@ impl RequestMetrics {
         self.manifest[kind as usize].increment(1);
     }
 
+    /// Counts a check for a channel the app does not have (answered "no update"). Labelled by
+    /// app only: channel names come from devices, so they would make the series unbounded.
+    pub fn unknown_channel(&self, slug: &str) {
+        metrics::counter!("aloft_unknown_channel_checks_total", "app" => slug.to_owned()).increment(1);
+    }
+
     fn handles(&self, route: &str, method: &Method, status: u16) -> Handles {
         if let Some(h) = self
             .handles

@@ -594,18 +594,27 @@ async fn manifest_before_any_publish_is_204() {
 }
 
 #[tokio::test]
-async fn unknown_app_and_unknown_channel_are_404_json() {
+async fn unknown_app_is_404_and_unknown_or_empty_channel_is_no_update() {
     let env = Env::new().await;
     env.create_app("demo").await;
     env.check("nope", &Check::ios())
         .await
         .assert_error(StatusCode::NOT_FOUND, "app_not_found");
+    // A build shipped before its channel's first publish: "nothing new", never an error.
     env.check("demo", &Check::ios().set("expo-channel-name", "staging"))
         .await
-        .assert_error(StatusCode::NOT_FOUND, "channel_not_found");
+        .assert_no_update();
     env.check("demo", &Check::ios().query("channel=staging"))
         .await
-        .assert_error(StatusCode::NOT_FOUND, "channel_not_found");
+        .assert_no_update();
+    // The app's default channel exists but has nothing in it yet.
+    env.check("demo", &Check::ios()).await.assert_no_update();
+    // A channel whose branch has updates for another runtime version only.
+    publish_standard(&env, "demo", "production", 1).await;
+    env.check("demo", &Check::new("ios", "9.9.9")).await.assert_no_update();
+    env.check("nope", &Check::ios().set("expo-channel-name", "staging"))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "app_not_found");
 }
 
 #[tokio::test]
@@ -819,7 +828,7 @@ async fn front_lane_and_router_answer_checks_alike() {
         assert_eq!(head.status, front.status);
         assert!(head.body.is_empty());
     }
-    let statuses: Vec<u16> = [200, 204, 200, 400, 404, 200].to_vec();
+    let statuses: Vec<u16> = [200, 204, 200, 400, 204, 200].to_vec();
     let mut got = Vec::new();
     for check in &checks {
         got.push(env.check("demo", check).await.status.as_u16());
@@ -903,7 +912,7 @@ async fn channel_by_header_and_by_query() {
     // Publishing to a channel that does not exist creates it.
     env.check("demo", &Check::ios().set("expo-channel-name", "staging"))
         .await
-        .assert_error(StatusCode::NOT_FOUND, "channel_not_found");
+        .assert_no_update();
     let p = publish_standard(&env, "demo", "staging", 1).await;
     let id = p.group.updates[0].id.to_string();
 
@@ -1640,7 +1649,12 @@ async fn publish_with_a_missing_blob_is_refused_and_serves_nothing() {
     .assert_error(StatusCode::BAD_REQUEST, "missing_blob");
     env.check("demo", &Check::ios().set("expo-channel-name", "beta"))
         .await
-        .assert_error(StatusCode::NOT_FOUND, "channel_not_found");
+        .assert_no_update();
+    let channels = env
+        .api_raw(Method::GET, "/api/v1/apps/demo/channels", None, Body::empty())
+        .await
+        .json();
+    assert!(!channels.to_string().contains("\"beta\""), "{channels}");
 }
 
 #[tokio::test]

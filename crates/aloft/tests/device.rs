@@ -161,14 +161,15 @@ async fn a_device_gets_verifies_and_keeps_updates() {
         assert!(reply.body.is_empty());
     }
 
-    // §12.4: another runtime version → the same no-op; a channel that does not exist → 404.
+    // §12.4: another runtime version → the same no-op; so is a channel that does not exist
+    // yet (a build shipped before its channel's first publish).
     let reply = get(&url, &with(ios.clone(), "Expo-Runtime-Version", "2.0.0")).await;
     assert_eq!(reply.status, 204);
     assert_eq!(reply.header("expo-protocol-version"), Some("1"));
     let reply = get(&url, &with(ios.clone(), "expo-channel-name", "nope")).await;
-    assert_eq!(reply.status, 404);
-    let error: Value = serde_json::from_slice(&reply.body).unwrap();
-    assert_eq!(error["error"]["code"], "channel_not_found");
+    assert_eq!(reply.status, 204);
+    assert_eq!(reply.header("expo-protocol-version"), Some("1"));
+    assert!(reply.body.is_empty());
 
     // §12.5.
     for platform in ["web", "IOS", ""] {
@@ -335,6 +336,22 @@ async fn health_metrics_and_logs() {
     );
     assert!(text.contains("aloft_http_request_duration_seconds_bucket"), "{text}");
     assert!(text.contains("aloft_http_response_bytes_total"), "{text}");
+
+    // Checks for a channel the app does not have are answered "no update" and counted per app.
+    for _ in 0..2 {
+        let reply = get(
+            &setup.server.manifest_url("demo"),
+            &device_headers("ios", RV, "no-such-channel"),
+        )
+        .await;
+        assert_eq!(reply.status, 204);
+    }
+    let reply = get(&format!("{}/metrics", setup.server.base), &[]).await;
+    let text = String::from_utf8(reply.body).unwrap();
+    assert!(
+        text.contains(r#"aloft_unknown_channel_checks_total{app="demo"} 2"#),
+        "{text}"
+    );
 }
 
 /// Sends raw bytes on one connection and reads until at least `answers` status lines arrived and
@@ -430,7 +447,7 @@ async fn wire_lane_and_hyper_answer_alike() {
         (
             "unknown channel",
             headers(with(plain.clone(), "expo-channel-name", "nope")),
-            "HTTP/1.1 404",
+            "HTTP/1.1 204",
         ),
         (
             "html only",

@@ -276,10 +276,18 @@ pub(crate) fn answer_parts(
                 .app(slug)
                 .ok_or_else(|| ApiError::not_found("app_not_found", format!("no app {slug:?} on this server")))?;
             let channel = check.channel.unwrap_or(&app.default_channel);
-            let route = app.route(channel).ok_or_else(|| {
-                ApiError::not_found("channel_not_found", format!("app {slug:?} has no channel {channel:?}"))
-            })?;
-            app.update_for(route, check.platform, check.runtime_version, client_id)
+            match app.route(channel) {
+                Some(route) => app.update_for(route, check.platform, check.runtime_version, client_id),
+                None => {
+                    // A build shipped before its channel's first publish: nothing new for it
+                    // yet. A 404 would make the client report a failed check on every launch,
+                    // so it is answered like an unknown runtime version, and counted so a
+                    // misconfigured build shows up for operators instead.
+                    tracing::debug!(app = %slug, channel, "update check for a channel that does not exist");
+                    metrics.unknown_channel(slug);
+                    None
+                }
+            }
         }
     };
     let Some(update) = update else {
