@@ -192,10 +192,10 @@ pub struct RollbackRequest {
     /// Roll back to the build's embedded update instead of the previous group.
     #[serde(default)]
     pub to_embedded: bool,
-    /// With `to_embedded`: only this runtime version (default: every one the channel serves).
+    /// Only this runtime version (default: every one the channel serves).
     #[serde(default)]
     pub runtime_version: Option<String>,
-    /// With `to_embedded`: only this platform (default: both).
+    /// Only this platform (default: both).
     #[serde(default)]
     pub platform: Option<Platform>,
     #[serde(default)]

@@ -402,11 +402,12 @@ pub struct RollbackArgs {
     /// Send devices back to the update embedded in their build (a rollBackToEmbedded directive).
     #[arg(long)]
     to_embedded: bool,
-    /// With --to-embedded: only this runtime version (default: all the channel serves).
-    #[arg(long, requires = "to_embedded")]
+    /// Only this runtime version (default: every one the channel serves), e.g. to roll back an
+    /// older build while a newer runtime version is being rolled out.
+    #[arg(long)]
     runtime_version: Option<String>,
-    /// With --to-embedded: only this platform.
-    #[arg(long, requires = "to_embedded", value_parser = ["ios", "android"])]
+    /// Only this platform (default: both).
+    #[arg(long, value_parser = ["ios", "android"])]
     platform: Option<String>,
     #[arg(long)]
     message: Option<String>,

@@ -805,6 +805,145 @@ async fn publishing_with_force_completes_the_rollout_in_progress() {
     );
 }
 
+/// The manifest id a device of `platform` and `rv` with `client` is offered, if any.
+async fn offered_id(setup: &Setup, platform: &str, rv: &str, client: &str) -> Option<String> {
+    let headers = with(device_headers(platform, rv, "production"), "EAS-Client-ID", client);
+    let reply = get(&setup.server.manifest_url("demo"), &headers).await;
+    if reply.status == 204 {
+        return None;
+    }
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let parts = parse_multipart(reply.header("content-type").unwrap(), &reply.body);
+    let manifest: Value = serde_json::from_slice(&parts[0].body).unwrap();
+    manifest["id"].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_rollout_blocks_only_its_own_branch_platform_and_runtime_version() {
+    let setup = Setup::new();
+    let dir = setup.dir.path();
+    let g1 = publish(&setup, "k1", PRODUCTION, &[]);
+    let ios_only = ["--platform", "ios"];
+    let g2 = publish_export(&setup, &make_export(dir, "k2", "2.0.0"), PRODUCTION, &ios_only);
+    let g3 = publish_export(
+        &setup,
+        &make_export(dir, "k3", "2.0.0"),
+        PRODUCTION,
+        &["--platform", "ios", "--rollout-percentage", "10"],
+    );
+
+    // A hotfix of the older binary (both platforms, 1.0.0) goes through, and so does Android on
+    // 2.0.0: neither replaces the rolled-out update (iOS 2.0.0).
+    let hotfix = publish(&setup, "k4", PRODUCTION, &[]);
+    let android_2 = publish_export(
+        &setup,
+        &make_export(dir, "k5", "2.0.0"),
+        PRODUCTION,
+        &["--platform", "android"],
+    );
+    // Republishing a 1.0.0 group goes through too.
+    let republished = op(&setup, &["republish", &group_id(&g1)]);
+    assert!(republished["published"].is_object(), "{republished}");
+
+    // What would replace iOS 2.0.0 is refused, and the refusal names what blocks it.
+    let ios_2 = make_export(dir, "k6", "2.0.0");
+    for extra in [&["--platform", "ios"][..], &[][..]] {
+        let mut args = publish_args(&ios_2, PRODUCTION);
+        args.extend(extra);
+        let err = refused(&setup, &args, true);
+        assert_clear_refusal(&err, &["rollout", "ios 2.0.0", &group_id(&g3), "--force"]);
+    }
+    // A rollback of the whole channel would replace it too; limited to 1.0.0 it goes through.
+    let err = refused(&setup, &["rollback", "--channel", "production"], true);
+    assert_clear_refusal(&err, &["rollout", "ios 2.0.0", "--runtime-version"]);
+    let err = refused(&setup, &["rollback", "--channel", "production", "--to-embedded"], true);
+    assert_clear_refusal(&err, &["rollout", "ios 2.0.0"]);
+    let err = refused(
+        &setup,
+        &[
+            "rollback",
+            "--channel",
+            "production",
+            "--runtime-version",
+            "2.0.0",
+            "--platform",
+            "ios",
+        ],
+        true,
+    );
+    assert_clear_refusal(&err, &["rollout", "ios 2.0.0"]);
+    let rolled_back = op(
+        &setup,
+        &["rollback", "--channel", "production", "--runtime-version", "1.0.0"],
+    );
+    assert!(rolled_back["published"].is_object(), "{rolled_back}");
+    let platforms_rvs: BTreeSet<(String, String)> = rolled_back["published"]["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["platform"].as_str().unwrap().to_owned(),
+                u["runtime_version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        platforms_rvs,
+        BTreeSet::from([("android".into(), "1.0.0".into()), ("ios".into(), "1.0.0".into())])
+    );
+    // Android 2.0.0 rolls back to the embedded update on its own.
+    let directive = op(
+        &setup,
+        &[
+            "rollback",
+            "--channel",
+            "production",
+            "--to-embedded",
+            "--runtime-version",
+            "2.0.0",
+            "--platform",
+            "android",
+        ],
+    );
+    assert!(directive["published"].is_object(), "{directive}");
+
+    // The rollout was never touched: still 10 %, the same devices in and out.
+    let list = groups(&setup, &[]);
+    assert_eq!(group(&list, &group_id(&g3))["rollout_percentage"], 10);
+    let (mut inside, mut outside) = (0, 0);
+    for _ in 0..300 {
+        let id = Uuid::new_v4().to_string().to_uppercase();
+        match offered_id(&setup, "ios", "2.0.0", &id).await {
+            Some(got) if got == update_id_rv(&g3, "ios", "2.0.0") => inside += 1,
+            Some(got) if got == update_id_rv(&g2, "ios", "2.0.0") => outside += 1,
+            other => panic!("an iOS 2.0.0 device was offered {other:?}"),
+        }
+    }
+    assert!(inside > 0 && outside > inside * 3, "in {inside}, out {outside}");
+    // 1.0.0 devices get the rollback (a republish of the content before the hotfix).
+    let rolled_ios = update_id_rv(&rolled_back["published"], "ios", "1.0.0");
+    assert_eq!(offered_id(&setup, "ios", "1.0.0", "A-DEVICE").await, Some(rolled_ios));
+    assert_ne!(
+        update_id(&hotfix, "ios"),
+        update_id_rv(&rolled_back["published"], "ios", "1.0.0")
+    );
+    // Android 2.0.0 devices get the directive, not an update.
+    let headers = device_headers("android", "2.0.0", "production");
+    let reply = get(&setup.server.manifest_url("demo"), &headers).await;
+    let parts = parse_multipart(reply.header("content-type").unwrap(), &reply.body);
+    assert_eq!(parts[0].name, "directive", "{:?}", android_2["group_id"]);
+
+    // Forcing completes only the blocking rollout.
+    let forced = publish_export(&setup, &ios_2, PRODUCTION, &["--platform", "ios", "--force"]);
+    let list = groups(&setup, &[]);
+    assert_eq!(group(&list, &group_id(&g3))["rollout_percentage"], Value::Null);
+    assert_eq!(
+        offered_id(&setup, "ios", "2.0.0", "ANY").await,
+        Some(update_id_rv(&forced, "ios", "2.0.0"))
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Rollout revert
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::Change;
 use super::plan::{self, Finished, Ids, ManifestParts, Plan};
+use super::release::{self, Key};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -54,20 +55,35 @@ pub async fn resolve_target(
     }
 }
 
-/// Refuses to publish onto a branch with a rollout in progress, unless forced (which completes
-/// that rollout: its group becomes an ordinary update under the new one).
-async fn check_rollout(conn: &mut SqliteConnection, branch_id: i64, branch: &str, force: bool) -> Result<(), ApiError> {
-    if let Some(group) = updates::active_rollout(conn, branch_id).await? {
-        if !force {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "rollout_in_progress",
-                format!(
-                    "branch {branch:?} has a rollout in progress (group {group}); complete it (`aloft rollout complete {group}`), \
-                     revert it (`aloft rollout revert {group}`), or publish with --force"
-                ),
-            ));
-        }
+/// Refuses to publish onto a branch while a rollout of an update for one of the same platforms
+/// and runtime versions is in progress there, unless forced (which completes those rollouts:
+/// their groups become ordinary updates under the new one). Rollouts for other runtime versions
+/// or platforms go on untouched.
+pub async fn check_rollout(
+    conn: &mut SqliteConnection,
+    branch_id: i64,
+    branch: &str,
+    keys: &BTreeSet<Key>,
+    force: bool,
+) -> Result<(), ApiError> {
+    let found = release::rollouts_in_scope(conn, branch_id, keys).await?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    let (groups, what) = release::describe_rollouts(&found);
+    if !force {
+        let group = groups[0];
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "rollout_in_progress",
+            format!(
+                "branch {branch:?} has a rollout in progress for the same platform and runtime version: {what}; \
+                 complete it (`aloft rollout complete {group}`), revert it (`aloft rollout revert {group}`), \
+                 or publish with --force"
+            ),
+        ));
+    }
+    for group in groups {
         updates::set_rollout_percentage(conn, group, None).await?;
     }
     Ok(())
@@ -174,7 +190,8 @@ pub async fn publish(
     let mut change = Change::begin(state).await?;
     let (branch_id, branch) =
         resolve_target(&mut change.tx, app, req.channel.as_deref(), req.branch.as_deref()).await?;
-    check_rollout(&mut change.tx, branch_id, &branch, req.force).await?;
+    let keys = checked.updates.iter().map(|(p, rv, _, _)| (*p, rv.clone())).collect();
+    check_rollout(&mut change.tx, branch_id, &branch, &keys, req.force).await?;
     let ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
     let mut planned = Vec::new();
     for (platform, rv, launch, assets) in &checked.updates {
@@ -232,7 +249,12 @@ pub async fn republish(
         (None, None) => (source.branch_id, source.branch.clone()),
         (c, b) => resolve_target(&mut change.tx, app, c.as_deref(), b.as_deref()).await?,
     };
-    check_rollout(&mut change.tx, branch_id, &branch, false).await?;
+    let keys = source
+        .updates
+        .iter()
+        .map(|u| (u.platform, u.runtime_version.clone()))
+        .collect();
+    check_rollout(&mut change.tx, branch_id, &branch, &keys, false).await?;
     let ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
     let message = req
         .message

@@ -38,16 +38,75 @@ async fn channel_branch(conn: &mut SqliteConnection, app: &App, channel: &str) -
     Ok((channel.branch_id, channel.branch))
 }
 
-async fn refuse_active_rollout(conn: &mut SqliteConnection, branch_id: i64, branch: &str) -> Result<(), ApiError> {
-    if let Some(group) = updates::active_rollout(conn, branch_id).await? {
+/// A platform and runtime version: the devices an update is for.
+pub type Key = (Platform, RuntimeVersion);
+
+/// The rollouts in progress on a branch that an operation on `keys` would step on: those rolling
+/// out an update for one of the same platforms and runtime versions. A rollout for runtime
+/// version 2.0.0 says nothing about the devices on 1.0.0.
+pub async fn rollouts_in_scope(
+    conn: &mut SqliteConnection,
+    branch_id: i64,
+    keys: &BTreeSet<Key>,
+) -> Result<Vec<(Uuid, Platform, RuntimeVersion)>, ApiError> {
+    let mut found = updates::active_rollouts(conn, branch_id).await?;
+    found.retain(|(_, platform, rv)| keys.contains(&(*platform, rv.clone())));
+    Ok(found)
+}
+
+/// "group G (ios 1.0.0, android 1.0.0)" for each distinct group, in the order found.
+pub fn describe_rollouts(found: &[(Uuid, Platform, RuntimeVersion)]) -> (Vec<Uuid>, String) {
+    let mut groups: Vec<(Uuid, Vec<String>)> = Vec::new();
+    for (group, platform, rv) in found {
+        let what = format!("{platform} {rv}");
+        match groups.iter_mut().find(|(g, _)| g == group) {
+            Some((_, list)) => list.push(what),
+            None => groups.push((*group, vec![what])),
+        }
+    }
+    let text = groups
+        .iter()
+        .map(|(g, list)| format!("group {g} ({})", list.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ");
+    (groups.into_iter().map(|(g, _)| g).collect(), text)
+}
+
+/// Refuses an operation on `keys` of a branch while a rollout for one of them is in progress.
+async fn refuse_active_rollout(
+    conn: &mut SqliteConnection,
+    branch_id: i64,
+    branch: &str,
+    keys: &BTreeSet<Key>,
+) -> Result<(), ApiError> {
+    let found = rollouts_in_scope(conn, branch_id, keys).await?;
+    if let Some((group, _, _)) = found.first() {
+        let (_, what) = describe_rollouts(&found);
         return Err(conflict(
             "rollout_in_progress",
             format!(
-                "branch {branch:?} has a rollout in progress (group {group}); revert it with `aloft rollout revert {group}`"
+                "branch {branch:?} has a rollout in progress for the same platform and runtime version: {what}; \
+                 revert it with `aloft rollout revert {group}`, or limit the operation with --platform and --runtime-version"
             ),
         ));
     }
     Ok(())
+}
+
+/// The optional platform and runtime-version filters of a rollback.
+fn rollback_filter(req: &RollbackRequest) -> Result<(Vec<Platform>, Option<RuntimeVersion>), ApiError> {
+    let platforms = match req.platform {
+        Some(p) => vec![p],
+        None => Platform::ALL.to_vec(),
+    };
+    let rv = req
+        .runtime_version
+        .as_deref()
+        .map(|rv| {
+            RuntimeVersion::parse(rv).map_err(|e| ApiError::bad_request("invalid_runtime_version", e.to_string()))
+        })
+        .transpose()?;
+    Ok((platforms, rv))
 }
 
 /// `aloft rollback --channel C`: republish the group before the one devices run now.
@@ -61,28 +120,31 @@ pub async fn rollback(
     if req.to_embedded {
         return rollback_to_embedded(state, app, req, prepare, by).await;
     }
-    if req.runtime_version.is_some() || req.platform.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_rollback",
-            "runtime_version and platform only apply with to_embedded",
-        ));
-    }
+    let (platforms, only_rv) = rollback_filter(req)?;
     let mut change = Change::begin(state).await?;
     let (branch_id, branch) = channel_branch(&mut change.tx, app, &req.channel).await?;
-    refuse_active_rollout(&mut change.tx, branch_id, &branch).await?;
-    // Per platform and runtime version: withdraw what devices get now, and republish the newest
-    // earlier update with other content.
+    // Per platform and runtime version (those asked for): withdraw what devices get now, and
+    // republish the newest earlier update with other content.
     let served = updates::served_updates(&mut change.tx, branch_id).await?;
-    let mut sources = Vec::new();
-    for list in by_key(&served).into_values() {
+    let mut steps = Vec::new();
+    for ((platform, rv), list) in by_key(&served) {
+        if !platforms.contains(&platform) || only_rv.as_ref().is_some_and(|only| *only != rv) {
+            continue;
+        }
         let head = list[0];
         if let Some(previous) = list[1..]
             .iter()
             .find(|u| u.kind == BodyKind::Manifest && u.origin != head.origin)
         {
-            updates::withdraw_update(&mut change.tx, head.id, "rolled_back").await?;
-            sources.push((*previous).clone());
+            steps.push(((platform, rv), head.id, (*previous).clone()));
         }
+    }
+    let keys: BTreeSet<Key> = steps.iter().map(|(key, _, _)| key.clone()).collect();
+    refuse_active_rollout(&mut change.tx, branch_id, &branch, &keys).await?;
+    let mut sources = Vec::new();
+    for (_, head, previous) in steps {
+        updates::withdraw_update(&mut change.tx, head, "rolled_back").await?;
+        sources.push(previous);
     }
     if sources.is_empty() {
         return Err(conflict(
@@ -117,18 +179,12 @@ async fn rollback_to_embedded(
     prepare: bool,
     by: &str,
 ) -> Result<Finished, ApiError> {
+    let (platforms, only_rv) = rollback_filter(req)?;
     let mut change = Change::begin(state).await?;
     let (branch_id, branch) = channel_branch(&mut change.tx, app, &req.channel).await?;
-    refuse_active_rollout(&mut change.tx, branch_id, &branch).await?;
-    let platforms: Vec<Platform> = match req.platform {
-        Some(p) => vec![p],
-        None => Platform::ALL.to_vec(),
-    };
-    let mut targets: BTreeSet<(Platform, RuntimeVersion)> = BTreeSet::new();
-    match &req.runtime_version {
+    let mut targets: BTreeSet<Key> = BTreeSet::new();
+    match only_rv {
         Some(rv) => {
-            let rv = RuntimeVersion::parse(rv.as_str())
-                .map_err(|e| ApiError::bad_request("invalid_runtime_version", e.to_string()))?;
             targets.extend(platforms.iter().map(|p| (*p, rv.clone())));
         }
         None => {
@@ -141,6 +197,7 @@ async fn rollback_to_embedded(
             }
         }
     }
+    refuse_active_rollout(&mut change.tx, branch_id, &branch, &targets).await?;
     if targets.is_empty() {
         return Err(conflict(
             "nothing_to_roll_back",

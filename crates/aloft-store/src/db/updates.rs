@@ -393,16 +393,33 @@ fn stored_from_row(r: &AnyRow) -> Result<StoredUpdate, DbError> {
     })
 }
 
-/// The group of the branch whose rollout is active, if any.
-pub async fn active_rollout(conn: &mut AnyConnection, branch_id: i64) -> Result<Option<Uuid>, DbError> {
-    let id: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM update_groups WHERE branch_id = $1 AND rollout_percentage IS NOT NULL AND disabled_at IS NULL \
-         ORDER BY created_at DESC LIMIT 1",
+/// What the rollouts in progress on a branch roll out: per served update of a group with a
+/// rollout, `(group, platform, runtime version)`, newest group first. A rollout concerns only the
+/// devices of its own platforms and runtime versions.
+pub async fn active_rollouts(
+    conn: &mut AnyConnection,
+    branch_id: i64,
+) -> Result<Vec<(Uuid, Platform, RuntimeVersion)>, DbError> {
+    let rows = sqlx::query(
+        "SELECT g.id, u.platform, u.runtime_version FROM update_groups g JOIN updates u ON u.group_id = g.id \
+         WHERE g.branch_id = $1 AND g.rollout_percentage IS NOT NULL AND g.disabled_at IS NULL \
+         AND u.withdrawn_at IS NULL ORDER BY g.created_at DESC, u.platform",
     )
     .bind(branch_id)
-    .fetch_optional(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    id.as_deref().map(uuid).transpose()
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get("id")?;
+            let platform: String = r.try_get("platform")?;
+            let rv: String = r.try_get("runtime_version")?;
+            Ok((
+                uuid(&id)?,
+                platform.parse().map_err(decode)?,
+                RuntimeVersion::parse(rv).map_err(decode)?,
+            ))
+        })
+        .collect()
 }
 
 /// Sets an active rollout's percentage, or with `None` completes it (everyone gets the group).
