@@ -136,3 +136,93 @@ async fn large_uploads_stream_and_come_back_whole() {
     assert_eq!(range.status, 206);
     assert_eq!(range.body, big[12_582_912..12_582_928]);
 }
+
+/// A request for `url` with `method` and headers, as raw status, headers and body.
+async fn request(method: reqwest::Method, url: &str, headers: &[(String, String)]) -> Reply {
+    let mut request = reqwest::Client::new().request(method, url);
+    for (k, v) in headers {
+        request = request.header(k, v);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.unwrap().to_vec();
+    Reply { status, headers, body }
+}
+
+/// Headers whose value may differ between two identical answers.
+fn comparable(reply: &Reply) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = reply
+        .headers
+        .iter()
+        .filter(|(k, _)| *k != "date")
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Recent clients add `expo-runtime-version` and `expo-channel-name` to asset requests, and
+/// `eas update`-style clients pre-warm patches with a `HEAD` of the launch asset carrying
+/// `A-IM: bsdiff` and the update ids (PROTOCOL.md §9). None of it changes what is served.
+#[tokio::test]
+async fn new_client_headers_on_asset_requests_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Backend::from_env().fresh(&dir.path().join("data"));
+    let (server, token) = start(dir.path(), &location, &[]);
+    let first = publish(dir.path(), &server, &token, "h1");
+    let second = publish(dir.path(), &server, &token, "h2");
+    let m = manifest(&server).await;
+    let launch = m["launchAsset"]["url"].as_str().unwrap().to_owned();
+    let other = m["assets"][0]["url"].as_str().unwrap().to_owned();
+    let extra = [
+        ("expo-runtime-version", RV.to_owned()),
+        ("expo-channel-name", "production".to_owned()),
+        ("Expo-Platform", "ios".to_owned()),
+        ("A-IM", "bsdiff".to_owned()),
+        ("Expo-Current-Update-ID", ios_id(&first)),
+        ("Expo-Requested-Update-ID", ios_id(&second)),
+        (
+            "Expo-Embedded-Update-ID",
+            "7c2e8f4a-1b3d-4e5f-9a8b-6c7d8e9f0a1b".to_owned(),
+        ),
+        ("EAS-Client-ID", "0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D".to_owned()),
+    ];
+    for url in [&launch, &other] {
+        for encoding in ["br, gzip", "gzip", "identity"] {
+            let plain = vec![("Accept-Encoding".to_owned(), encoding.to_owned())];
+            let mut full = plain.clone();
+            full.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+            let a = request(reqwest::Method::GET, url, &plain).await;
+            let b = request(reqwest::Method::GET, url, &full).await;
+            assert_eq!(a.status, 200, "{url} {encoding}");
+            assert_eq!(b.status, a.status, "{url} {encoding}");
+            assert_eq!(comparable(&b), comparable(&a), "{url} {encoding}");
+            assert_eq!(b.body, a.body, "{url} {encoding}");
+            assert_eq!(sha256_b64url(&decode_body(&b)), url_hash(&m, url));
+            // The pre-warming HEAD: the GET's status and headers, no body.
+            let head = request(reqwest::Method::HEAD, url, &full).await;
+            assert_eq!(head.status, a.status, "{url} {encoding}");
+            assert_eq!(comparable(&head), comparable(&a), "{url} {encoding}");
+            assert!(head.body.is_empty());
+        }
+    }
+    // Ranges and conditional requests are unaffected by them too.
+    let mut full: Vec<(String, String)> = extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    full.push(("Range".into(), "bytes=0-9".into()));
+    full.push(("Accept-Encoding".into(), "identity".into()));
+    let ranged = request(reqwest::Method::GET, &launch, &full).await;
+    assert_eq!(ranged.status, 206);
+    assert_eq!(ranged.body.len(), 10);
+}
+
+/// The `hash` the manifest gives for the asset at `url`.
+fn url_hash(manifest: &Value, url: &str) -> String {
+    std::iter::once(&manifest["launchAsset"])
+        .chain(manifest["assets"].as_array().unwrap())
+        .find(|a| a["url"] == url)
+        .unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
