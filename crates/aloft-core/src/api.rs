@@ -113,6 +113,10 @@ pub struct PublishRequest {
     pub force: bool,
     #[serde(default)]
     pub commit: Option<CommitInfo>,
+    /// Store the updates unsigned even though the app's earlier updates were signed (its
+    /// devices may then refuse them). Without it such a commit is refused.
+    #[serde(default)]
+    pub allow_unsigned: bool,
 }
 
 /// The bodies an operation is about to store, for the publisher to sign.
@@ -169,6 +173,10 @@ pub struct Outcome {
 pub struct SignedOperation {
     #[serde(default)]
     pub commit: Option<CommitInfo>,
+    /// Store the updates unsigned even though the app's earlier updates were signed (its
+    /// devices may then refuse them). Without it such a commit is refused.
+    #[serde(default)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -183,6 +191,10 @@ pub struct RepublishRequest {
     pub message: Option<String>,
     #[serde(default)]
     pub commit: Option<CommitInfo>,
+    /// Store the updates unsigned even though the app's earlier updates were signed (its
+    /// devices may then refuse them). Without it such a commit is refused.
+    #[serde(default)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -202,6 +214,10 @@ pub struct RollbackRequest {
     pub message: Option<String>,
     #[serde(default)]
     pub commit: Option<CommitInfo>,
+    /// Store the updates unsigned even though the app's earlier updates were signed (its
+    /// devices may then refuse them). Without it such a commit is refused.
+    #[serde(default)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -244,6 +260,10 @@ pub struct ChannelRolloutRequest {
     pub action: ChannelRolloutAction,
     #[serde(default)]
     pub commit: Option<CommitInfo>,
+    /// Store the updates unsigned even though the app's earlier updates were signed (its
+    /// devices may then refuse them). Without it such a commit is refused.
+    #[serde(default)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

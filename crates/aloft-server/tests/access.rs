@@ -363,6 +363,7 @@ fn publish_request(channel: Option<&str>, branch: Option<&str>, bundle: &[u8], r
         rollout_percentage: rollout,
         force: false,
         commit: None,
+        allow_unsigned: false,
     }
 }
 

@@ -504,6 +504,7 @@ fn to_channel(channel: &str, updates: Vec<PlatformUpdate>) -> PublishRequest {
         rollout_percentage: None,
         force: false,
         commit: None,
+        allow_unsigned: false,
     }
 }
 
@@ -1722,4 +1723,310 @@ async fn healthz_and_unknown_routes() {
     env.request(Method::DELETE, "/healthz", &[])
         .await
         .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dry runs, signatures required, key ids, createdAt
+
+/// The groups of app `demo`, newest first.
+async fn group_list(env: &Env) -> Vec<Value> {
+    env.api_raw(Method::GET, "/api/v1/apps/demo/groups", None, Body::empty())
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn prepare_is_a_strict_boolean_and_a_typo_does_nothing() {
+    let env = Env::new().await;
+    env.create_app("demo").await;
+    let b = env.upload(&bundle(1)).await;
+    let req = serde_json::to_value(to_channel(
+        "production",
+        vec![platform_update(Platform::Ios, "1.0.0", file(b, "js"), vec![])],
+    ))
+    .unwrap();
+    for bad in [
+        "prepare=yes",
+        "prepare=on",
+        "prepare=ture",
+        "prepare=TRUE",
+        "prepare=2",
+        "prepare=",
+        "prepare=true&prepare=false",
+    ] {
+        let r = env
+            .api(Method::POST, &format!("/api/v1/apps/demo/publish?{bad}"), &req)
+            .await;
+        r.assert_error(StatusCode::BAD_REQUEST, "invalid_prepare");
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("true, false, 1 or 0")
+                || bad.contains('&')
+        );
+    }
+    assert!(group_list(&env).await.is_empty());
+    env.check("demo", &Check::ios()).await.assert_no_update();
+
+    // The accepted spellings of a dry run return the bodies and store nothing.
+    for dry in [
+        "prepare",
+        "prepare=true",
+        "prepare=1",
+        "other=x&prepare=1",
+        "prepare=1&prepare=true",
+    ] {
+        let r = env
+            .api(Method::POST, &format!("/api/v1/apps/demo/publish?{dry}"), &req)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{dry}: {}", r.json());
+        assert_eq!(r.json()["updates"].as_array().unwrap().len(), 1, "{dry}");
+    }
+    assert!(group_list(&env).await.is_empty());
+    // And the two spellings of "for real" publish.
+    for real in ["prepare=false", "prepare=0"] {
+        let r = env
+            .api(Method::POST, &format!("/api/v1/apps/demo/publish?{real}"), &req)
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{real}: {}", r.json());
+    }
+    let groups = group_list(&env).await;
+    assert_eq!(groups.len(), 2);
+    let newest = groups[0]["id"].as_str().unwrap().to_owned();
+
+    // Every operation that takes `prepare` refuses a typo before doing anything.
+    let operations = [
+        (
+            "/api/v1/apps/demo/rollbacks".to_owned(),
+            json!({"channel": "production"}),
+        ),
+        (format!("/api/v1/apps/demo/groups/{newest}/republish"), json!({})),
+        (format!("/api/v1/apps/demo/groups/{newest}/disable"), json!({})),
+        (format!("/api/v1/apps/demo/groups/{newest}/rollout/revert"), json!({})),
+        (
+            "/api/v1/apps/demo/channels/production/rollout".to_owned(),
+            json!({"action": "start", "branch": "next", "percentage": 10}),
+        ),
+    ];
+    for (path, body) in &operations {
+        env.api(Method::POST, &format!("{path}?prepare=yes"), body)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_prepare");
+    }
+    let after = group_list(&env).await;
+    assert_eq!(after.len(), 2);
+    assert!(
+        after.iter().all(|g| g["disabled"].is_null() || g["disabled"] == false),
+        "{after:?}"
+    );
+    let head = manifest_json(&env.check("demo", &Check::ios()).await);
+    assert_eq!(head["id"], groups[0]["updates"][0]["id"]);
+}
+
+/// Gives app `slug` a server-side key with `keyid`; returns the key pair.
+async fn server_key(env: &Env, slug: &str, keyid: &str) -> aloft_core::keys::GeneratedKeys {
+    let keys = aloft_core::keys::generate("aloft router test", 1).unwrap();
+    let r = env
+        .api(
+            Method::PUT,
+            &format!("/api/v1/apps/{slug}/signing-key"),
+            &json!({"private_key_pem": keys.private_key_pem, "keyid": keyid}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    keys
+}
+
+#[tokio::test]
+async fn an_unsigned_commit_on_a_signed_app_needs_allow_unsigned() {
+    let env = Env::new().await;
+    env.create_app("demo").await;
+    server_key(&env, "demo", "main").await;
+    let signed = publish_standard(&env, "demo", "production", 1).await;
+    assert!(signed.group.updates[0].signed);
+    // The key is removed (or the publisher forgot --signing-key): the devices still expect
+    // signatures, so an unsigned update would stop every one of them from updating.
+    let r = env
+        .api(Method::DELETE, "/api/v1/apps/demo/signing-key", &json!(null))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    let b = env.upload(&bundle(2)).await;
+    let mut req = to_channel(
+        "production",
+        vec![platform_update(Platform::Ios, "1.0.0", file(b, "js"), vec![])],
+    );
+    let r = env.publish("demo", &req).await;
+    r.assert_error(StatusCode::CONFLICT, "signature_required");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("--signing-key") && message.contains("--allow-unsigned"),
+        "{message}"
+    );
+    // A rollback would republish unsigned too.
+    env.api(
+        Method::POST,
+        "/api/v1/apps/demo/rollbacks",
+        &json!({"channel": "production"}),
+    )
+    .await
+    .assert_error(StatusCode::CONFLICT, "nothing_to_roll_back");
+    assert_eq!(group_list(&env).await.len(), 1);
+    let head = manifest_json(
+        &env.check("demo", &Check::ios().set("expo-expect-signature", EXPECT_MAIN))
+            .await,
+    );
+    assert_eq!(head["id"], signed.group.updates[0].id.to_string());
+
+    // Asked for explicitly, it is stored unsigned.
+    req.allow_unsigned = true;
+    let published = env.publish_ok("demo", &req).await;
+    assert!(!published.updates[0].signed);
+    // A republish of the signed group without a key is refused the same way, unless allowed.
+    let path = format!("/api/v1/apps/demo/groups/{}/republish", signed.group.group_id);
+    env.api(Method::POST, &path, &json!({}))
+        .await
+        .assert_error(StatusCode::CONFLICT, "signature_required");
+    let r = env.api(Method::POST, &path, &json!({"allow_unsigned": true})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+
+    // An app that never signed publishes unsigned without being asked.
+    env.create_app("plain").await;
+    publish_standard(&env, "plain", "production", 3).await;
+    publish_standard(&env, "plain", "production", 4).await;
+}
+
+#[tokio::test]
+async fn the_signature_carries_the_apps_own_key_id() {
+    let env = Env::new().await;
+    for (slug, keyid) in [("a1", "release-2026"), ("a2", "root"), ("a3", "k.1_x")] {
+        env.create_app(slug).await;
+        let keys = server_key(&env, slug, keyid).await;
+        publish_standard(&env, slug, "production", 1).await;
+        let expect = format!(r#"sig, keyid="{keyid}", alg="rsa-v1_5-sha256""#);
+        let r = env
+            .check(slug, &Check::ios().set("expo-expect-signature", &expect))
+            .await;
+        let part = manifest_part(&r);
+        let members = signature_members(part.header("expo-signature").unwrap());
+        assert_eq!(member(&members, "keyid"), Some(keyid));
+        aloft_core::signature::verify(&keys.certificate_pem, &part.body, member(&members, "sig").unwrap()).unwrap();
+        // JSON answers carry the same key id in their header.
+        let r = env
+            .check(
+                slug,
+                &Check::ios()
+                    .set("expo-expect-signature", &expect)
+                    .set("accept", "application/json"),
+            )
+            .await;
+        let members = signature_members(r.header("expo-signature").unwrap());
+        assert_eq!(member(&members, "keyid"), Some(keyid));
+        // A device that expects `main` is refused rather than served another key's signature.
+        env.check(slug, &Check::ios().set("expo-expect-signature", EXPECT_MAIN))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "signature_keyid_mismatch");
+    }
+    // The client's default key id is `root`: a bare `sig` matches a key named so.
+    let r = env.check("a2", &Check::ios().set("expo-expect-signature", "sig")).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn created_at_only_grows_in_the_service_and_in_the_store() {
+    let env = Env::new().await;
+    env.create_app("demo").await;
+    let first = publish_standard(&env, "demo", "production", 1).await;
+    let newest = aloft_core::time::Millis::parse_iso(&first.group.created_at).unwrap();
+
+    // The service: a commit whose createdAt is not after the newest update is refused.
+    let b = env.upload(&bundle(2)).await;
+    let req = to_channel(
+        "production",
+        vec![platform_update(Platform::Ios, "1.0.0", file(b, "js"), vec![])],
+    );
+    let r = env
+        .api(
+            Method::POST,
+            "/api/v1/apps/demo/publish?prepare=true",
+            &serde_json::to_value(&req).unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let prepared: aloft_core::api::PreparedGroup = serde_json::from_slice(&r.body).unwrap();
+    let commit_at = |created_at: aloft_core::time::Millis| {
+        let mut req = req.clone();
+        req.commit = Some(aloft_core::api::CommitInfo {
+            group_id: prepared.group_id,
+            created_at: created_at.to_iso(),
+            updates: prepared
+                .updates
+                .iter()
+                .map(|u| aloft_core::api::CommitUpdate {
+                    platform: u.platform,
+                    runtime_version: u.runtime_version.clone(),
+                    id: u.id,
+                    sha256: ContentHash::of(u.body.as_bytes()).to_hex(),
+                    signature: None,
+                })
+                .collect(),
+        });
+        req
+    };
+    for t in [
+        newest,
+        aloft_core::time::Millis(newest.0 - 1),
+        aloft_core::time::Millis(newest.0 - 86_400_000),
+    ] {
+        env.publish("demo", &commit_at(t))
+            .await
+            .assert_error(StatusCode::CONFLICT, "stale_created_at");
+    }
+    assert_eq!(group_list(&env).await.len(), 1);
+
+    // The store, on its own: inserting a group that is not later than the newest is refused.
+    let app = aloft_store::db::apps::by_slug(env.db(), &aloft_core::AppSlug::parse("demo").unwrap())
+        .await
+        .unwrap();
+    for t in [newest.0, newest.0 - 1] {
+        let mut tx = env.db().begin_write().await.unwrap();
+        let branch_id = aloft_store::db::channels::branch_id(&mut tx, app.id, "production")
+            .await
+            .unwrap();
+        let group = aloft_store::db::updates::NewGroup {
+            id: Uuid::new_v4(),
+            app_id: app.id,
+            branch_id,
+            kind: aloft_store::db::updates::GroupKind::Update,
+            message: "stale".into(),
+            created_at: aloft_core::time::Millis(t),
+            published_by: "test".into(),
+            rollout: None,
+            republished_from: None,
+            updates: vec![aloft_store::db::updates::NewUpdate {
+                id: Uuid::new_v4(),
+                platform: Platform::Ios,
+                runtime_version: aloft_core::RuntimeVersion::parse("1.0.0").unwrap(),
+                body: b"{}".to_vec(),
+                signature: None,
+                blobs: vec![b],
+                republished_from: None,
+            }],
+        };
+        let err = aloft_store::db::updates::insert_group(&mut tx, &group)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, aloft_store::DbError::StaleCreatedAt { created_at, newest: n } if created_at == t && n == newest.0),
+            "{err:?}"
+        );
+    }
+    // The prepared createdAt, later than the newest, is accepted.
+    let ok = commit_at(aloft_core::time::Millis::parse_iso(&prepared.created_at).unwrap());
+    assert!(prepared.created_at > first.group.created_at);
+    let r = env.publish("demo", &ok).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
 }

@@ -131,6 +131,11 @@ pub struct SigningArgs {
     /// Key id of --signing-key: the `codeSigningMetadata.keyid` of the app.
     #[arg(long, env = "ALOFT_KEYID")]
     pub keyid: Option<String>,
+    /// Store the updates unsigned even though the app's earlier updates were signed. Devices
+    /// built with a code-signing certificate refuse unsigned updates, so the server refuses this
+    /// unless asked.
+    #[arg(long, conflicts_with = "signing_key")]
+    pub allow_unsigned: bool,
 }
 
 /// A loaded signing key and its key id.

@@ -238,6 +238,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         rollout_percentage: args.rollout_percentage,
         force: args.force,
         commit: None,
+        allow_unsigned: args.signing.allow_unsigned,
     };
     let path = format!("/apps/{}/publish", args.app);
     let outcome = client

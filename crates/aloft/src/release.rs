@@ -156,7 +156,11 @@ pub async fn channels(cmd: ChannelsCommand) -> anyhow::Result<()> {
                 (None, None, false, true) => ChannelRolloutAction::Revert,
                 _ => bail!("give --branch and --percentage to start, --percentage to raise, --end or --revert"),
             };
-            let body = serde_json::to_value(ChannelRolloutRequest { action, commit: None })?;
+            let body = serde_json::to_value(ChannelRolloutRequest {
+                action,
+                commit: None,
+                allow_unsigned: signing.allow_unsigned,
+            })?;
             let outcome = app
                 .client()?
                 .operate(
@@ -349,7 +353,7 @@ pub async fn updates(cmd: UpdatesCommand) -> anyhow::Result<()> {
                 .client()?
                 .operate(
                     &app.path(&format!("/groups/{group}/disable")),
-                    json!({}),
+                    signed_operation(&signing)?,
                     signing.load()?.as_ref(),
                 )
                 .await?;
@@ -385,6 +389,7 @@ pub async fn republish(args: RepublishArgs) -> anyhow::Result<()> {
         branch: args.branch,
         message: args.message,
         commit: None,
+        allow_unsigned: args.signing.allow_unsigned,
     })?;
     let path = args.app.path(&format!("/groups/{}/republish", args.group));
     let outcome = args
@@ -430,6 +435,7 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
         platform,
         message: args.message,
         commit: None,
+        allow_unsigned: args.signing.allow_unsigned,
     })?;
     let outcome = args
         .app
@@ -493,7 +499,7 @@ pub async fn rollout(cmd: RolloutCommand) -> anyhow::Result<()> {
             let path = app.path(&format!("/groups/{group}/rollout/revert"));
             let outcome = app
                 .client()?
-                .operate(&path, json!({}), signing.load()?.as_ref())
+                .operate(&path, signed_operation(&signing)?, signing.load()?.as_ref())
                 .await?;
             print_outcome(&outcome, json)?;
         }
@@ -561,4 +567,12 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
         .await?;
     println!("removed {} unreferenced blob(s)", result.removed.len());
     Ok(())
+}
+
+/// The body of an operation that has no parameters of its own but may publish.
+fn signed_operation(signing: &SigningArgs) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::to_value(aloft_core::api::SignedOperation {
+        commit: None,
+        allow_unsigned: signing.allow_unsigned,
+    })?)
 }

@@ -301,3 +301,60 @@ async fn a_server_killed_mid_publish_restarts_into_the_old_state() {
     assert_eq!(served_ios_id(&setup).await, Some(ios_id(&after)));
     assert_store_consistent(&setup.server).await;
 }
+
+/// The CLI signs with the key id it is given, and the device receives exactly that key id; a
+/// publish without a key on an app whose devices expect signatures is refused unless
+/// `--allow-unsigned` says so.
+#[tokio::test]
+async fn the_cli_signs_with_its_key_id_and_unsigned_needs_asking() {
+    let setup = Setup::new();
+    let dir = setup.dir.path();
+    let key = setup.key();
+    let export = make_export(dir, "k1", RV);
+    let mut args = publish_args(&setup.server.base, &setup.token, "production", &export);
+    args.extend(["--json", "--signing-key", &key, "--keyid", "release-7"]);
+    let published: Value = serde_json::from_str(&aloft_ok(&args)).unwrap();
+    assert_eq!(published["updates"][0]["signed"], true);
+
+    let expect = r#"sig, keyid="release-7", alg="rsa-v1_5-sha256""#;
+    let reply = get(
+        &setup.server.manifest_url("demo"),
+        &with(device_headers("ios", RV, "production"), "expo-expect-signature", expect),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let parts = parse_multipart(reply.header("content-type").unwrap(), &reply.body);
+    let signature = parse_signature_header(parts[0].header("expo-signature").unwrap());
+    assert_eq!(signature["keyid"], "release-7");
+    assert!(openssl_verify(&setup.certificate(), &parts[0].body, &signature["sig"]));
+    // The device configured for `main` is not handed a signature under another key id.
+    let reply = get(
+        &setup.server.manifest_url("demo"),
+        &device_headers("ios", RV, "production"),
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+
+    // The next publish forgets the key: refused, with the way out, and nothing changes.
+    let before = served_ios_id(&setup).await;
+    let export = make_export(dir, "k2", RV);
+    let err = publish_fails(&setup, &export, &[]);
+    assert!(err.contains("signature_required"), "{err}");
+    assert!(
+        err.contains("--signing-key") && err.contains("--allow-unsigned"),
+        "{err}"
+    );
+    assert_eq!(served_ios_id(&setup).await, before);
+    // Asked for explicitly, it is published unsigned.
+    let mut args = publish_args(&setup.server.base, &setup.token, "production", &export);
+    args.extend(["--json", "--allow-unsigned"]);
+    let published: Value = serde_json::from_str(&aloft_ok(&args)).unwrap();
+    assert_eq!(published["updates"][0]["signed"], false);
+    assert_ne!(served_ios_id(&setup).await, before);
+    // --allow-unsigned with a key is a contradiction the CLI refuses.
+    let mut args = publish_args(&setup.server.base, &setup.token, "production", &export);
+    args.extend(["--allow-unsigned", "--signing-key", &key, "--keyid", "main"]);
+    let out = aloft(&args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-unsigned"));
+}

@@ -1,6 +1,7 @@
 //! Publishing and every release operation that may publish. Each takes `?prepare=true`, which
 //! returns the bodies the operation would store (for a publisher who signs them) and changes
-//! nothing.
+//! nothing, and `allow_unsigned` in its body, without which unsigned updates are refused on an
+//! app whose earlier updates were signed.
 
 use aloft_core::api::{
     ChannelRolloutRequest, Outcome, PublishRequest, RepublishRequest, RollbackRequest, SetRollout, SignedOperation,
@@ -15,15 +16,46 @@ use uuid::Uuid;
 use super::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
-use crate::service::plan::Finished;
+use crate::service::plan::{Finished, Intent};
 use crate::service::{channels, publish as publishing, release};
 use crate::state::AppState;
 
-/// Whether the request asked only to prepare (`?prepare=true`).
-fn prepare(uri: &Uri) -> bool {
-    uri.query().is_some_and(|q| {
-        q.split('&')
-            .any(|p| p == "prepare=true" || p == "prepare=1" || p == "prepare")
+/// What the request asks for: `?prepare` is a strict boolean (`true`/`1`, `false`/`0`, or bare
+/// for true). Anything else is refused before anything is done, so a mistyped dry run never
+/// stores an update.
+fn intent(uri: &Uri, allow_unsigned: bool) -> Result<Intent, ApiError> {
+    let mut prepare = None;
+    for pair in uri.query().unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = match pair.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (pair, None),
+        };
+        if name != "prepare" {
+            continue;
+        }
+        let parsed = match value {
+            None | Some("true" | "1") => true,
+            Some("false" | "0") => false,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "invalid_prepare",
+                    format!(
+                        "prepare must be true, false, 1 or 0 (or given bare for true), not {other:?}; nothing was done"
+                    ),
+                ));
+            }
+        };
+        if prepare.is_some_and(|p| p != parsed) {
+            return Err(ApiError::bad_request(
+                "invalid_prepare",
+                "prepare is given twice with different values; nothing was done",
+            ));
+        }
+        prepare = Some(parsed);
+    }
+    Ok(Intent {
+        prepare: prepare.unwrap_or(false),
+        allow_unsigned,
     })
 }
 
@@ -67,7 +99,14 @@ pub async fn publish(
     ApiJson(req): ApiJson<PublishRequest>,
 ) -> Result<Response, ApiError> {
     let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = publishing::publish(&state, &app, &req, prepare(&uri), &caller.token_name).await?;
+    let finished = publishing::publish(
+        &state,
+        &app,
+        &req,
+        intent(&uri, req.allow_unsigned)?,
+        &caller.token_name,
+    )
+    .await?;
     let target = req.channel.clone().or(req.branch.clone()).unwrap_or_default();
     let summary = match req.rollout_percentage.filter(|p| *p < 100) {
         Some(p) => format!("published to {target} as a {p}% rollout"),
@@ -84,7 +123,15 @@ pub async fn republish(
     ApiJson(req): ApiJson<RepublishRequest>,
 ) -> Result<Response, ApiError> {
     let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = publishing::republish(&state, &app, group_id(&id)?, &req, prepare(&uri), &caller.token_name).await?;
+    let finished = publishing::republish(
+        &state,
+        &app,
+        group_id(&id)?,
+        &req,
+        intent(&uri, req.allow_unsigned)?,
+        &caller.token_name,
+    )
+    .await?;
     Ok(respond(
         &state,
         &caller,
@@ -105,7 +152,14 @@ pub async fn rollback(
     ApiJson(req): ApiJson<RollbackRequest>,
 ) -> Result<Response, ApiError> {
     let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = release::rollback(&state, &app, &req, prepare(&uri), &caller.token_name).await?;
+    let finished = release::rollback(
+        &state,
+        &app,
+        &req,
+        intent(&uri, req.allow_unsigned)?,
+        &caller.token_name,
+    )
+    .await?;
     let summary = if req.to_embedded {
         format!("channel {} rolled back to the embedded update", req.channel)
     } else {
@@ -127,7 +181,15 @@ pub async fn disable_group(
     ApiJson(req): ApiJson<SignedOperation>,
 ) -> Result<Response, ApiError> {
     let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = release::disable(&state, &app, group_id(&id)?, &req, prepare(&uri), &caller.token_name).await?;
+    let finished = release::disable(
+        &state,
+        &app,
+        group_id(&id)?,
+        &req,
+        intent(&uri, req.allow_unsigned)?,
+        &caller.token_name,
+    )
+    .await?;
     Ok(respond(
         &state,
         &caller,
@@ -179,8 +241,15 @@ pub async fn revert_rollout(
     ApiJson(req): ApiJson<SignedOperation>,
 ) -> Result<Response, ApiError> {
     let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished =
-        release::revert_rollout(&state, &app, group_id(&id)?, &req, prepare(&uri), &caller.token_name).await?;
+    let finished = release::revert_rollout(
+        &state,
+        &app,
+        group_id(&id)?,
+        &req,
+        intent(&uri, req.allow_unsigned)?,
+        &caller.token_name,
+    )
+    .await?;
     Ok(respond(
         &state,
         &caller,
@@ -201,7 +270,15 @@ pub async fn channel_rollout(
     ApiJson(req): ApiJson<ChannelRolloutRequest>,
 ) -> Result<Response, ApiError> {
     let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = channels::channel_rollout(&state, &app, &name, &req, prepare(&uri), &caller.token_name).await?;
+    let finished = channels::channel_rollout(
+        &state,
+        &app,
+        &name,
+        &req,
+        intent(&uri, req.allow_unsigned)?,
+        &caller.token_name,
+    )
+    .await?;
     let summary = format!(
         "channel {name}: branch rollout {}",
         serde_json::to_value(&req.action).unwrap_or_default()

@@ -6,7 +6,7 @@ use aloft_store::db::apps::App;
 use aloft_store::db::channels::{self, Channel};
 use axum::http::StatusCode;
 
-use super::plan::{self, Finished, Ids};
+use super::plan::{self, Finished, Ids, Intent};
 use super::{Change, release};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -78,7 +78,7 @@ pub async fn channel_rollout(
     app: &App,
     name: &str,
     req: &ChannelRolloutRequest,
-    prepare: bool,
+    intent: Intent,
     by: &str,
 ) -> Result<Finished, ApiError> {
     let name = channel_name(name)?;
@@ -176,5 +176,5 @@ pub async fn channel_rollout(
                 .await?;
         }
     }
-    plan::finish(state, app, change, &ids, plan, prepare, by).await
+    plan::finish(state, app, change, &ids, plan, intent, by).await
 }

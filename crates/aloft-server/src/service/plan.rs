@@ -302,6 +302,23 @@ pub enum Finished {
     Committed(Option<PublishedGroup>),
 }
 
+/// What the caller asked an operation to do with its result.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Intent {
+    /// Only return the bodies to sign (`?prepare=true`); store nothing.
+    pub prepare: bool,
+    /// Store unsigned updates even on an app whose earlier updates were signed.
+    pub allow_unsigned: bool,
+}
+
+impl Intent {
+    /// Store the result (the operations that never need a signature).
+    pub const COMMIT: Intent = Intent {
+        prepare: false,
+        allow_unsigned: false,
+    };
+}
+
 /// Ends an operation: rolls back and returns the bodies (prepare), or signs, stores the plan,
 /// commits and refreshes what devices are served.
 pub async fn finish(
@@ -310,10 +327,10 @@ pub async fn finish(
     mut change: super::Change,
     ids: &Ids<'_>,
     plan: Option<Plan>,
-    prepare: bool,
+    intent: Intent,
     published_by: &str,
 ) -> Result<Finished, ApiError> {
-    if prepare {
+    if intent.prepare {
         drop(change);
         let updates = plan
             .map(|p| {
@@ -340,6 +357,21 @@ pub async fn finish(
         Some(plan) => {
             let branch = plan.branch.clone();
             let group = sign(app, plan, ids.commit, published_by)?;
+            if !intent.allow_unsigned
+                && group.updates.iter().any(|u| u.signature.is_none())
+                && updates::app_has_signed_updates(&mut change.tx, app.id).await?
+            {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "signature_required",
+                    format!(
+                        "the earlier updates of app {:?} were signed, so its devices expect signatures and would \
+                         stop taking updates; sign with --signing-key and --keyid, or give the app a server-side \
+                         key. To store it unsigned anyway, pass --allow-unsigned (allow_unsigned: true)",
+                        app.slug.as_str()
+                    ),
+                ));
+            }
             updates::insert_group(&mut change.tx, &group).await?;
             Some(published(state, app, &group, branch))
         }

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use uuid::Uuid;
 
 use super::Change;
-use super::plan::{self, Finished, Ids, ManifestParts, Plan};
+use super::plan::{self, Finished, Ids, Intent, ManifestParts, Plan};
 use super::release::{self, Key};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -183,7 +183,7 @@ pub async fn publish(
     state: &AppState,
     app: &App,
     req: &PublishRequest,
-    prepare: bool,
+    intent: Intent,
     published_by: &str,
 ) -> Result<Finished, ApiError> {
     let checked = check_request(state, req).await?;
@@ -225,7 +225,7 @@ pub async fn publish(
         republished_from: None,
         updates: planned,
     };
-    plan::finish(state, app, change, &ids, Some(plan), prepare, published_by).await
+    plan::finish(state, app, change, &ids, Some(plan), intent, published_by).await
 }
 
 pub async fn republish(
@@ -233,7 +233,7 @@ pub async fn republish(
     app: &App,
     group_id: Uuid,
     req: &RepublishRequest,
-    prepare: bool,
+    intent: Intent,
     published_by: &str,
 ) -> Result<Finished, ApiError> {
     let mut change = Change::begin(state).await?;
@@ -261,5 +261,5 @@ pub async fn republish(
         .clone()
         .unwrap_or_else(|| format!("Republish of {}: {}", source.id, source.message));
     let plan = plan::republish_plan(state, &mut change.tx, &ids, &source, branch_id, &branch, message).await?;
-    plan::finish(state, app, change, &ids, Some(plan), prepare, published_by).await
+    plan::finish(state, app, change, &ids, Some(plan), intent, published_by).await
 }

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use uuid::Uuid;
 
 use super::Change;
-use super::plan::{self, Finished, Ids, Plan};
+use super::plan::{self, Finished, Ids, Intent, Plan};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -114,11 +114,11 @@ pub async fn rollback(
     state: &AppState,
     app: &App,
     req: &RollbackRequest,
-    prepare: bool,
+    intent: Intent,
     by: &str,
 ) -> Result<Finished, ApiError> {
     if req.to_embedded {
-        return rollback_to_embedded(state, app, req, prepare, by).await;
+        return rollback_to_embedded(state, app, req, intent, by).await;
     }
     let (platforms, only_rv) = rollback_filter(req)?;
     let mut change = Change::begin(state).await?;
@@ -158,7 +158,7 @@ pub async fn rollback(
         .clone()
         .unwrap_or_else(|| format!("Rollback of channel {}", req.channel));
     let plan = plan::republish_updates_plan(state, &mut change.tx, &ids, &sources, branch_id, &branch, message).await?;
-    plan::finish(state, app, change, &ids, plan, prepare, by).await
+    plan::finish(state, app, change, &ids, plan, intent, by).await
 }
 
 /// Served updates of a branch by platform and runtime version, each list newest first.
@@ -176,7 +176,7 @@ async fn rollback_to_embedded(
     state: &AppState,
     app: &App,
     req: &RollbackRequest,
-    prepare: bool,
+    intent: Intent,
     by: &str,
 ) -> Result<Finished, ApiError> {
     let (platforms, only_rv) = rollback_filter(req)?;
@@ -226,7 +226,7 @@ async fn rollback_to_embedded(
         republished_from: None,
         updates,
     };
-    plan::finish(state, app, change, &ids, Some(plan), prepare, by).await
+    plan::finish(state, app, change, &ids, Some(plan), intent, by).await
 }
 
 /// Stops serving `group` and, when it was what devices got, republishes the group before it so
@@ -239,7 +239,7 @@ async fn withdraw(
     group: Group,
     reason: &str,
     commit: Option<&aloft_core::api::CommitInfo>,
-    prepare: bool,
+    intent: Intent,
     by: &str,
 ) -> Result<Finished, ApiError> {
     // For each platform and runtime version where the group is what devices get, republish the
@@ -271,7 +271,7 @@ async fn withdraw(
         message,
     )
     .await?;
-    plan::finish(state, app, change, &ids, plan, prepare, by).await
+    plan::finish(state, app, change, &ids, plan, intent, by).await
 }
 
 /// `aloft updates disable GROUP`: the emergency stop.
@@ -280,7 +280,7 @@ pub async fn disable(
     app: &App,
     group_id: Uuid,
     op: &SignedOperation,
-    prepare: bool,
+    intent: Intent,
     by: &str,
 ) -> Result<Finished, ApiError> {
     let mut change = Change::begin(state).await?;
@@ -288,7 +288,7 @@ pub async fn disable(
     if !group.is_served() {
         return Err(conflict("already_disabled", "this group is not served already"));
     }
-    withdraw(state, app, change, group, "disabled", op.commit.as_ref(), prepare, by).await
+    withdraw(state, app, change, group, "disabled", op.commit.as_ref(), intent, by).await
 }
 
 /// `aloft rollout set GROUP N` (only upwards: a device that has an update keeps it).
@@ -319,7 +319,7 @@ pub async fn set_rollout(
     }
     updates::set_rollout_percentage(&mut change.tx, group_id, Some(percentage)).await?;
     let ids = Ids::fix(&mut change.tx, app.id, None).await?;
-    plan::finish(state, app, change, &ids, None, false, by).await
+    plan::finish(state, app, change, &ids, None, Intent::COMMIT, by).await
 }
 
 /// `aloft rollout complete GROUP`: every device gets the group.
@@ -328,7 +328,7 @@ pub async fn complete_rollout(state: &AppState, app: &App, group_id: Uuid, by: &
     active_rollout_group(&mut change.tx, app, group_id).await?;
     updates::set_rollout_percentage(&mut change.tx, group_id, None).await?;
     let ids = Ids::fix(&mut change.tx, app.id, None).await?;
-    plan::finish(state, app, change, &ids, None, false, by).await
+    plan::finish(state, app, change, &ids, None, Intent::COMMIT, by).await
 }
 
 /// `aloft rollout revert GROUP`: the group is withdrawn; devices that got it are moved back to
@@ -338,7 +338,7 @@ pub async fn revert_rollout(
     app: &App,
     group_id: Uuid,
     op: &SignedOperation,
-    prepare: bool,
+    intent: Intent,
     by: &str,
 ) -> Result<Finished, ApiError> {
     let mut change = Change::begin(state).await?;
@@ -350,7 +350,7 @@ pub async fn revert_rollout(
         group,
         "rollout_reverted",
         op.commit.as_ref(),
-        prepare,
+        intent,
         by,
     )
     .await

@@ -597,3 +597,16 @@ pub async fn withdraw_update(conn: &mut AnyConnection, id: Uuid, reason: &str) -
         .await?;
     Ok(())
 }
+
+/// Whether any update of the app was ever stored signed: its devices then carry a code-signing
+/// certificate and refuse unsigned manifests.
+pub async fn app_has_signed_updates(conn: &mut AnyConnection, app_id: i64) -> Result<bool, DbError> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM updates u JOIN update_groups g ON g.id = u.group_id \
+         WHERE g.app_id = $1 AND u.signature IS NOT NULL LIMIT 1",
+    )
+    .bind(app_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(found.is_some())
+}
