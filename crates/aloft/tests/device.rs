@@ -619,3 +619,42 @@ async fn idle_and_slow_connections_are_closed() {
     .await
     .unwrap();
 }
+
+/// The end-to-end multipart check is as strict as the native clients: each of these framings,
+/// which one of them would refuse or misread, fails it; the server's own framing passes.
+#[test]
+fn the_multipart_check_refuses_what_a_client_would() {
+    let ct = "multipart/mixed; boundary=b0";
+    let good = b"--b0\r\ncontent-type: application/json\r\ncontent-disposition: form-data; name=\"manifest\"\r\nexpo-signature: sig=\"x\"\r\n\r\n{}\r\n--b0--\r\n";
+    check_multipart_framing(ct, good);
+    let bad: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("no final CRLF", ct, good[..good.len() - 2].to_vec()),
+        ("no boundary", "multipart/mixed", good.to_vec()),
+        ("no part", ct, b"--b0--\r\n".to_vec()),
+        (
+            "signature header spelled otherwise",
+            ct,
+            String::from_utf8_lossy(good)
+                .replace("expo-signature", "Expo-Signature")
+                .into_bytes(),
+        ),
+        (
+            "no name parameter",
+            ct,
+            String::from_utf8_lossy(good)
+                .replace("; name=\"manifest\"", "")
+                .into_bytes(),
+        ),
+        (
+            "bare LF",
+            ct,
+            String::from_utf8_lossy(good)
+                .replace("\r\n\r\n{}", "\n\n{}")
+                .into_bytes(),
+        ),
+    ];
+    for (what, content_type, body) in bad {
+        let refused = std::panic::catch_unwind(|| check_multipart_framing(content_type, &body)).is_err();
+        assert!(refused, "{what} was accepted");
+    }
+}

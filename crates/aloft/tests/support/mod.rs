@@ -389,8 +389,95 @@ for part in msg.iter_parts():
 print(json.dumps(parts))
 "#;
 
-/// Parses a multipart body with Python's standard library, not with anything written here.
+/// Checks a multipart body's framing as strictly as the stricter of the native clients reads it
+/// (OkHttp's `MultipartReader`, iOS's `UpdatesMultipartStreamReader`; PROTOCOL.md §2.2): a
+/// `boundary` parameter; CRLF line ends; at least one part; every part with a
+/// `content-disposition` carrying a quoted `name`; header names spelled as the client looks them
+/// up (`expo-signature` exactly); and the close delimiter followed by its CRLF.
+pub fn check_multipart_framing(content_type: &str, body: &[u8]) {
+    let (kind, params) = content_type
+        .split_once(';')
+        .expect("multipart content-type has parameters");
+    assert!(kind.trim().eq_ignore_ascii_case("multipart/mixed"), "{content_type}");
+    let boundary = params
+        .split(';')
+        .filter_map(|p| p.trim().strip_prefix("boundary="))
+        .next()
+        .unwrap_or_else(|| panic!("no boundary in {content_type:?}"))
+        .trim_matches('"');
+    assert!(!boundary.is_empty() && boundary.len() <= 70, "boundary {boundary:?}");
+    let open = format!("--{boundary}\r\n");
+    let next = format!("\r\n--{boundary}");
+    assert!(
+        body.starts_with(open.as_bytes()),
+        "the body does not start with the first delimiter"
+    );
+    let close = format!("\r\n--{boundary}--\r\n");
+    assert!(
+        body.ends_with(close.as_bytes()),
+        "the body does not end with the close delimiter and its CRLF: {:?}",
+        String::from_utf8_lossy(&body[body.len().saturating_sub(80)..])
+    );
+    let mut rest = &body[open.len()..];
+    let mut parts = 0;
+    loop {
+        let end = rest
+            .windows(next.len())
+            .position(|w| w == next.as_bytes())
+            .expect("a part without a following delimiter");
+        let part = &rest[..end];
+        parts += 1;
+        let split = part
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a part without the blank line after its headers");
+        let head = std::str::from_utf8(&part[..split]).expect("part headers are text");
+        let mut name = None;
+        for line in head.split("\r\n") {
+            let (k, v) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("malformed part header {line:?}"));
+            assert!(!line.contains('\n') && !line.contains('\r'), "bare LF in part headers");
+            if k.eq_ignore_ascii_case("expo-signature") {
+                assert_eq!(
+                    k, "expo-signature",
+                    "the client looks the signature up by this exact name"
+                );
+            }
+            if k.eq_ignore_ascii_case("content-disposition") {
+                name = v
+                    .split(';')
+                    .filter_map(|p| p.trim().strip_prefix("name="))
+                    .next()
+                    .map(|n| {
+                        assert!(
+                            n.len() >= 2 && n.starts_with('"') && n.ends_with('"'),
+                            "unquoted name {n:?}"
+                        );
+                        n.trim_matches('"').to_owned()
+                    });
+            }
+        }
+        let name = name.unwrap_or_else(|| panic!("a part without a content-disposition name: {head:?}"));
+        assert!(
+            ["manifest", "directive", "extensions", "certificate_chain"].contains(&name.as_str()),
+            "unknown part name {name:?}"
+        );
+        rest = &rest[end + next.len()..];
+        if rest == b"--\r\n" {
+            break;
+        }
+        rest = rest
+            .strip_prefix(b"\r\n")
+            .expect("a delimiter not followed by CRLF or --");
+    }
+    assert!(parts >= 1, "a multipart answer with no part");
+}
+
+/// Parses a multipart body with Python's standard library, not with anything written here,
+/// after checking its framing as strictly as the native clients do.
 pub fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<ParsedPart> {
+    check_multipart_framing(content_type, body);
     let mut child = Command::new("python3")
         .args(["-c", PY_MULTIPART, content_type])
         .stdin(Stdio::piped())
