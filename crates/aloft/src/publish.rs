@@ -19,6 +19,7 @@ use reqwest::Method;
 use tokio::io::AsyncReadExt;
 
 use crate::client::{Client, ServerArgs, SigningArgs};
+use crate::output::{self, errln, outln};
 
 #[derive(Args, Debug)]
 pub struct PublishArgs {
@@ -142,7 +143,7 @@ async fn load_export(args: &PublishArgs) -> anyhow::Result<(PathBuf, Option<temp
         None => {
             let tmp = tempfile::tempdir().context("creating a folder for the export")?;
             let out = tmp.path().to_string_lossy().into_owned();
-            eprintln!("running `npx expo export` ...");
+            errln!("running `npx expo export` ...");
             run_command("npx", &["expo", "export", "--output-dir", &out]).await?;
             (tmp.path().to_owned(), Some(tmp))
         }
@@ -289,7 +290,7 @@ async fn upload_missing(client: &Client, files: &HashMap<ContentHash, LocalFile>
             .with_context(|| format!("uploading {}", file.path.display()))?;
     }
     bar.finish_and_clear();
-    eprintln!(
+    errln!(
         "{} of {} files uploaded ({} bytes); the rest were already on the server",
         missing.len(),
         files.len(),
@@ -300,13 +301,13 @@ async fn upload_missing(client: &Client, files: &HashMap<ContentHash, LocalFile>
 
 fn print_result(published: &PublishedGroup, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(published)?);
+        output::json(published)?;
         return Ok(());
     }
-    println!("Update group ID  {}", published.group_id);
+    outln!("Update group ID  {}", published.group_id)?;
     for update in &published.updates {
         let signed = if update.signed { "signed" } else { "unsigned" };
-        println!(
+        outln!(
             "{:<16} {}  (runtime {}, {signed})",
             format!(
                 "{} update ID",
@@ -317,13 +318,13 @@ fn print_result(published: &PublishedGroup, json: bool) -> anyhow::Result<()> {
             ),
             update.id,
             update.runtime_version
-        );
+        )?;
     }
-    println!("Created at       {}", published.created_at);
-    println!("Branch           {}", published.branch);
+    outln!("Created at       {}", published.created_at)?;
+    outln!("Branch           {}", published.branch)?;
     if let Some(p) = published.rollout_percentage {
-        println!("Rollout          {p}% of devices");
+        outln!("Rollout          {p}% of devices")?;
     }
-    println!("Manifest URL     {}", published.manifest_url);
+    outln!("Manifest URL     {}", published.manifest_url)?;
     Ok(())
 }

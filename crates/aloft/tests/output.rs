@@ -1,0 +1,233 @@
+//! What the CLI shows, through the real binary: text from a server is printed with its control
+//! characters escaped; a stdout closed by its reader ends a command quietly.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+use support::*;
+
+/// The characters no line of output may carry raw: C0 (but the line break), DEL and C1.
+fn raw_controls(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|c| *c != '\n' && matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}'))
+        .collect()
+}
+
+fn server_args(setup: &Setup) -> Vec<String> {
+    vec![
+        "--server".into(),
+        setup.server.base.clone(),
+        "--token".into(),
+        setup.token.clone(),
+    ]
+}
+
+fn run(args: &[String]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("run aloft")
+}
+
+fn run_ok(args: &[String]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "aloft {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server text is escaped
+
+#[test]
+fn text_from_the_server_is_printed_with_control_characters_escaped() {
+    let setup = Setup::new();
+    let evil_name = "ci\u{1b}[2J\u{1b}]0;owned\u{7}\u{9b}31m";
+    // A token whose name would clear the screen and retitle the terminal.
+    let mut args = strings(&["tokens", "create", "--name", evil_name, "--scope", "admin"]);
+    args.extend(server_args(&setup));
+    let out = run(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let evil_token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(raw_controls(&stderr).is_empty(), "{stderr:?}");
+
+    // A publish whose message carries an escape sequence and a C1 control, made with that token.
+    let export = make_export(setup.dir.path(), "esc", "1.0.0");
+    let message = "fix \u{1b}[31mred\u{1b}[0m\u{85}next";
+    let mut args = strings(&[
+        "publish",
+        "--app",
+        "demo",
+        "--channel",
+        "production",
+        "--message",
+        message,
+        "--input",
+    ]);
+    args.push(export.to_str().unwrap().to_owned());
+    args.extend([
+        "--server".into(),
+        setup.server.base.clone(),
+        "--token".into(),
+        evil_token,
+    ]);
+    run_ok(&args);
+
+    let listing = |cmd: &[&str]| {
+        let mut args = strings(cmd);
+        args.extend(server_args(&setup));
+        run_ok(&args)
+    };
+    let tokens = listing(&["tokens", "list"]);
+    assert!(raw_controls(&tokens).is_empty(), "{tokens:?}");
+    assert!(tokens.contains(r"ci\u{1b}[2J\u{1b}]0;owned\u{7}\u{9b}31m"), "{tokens}");
+
+    let groups = listing(&["updates", "list", "--app", "demo"]);
+    assert!(raw_controls(&groups).is_empty(), "{groups:?}");
+    assert!(groups.contains(r"fix \u{1b}[31mred\u{1b}[0m\u{85}next"), "{groups}");
+    assert!(
+        groups.contains(r"ci\u{1b}[2J"),
+        "the publisher's name is shown escaped too: {groups}"
+    );
+
+    // JSON output stays JSON that means the same, with the controls written as escapes.
+    let json_groups = listing(&["updates", "list", "--app", "demo", "--json"]);
+    assert!(raw_controls(&json_groups).is_empty(), "{json_groups:?}");
+    let parsed: Value = serde_json::from_str(&json_groups).unwrap();
+    assert_eq!(parsed[0]["message"], message);
+
+    let audit = listing(&["audit"]);
+    assert!(raw_controls(&audit).is_empty(), "{audit:?}");
+    assert!(audit.contains(r"ci\u{1b}[2J"), "{audit}");
+    let json_audit = listing(&["audit", "--json"]);
+    assert!(raw_controls(&json_audit).is_empty(), "{json_audit:?}");
+    let parsed: Value = serde_json::from_str(&json_audit).unwrap();
+    assert!(
+        parsed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"].as_str().unwrap().starts_with(evil_name)),
+        "{parsed}"
+    );
+}
+
+/// A server that answers each of `replies` to one request, in order.
+fn fake_server(replies: Vec<(u16, &'static str, Vec<u8>)>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for (status, content_type, body) in replies {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let mut stream = stream;
+            let head = format!(
+                "HTTP/1.1 {status} Refused\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(&body).unwrap();
+        }
+    });
+    base
+}
+
+#[test]
+fn error_messages_from_a_server_are_printed_escaped() {
+    let json_body =
+        json!({"error": {"code": "bad\u{1b}[5m", "message": "evil \u{1b}[2J\u{1b}]0;title\u{7} \u{9b}31m done"}});
+    let html_body = b"<h1>\x1b[2Jproxy error\x07</h1>".to_vec();
+    let base = fake_server(vec![
+        (409, "application/json", serde_json::to_vec(&json_body).unwrap()),
+        (502, "text/html", html_body),
+    ]);
+    for expected in [
+        r"evil \u{1b}[2J\u{1b}]0;title\u{7} \u{9b}31m done",
+        r"<h1>\u{1b}[2Jproxy error\u{7}</h1>",
+    ] {
+        let out = run(&strings(&["apps", "list", "--server", &base, "--token", "t"]));
+        assert!(!out.status.success());
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(raw_controls(&stderr).is_empty(), "{stderr:?}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A closed stdout
+
+#[test]
+fn a_closed_stdout_ends_every_printing_command_quietly() {
+    let setup = Setup::new();
+    let published = setup.publish(
+        &make_export(setup.dir.path(), "pipe", "1.0.0"),
+        "production",
+        false,
+        &[],
+    );
+    let group = published["group_id"].as_str().unwrap().to_owned();
+    let keys = setup.path("more-keys");
+    let app = ["--app", "demo"];
+    let commands: Vec<Vec<String>> = vec![
+        strings(&["audit"]),
+        strings(&["audit", "--json"]),
+        strings(&["apps", "list"]),
+        strings(&["tokens", "list"]),
+        [strings(&["channels", "list"]), strings(&app)].concat(),
+        [strings(&["branches", "list"]), strings(&app)].concat(),
+        [strings(&["updates", "list"]), strings(&app)].concat(),
+        [strings(&["updates", "list", "--json"]), strings(&app)].concat(),
+        [strings(&["updates", "show", &group]), strings(&app)].concat(),
+    ];
+    let mut problems = Vec::new();
+    let mut run_closed = |args: Vec<String>| {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before the command prints anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success()
+            || ["panicked", "Broken pipe", "backtrace", "error"]
+                .iter()
+                .any(|w| stderr.contains(w))
+        {
+            problems.push(format!("aloft {args:?}: {} {stderr}", out.status));
+        }
+    };
+    for mut args in commands {
+        args.extend(server_args(&setup));
+        run_closed(args);
+    }
+    // Commands that print without asking a server.
+    run_closed(strings(&[
+        "keys",
+        "generate",
+        "--output-dir",
+        keys.to_str().unwrap(),
+        "--common-name",
+        "Pipe",
+    ]));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
