@@ -1,12 +1,15 @@
 //! What the CLI shows, through the real binary: text from a server is printed with its control
-//! characters escaped; a stdout closed by its reader ends a command quietly.
+//! characters escaped; a stdout closed by its reader ends a command quietly; `publish` shows
+//! what `npx expo export` says and refuses, before uploading anything, a publish the server
+//! would refuse.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
@@ -230,4 +233,191 @@ fn a_closed_stdout_ends_every_printing_command_quietly() {
         "Pipe",
     ]));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// publish runs `npx expo export` in the open
+
+/// A folder with a fake `npx` that prints to both streams and fails, or that plays `expo export`
+/// and `expo config` with a prepared export.
+fn fake_npx(dir: &Path, export: Option<&Path>) -> PathBuf {
+    let bin = dir.join("fake-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = match export {
+        None => "#!/bin/sh\n\
+                 echo \"fake npx stdout: $*\"\n\
+                 echo \"fake npx stderr: Error: Cannot find module 'expo/package.json'\" >&2\n\
+                 exit 1\n"
+            .to_owned(),
+        Some(export) => format!(
+            "#!/bin/sh\n\
+             case \"$1 $2\" in\n\
+             'expo export') echo 'Exporting... (fake)'; echo 'Bundled 1 module' >&2; cp -R '{e}/.' \"$4\" ;;\n\
+             'expo config') cat '{e}/expoConfig.json' ;;\n\
+             *) echo \"unexpected: $*\" >&2; exit 2 ;;\n\
+             esac\n",
+            e = export.display()
+        ),
+    };
+    let path = bin.join("npx");
+    std::fs::write(&path, script).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin
+}
+
+fn publish_in(setup: &Setup, project: &Path, bin: &Path, extra: &[&str]) -> std::process::Output {
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut args = strings(&["publish", "--app", "demo", "--channel", "production"]);
+    args.extend(server_args(setup));
+    args.extend(strings(extra));
+    Command::new(BIN)
+        .args(&args)
+        .current_dir(project)
+        .env("PATH", path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn publish_without_input_shows_what_npx_expo_export_said() {
+    let setup = Setup::new();
+    let project = setup.path("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let bin = fake_npx(setup.dir.path(), None);
+    let out = publish_in(&setup, &project, &bin, &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for said in [
+        "fake npx stderr: Error: Cannot find module 'expo/package.json'",
+        "fake npx stdout: expo export --output-dir",
+        "`npx expo export --output-dir",
+        "exit code 1",
+        &project.canonicalize().unwrap().display().to_string(),
+        "npm install",
+    ] {
+        assert!(stderr.contains(said), "stderr does not show {said:?}:\n{stderr}");
+    }
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // When npx works, its output is shown on stderr, and stdout is only the result.
+    let export = make_export(setup.dir.path(), "npx", "1.0.0");
+    let bin = fake_npx(&setup.path("working"), Some(&export));
+    let out = publish_in(&setup, &project, &bin, &["--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Exporting... (fake)") && stderr.contains("Bundled 1 module"),
+        "{stderr}"
+    );
+    let published: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(published["branch"], "production");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refused publishes upload nothing
+
+/// The SHA-256 of every file of an export but its metadata and config.
+fn export_hashes(dist: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dist.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if !matches!(
+                path.file_name().and_then(|n| n.to_str()),
+                Some("metadata.json" | "expoConfig.json")
+            ) {
+                let mut bytes = Vec::new();
+                std::fs::File::open(&path).unwrap().read_to_end(&mut bytes).unwrap();
+                out.push(sha256_b64url(&bytes));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Which of `hashes` the server lacks, asked the way `aloft publish` asks.
+async fn missing(setup: &Setup, hashes: &[String]) -> Vec<String> {
+    let reply: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/blobs/missing", setup.server.base))
+        .bearer_auth(&setup.token)
+        .json(&json!({ "hashes": hashes }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut missing: Vec<String> = reply["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_owned())
+        .collect();
+    missing.sort();
+    missing
+}
+
+#[tokio::test]
+async fn refused_publishes_upload_nothing() {
+    let setup = Setup::new();
+    let base = setup.server.base.clone();
+
+    // To an app that does not exist.
+    let export = make_export(setup.dir.path(), "no-app", "1.0.0");
+    let hashes = export_hashes(&export);
+    assert!(hashes.len() >= 4, "{hashes:?}");
+    let mut args = strings(&["publish", "--app", "nope", "--channel", "production", "--input"]);
+    args.push(export.to_str().unwrap().to_owned());
+    args.extend(server_args(&setup));
+    let out = run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no app \"nope\"") && stderr.contains("`aloft apps create nope`") && stderr.contains(&base),
+        "{stderr}"
+    );
+    assert_eq!(
+        missing(&setup, &hashes).await,
+        hashes,
+        "files were uploaded for an unknown app"
+    );
+
+    // Onto a rollout in progress for the same platform and runtime version.
+    setup.publish(
+        &make_export(setup.dir.path(), "rolling", "1.0.0"),
+        "production",
+        false,
+        &["--rollout-percentage", "10"],
+    );
+    let export = make_export(setup.dir.path(), "blocked", "1.0.0");
+    let hashes = export_hashes(&export);
+    let mut args = strings(&["publish", "--app", "demo", "--channel", "production", "--input"]);
+    args.push(export.to_str().unwrap().to_owned());
+    args.extend(server_args(&setup));
+    let out = run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("rollout_in_progress") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        missing(&setup, &hashes).await,
+        hashes,
+        "files were uploaded for a refused publish"
+    );
+
+    // Forced, the same publish goes through.
+    args.push("--force".into());
+    run_ok(&args);
+    assert!(missing(&setup, &hashes).await.is_empty());
 }
