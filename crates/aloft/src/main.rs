@@ -48,7 +48,7 @@ enum Command {
     /// Branches: ordered lists of update groups.
     #[command(subcommand)]
     Branches(release::BranchesCommand),
-    /// Update groups: list, show, disable.
+    /// Update groups: list, show, disable, delete.
     #[command(subcommand)]
     Updates(release::UpdatesCommand),
     /// Per-group rollouts: raise, complete, revert.

@@ -14,7 +14,8 @@ use serde_json::json;
 use crate::client::{Client, ServerArgs, SigningArgs};
 use crate::output::{self, outln};
 
-/// Server, token and app: what every app-scoped command needs.
+// Server, token and app: what every app-scoped command needs. (A plain comment: clap would take
+// a doc comment here as the description of every subcommand that flattens this and has none.)
 #[derive(Args, Debug, Clone)]
 pub struct AppArgs {
     #[command(flatten)]
@@ -176,12 +177,14 @@ pub async fn channels(cmd: ChannelsCommand) -> anyhow::Result<()> {
 
 #[derive(Subcommand)]
 pub enum BranchesCommand {
+    /// List branches: how many update groups each has and which channels use it.
     List {
         #[command(flatten)]
         app: AppArgs,
         #[arg(long)]
         json: bool,
     },
+    /// Create an empty branch (publishing with --branch also creates one).
     Create {
         name: String,
         #[command(flatten)]
@@ -458,7 +461,7 @@ pub enum RolloutCommand {
         #[command(flatten)]
         app: AppArgs,
     },
-    /// Every device gets the group.
+    /// Complete a group's rollout: every device gets the group.
     Complete {
         group: String,
         #[command(flatten)]

@@ -1,7 +1,7 @@
 //! What the CLI shows, through the real binary: text from a server is printed with its control
 //! characters escaped; a stdout closed by its reader ends a command quietly; `publish` shows
 //! what `npx expo export` says and refuses, before uploading anything, a publish the server
-//! would refuse.
+//! would refuse; every subcommand's `--help` describes that subcommand.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
 
@@ -420,4 +420,71 @@ async fn refused_publishes_upload_nothing() {
     args.push("--force".into());
     run_ok(&args);
     assert!(missing(&setup, &hashes).await.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// --help
+
+/// The subcommands `aloft <path> --help` lists, with their one-line descriptions.
+fn subcommands(help: &str) -> Vec<(String, String)> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| {
+            let l = l.trim();
+            let (name, about) = l.split_once(char::is_whitespace)?;
+            Some((name.to_owned(), about.trim().to_owned()))
+        })
+        .filter(|(name, _)| name != "help")
+        .collect()
+}
+
+#[test]
+fn every_subcommand_help_describes_that_subcommand() {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut todo: Vec<Vec<String>> = vec![Vec::new()];
+    while let Some(path) = todo.pop() {
+        let help = aloft_ok(&[path.iter().map(String::as_str).collect::<Vec<_>>(), vec!["--help"]].concat());
+        for (name, about) in subcommands(&help) {
+            let mut child = path.clone();
+            child.push(name);
+            let own = aloft_ok(&[child.iter().map(String::as_str).collect::<Vec<_>>(), vec!["--help"]].concat());
+            let first = own.lines().next().unwrap_or_default().trim().to_owned();
+            // The parent's list shows the start of the same description.
+            let about = about.trim_end_matches("...").trim_end_matches('.');
+            assert!(
+                first.starts_with(about) || about.starts_with(first.trim_end_matches('.')),
+                "aloft {}: listed as {about:?}, but --help starts with {first:?}",
+                child.join(" ")
+            );
+            seen.push((child.join(" "), first));
+            todo.push(child);
+        }
+    }
+    assert!(seen.len() >= 30, "only {} subcommands found: {seen:?}", seen.len());
+    let mut problems = Vec::new();
+    for (i, (cmd, first)) in seen.iter().enumerate() {
+        if first.len() < 12 {
+            problems.push(format!("aloft {cmd}: first line {first:?} says too little"));
+        }
+        for (other, other_first) in &seen[..i] {
+            if first == other_first {
+                problems.push(format!("aloft {cmd} and aloft {other} share the first line {first:?}"));
+            }
+        }
+        // The shared argument groups must not speak for a subcommand.
+        for shared in [
+            "Server, token and app",
+            "Where the server is",
+            "--signing-key`/`--keyid`",
+        ] {
+            if first.contains(shared) {
+                problems.push(format!(
+                    "aloft {cmd}: first line is a shared argument group's: {first:?}"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
