@@ -117,8 +117,7 @@ pub struct PublishRequest {
 }
 
 /// Asks whether a publish would be refused for where it goes (an invalid channel or branch, a
-/// channel rollout, a group rollout in progress for the same platform and runtime version),
-/// before any file is uploaded. Changes nothing.
+/// channel rollout, a group rollout in progress), before any file is uploaded. Changes nothing.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishCheckRequest {

@@ -722,8 +722,8 @@ async fn publish_check_refuses_what_the_publish_would_refuse_and_changes_nothing
         (StatusCode::BAD_REQUEST, "invalid_runtime_version")
     );
 
-    // A group rollout on production: the same platform and runtime version are refused, as the
-    // publish is; forcing is allowed, as it is for the publish.
+    // A group rollout on production: asking is refused as the publish is; forcing is allowed, as
+    // it is for the publish.
     let hash = env.upload(b"bundle one").await;
     let r = env
         .json(
@@ -781,6 +781,29 @@ async fn publish_check_refuses_what_the_publish_would_refuse_and_changes_nothing
         )
         .await;
     assert_eq!(refused_again.code(), "rollout_in_progress");
+    // Another runtime version: whatever the publish answers, asking answers the same.
+    let asked = env
+        .json(
+            Method::POST,
+            check,
+            json!({"channel": "production", "updates": [
+                {"platform": "ios", "runtime_version": "2.0.0"},
+                {"platform": "android", "runtime_version": "2.0.0"}
+            ]}),
+        )
+        .await;
+    let mut other = publish_request(Some("production"), None, hash2, None);
+    for u in other["updates"].as_array_mut().unwrap() {
+        u["runtime_version"] = json!("2.0.0");
+    }
+    let published = env.json(Method::POST, "/api/v1/apps/demo/publish", other).await;
+    assert_eq!(
+        (asked.status.is_success(), asked.code(), asked.message()),
+        (published.status.is_success(), published.code(), published.message()),
+        "{} / {}",
+        asked.body,
+        published.body
+    );
 
     // A channel rollout: publishing with --channel is refused, with or without force.
     let r = env

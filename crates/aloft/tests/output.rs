@@ -391,7 +391,7 @@ async fn refused_publishes_upload_nothing() {
         "files were uploaded for an unknown app"
     );
 
-    // Onto a rollout in progress for the same platform and runtime version.
+    // Onto a branch with a group rollout in progress.
     setup.publish(
         &make_export(setup.dir.path(), "rolling", "1.0.0"),
         "production",

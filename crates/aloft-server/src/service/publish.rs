@@ -30,7 +30,15 @@ pub async fn resolve_target(
             let c = ChannelName::parse(c).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
             let channel = channels::ensure_channel(conn, app.id, c.as_str()).await?;
             if let Some(r) = &channel.rollout {
-                return Err(channel_rollout_refusal(&channel.name, r));
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "channel_rollout_in_progress",
+                    format!(
+                        "channel {:?} is rolling out branch {:?} to {}% of devices; publish to a branch with --branch, \
+                         or end or revert the channel rollout first",
+                        channel.name, r.branch, r.percentage
+                    ),
+                ));
             }
             Ok((channel.branch_id, channel.branch))
         }
@@ -44,19 +52,6 @@ pub async fn resolve_target(
             "give exactly one of channel or branch",
         )),
     }
-}
-
-/// A publish with `--channel` while the channel splits its devices between two branches.
-fn channel_rollout_refusal(channel: &str, rollout: &channels::BranchRollout) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "channel_rollout_in_progress",
-        format!(
-            "channel {channel:?} is rolling out branch {:?} to {}% of devices; publish to a branch with --branch, \
-             or end or revert the channel rollout first",
-            rollout.branch, rollout.percentage
-        ),
-    )
 }
 
 /// Refuses to publish onto a branch with a rollout in progress, unless forced (which completes
@@ -79,12 +74,14 @@ async fn check_rollout(conn: &mut SqliteConnection, branch_id: i64, branch: &str
 }
 
 /// What a publish of `targets` (platform, runtime version) to `channel` or `branch` would be
-/// refused for, found without changing anything: an invalid target, a channel rollout, or, unless
-/// forced, a group rollout in progress on the branch for one of the same platform and runtime
-/// version. The CLI asks before uploading any file. Answers the branch the publish would land on.
+/// refused for because of where it goes, found without changing anything, so that the CLI can
+/// ask before it uploads a file: an invalid channel or branch name, a channel rollout, a group
+/// rollout in progress (unless forced). Answers the branch the publish would land on.
 ///
-/// The refusals are those of [`resolve_target`] and [`check_rollout`], with the same codes; the
-/// rollout looked at is the branch's newest one, as `check_rollout` does.
+/// It runs the publish's own steps, [`resolve_target`] and [`check_rollout`], in a transaction
+/// that is rolled back (as `?prepare=true` does), so its answer is the publish's: same status,
+/// code and message, and a new channel or branch is not kept. `check_rollout` looks at the
+/// branch, whatever the platforms; `targets` are here for when it looks at them too.
 pub async fn check_publish(
     state: &AppState,
     app: &App,
@@ -99,71 +96,19 @@ pub async fn check_publish(
             "a publish needs at least one platform",
         ));
     }
-    let mut conn = state.db.conn().await?;
-    let (branch_id, branch) = match (channel, branch) {
-        (Some(c), None) => {
-            let c = ChannelName::parse(c).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
-            match channels::get(&mut conn, app.id, c.as_str()).await {
-                Ok(channel) => {
-                    if let Some(r) = &channel.rollout {
-                        return Err(channel_rollout_refusal(&channel.name, r));
-                    }
-                    (Some(channel.branch_id), channel.branch)
-                }
-                // A new channel gets a branch of its own name, which may exist already.
-                Err(aloft_store::DbError::NoSuchChannel) => (
-                    optional(channels::branch_id(&mut conn, app.id, c.as_str()).await)?,
-                    c.to_string(),
-                ),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        (None, Some(b)) => {
-            let b = BranchName::parse(b).map_err(|e| ApiError::bad_request("invalid_branch", e.to_string()))?;
-            (
-                optional(channels::branch_id(&mut conn, app.id, b.as_str()).await)?,
-                b.to_string(),
-            )
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_target",
-                "give exactly one of channel or branch",
-            ));
-        }
-    };
-    let Some(branch_id) = branch_id.filter(|_| !force) else {
-        return Ok(branch);
-    };
-    let Some(group) = updates::active_rollout(&mut conn, branch_id).await? else {
-        return Ok(branch);
-    };
-    let rolling = updates::group(&mut conn, app.id, group).await?;
-    if let Some(u) = rolling.updates.iter().find(|u| {
-        targets
-            .iter()
-            .any(|(p, rv)| *p == u.platform && *rv == u.runtime_version)
-    }) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "rollout_in_progress",
-            format!(
-                "branch {branch:?} has a rollout in progress for {} runtime {} (group {group}); complete it \
-                 (`aloft rollout complete {group}`), revert it (`aloft rollout revert {group}`), or publish with --force",
-                u.platform, u.runtime_version
-            ),
+    let platforms: BTreeSet<Platform> = targets.iter().map(|(p, _)| *p).collect();
+    if platforms.len() != targets.len() {
+        return Err(ApiError::bad_request(
+            "duplicate_platform",
+            "each platform may appear once per publish",
         ));
     }
+    let mut change = Change::begin(state).await?;
+    let (branch_id, branch) = resolve_target(&mut change.tx, app, channel, branch).await?;
+    check_rollout(&mut change.tx, branch_id, &branch, force).await?;
+    // Dropping the transaction rolls it back.
+    drop(change);
     Ok(branch)
-}
-
-/// A branch lookup where "no such branch" is an answer, not an error.
-fn optional(found: Result<i64, aloft_store::DbError>) -> Result<Option<i64>, ApiError> {
-    match found {
-        Ok(id) => Ok(Some(id)),
-        Err(aloft_store::DbError::NoSuchBranch) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn check_percentage(p: u8) -> Result<u8, ApiError> {
