@@ -107,6 +107,7 @@ pub struct PublishRequest {
     pub expo_client: Option<Value>,
     /// Start a rollout of this group to this share of devices (0-100).
     #[serde(default)]
+    #[schemars(range(max = 100))]
     pub rollout_percentage: Option<u8>,
     /// Publish even though the branch has a rollout in progress (which is then completed).
     #[serde(default)]
@@ -117,6 +118,36 @@ pub struct PublishRequest {
     /// devices may then refuse them). Without it such a commit is refused.
     #[serde(default)]
     pub allow_unsigned: bool,
+}
+
+/// Asks whether a publish would be refused for where it goes (an invalid channel or branch, a
+/// channel rollout, a group rollout in progress), before any file is uploaded. Changes nothing.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishCheckRequest {
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// The platforms and runtime versions the publish will have.
+    pub updates: Vec<PublishTarget>,
+    /// The publish will be forced (a group rollout in progress is then no obstacle).
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishTarget {
+    pub platform: Platform,
+    pub runtime_version: String,
+}
+
+/// A publish to that target would not be refused for it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct PublishCheck {
+    /// The branch the publish would land on (it may not exist yet).
+    pub branch: String,
 }
 
 /// The bodies an operation is about to store, for the publisher to sign.
@@ -223,6 +254,7 @@ pub struct RollbackRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetRollout {
+    #[schemars(range(max = 100))]
     pub percentage: u8,
 }
 
@@ -246,15 +278,23 @@ pub struct EditChannel {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", tag = "action")]
 pub enum ChannelRolloutAction {
-    Start { branch: String, percentage: u8 },
-    Set { percentage: u8 },
+    Start {
+        branch: String,
+        #[schemars(range(max = 100))]
+        percentage: u8,
+    },
+    Set {
+        #[schemars(range(max = 100))]
+        percentage: u8,
+    },
     End,
     Revert,
 }
 
-/// (serde cannot deny unknown fields next to a flattened enum; the action's own fields are still
-/// checked.)
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+/// On the wire the action's fields sit beside `commit` in one object. It is read through a flat
+/// form (see the `Deserialize` impl) rather than serde's `flatten`, so that unknown fields are
+/// refused and an error names the field it is about.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ChannelRolloutRequest {
     #[serde(flatten)]
     pub action: ChannelRolloutAction,
@@ -264,6 +304,57 @@ pub struct ChannelRolloutRequest {
     /// devices may then refuse them). Without it such a commit is refused.
     #[serde(default)]
     pub allow_unsigned: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ChannelRolloutActionName {
+    Start,
+    Set,
+    End,
+    Revert,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlatChannelRolloutRequest {
+    action: ChannelRolloutActionName,
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    percentage: Option<u8>,
+    #[serde(default)]
+    commit: Option<CommitInfo>,
+    #[serde(default)]
+    allow_unsigned: bool,
+}
+
+impl<'de> Deserialize<'de> for ChannelRolloutRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let flat = FlatChannelRolloutRequest::deserialize(d)?;
+        use ChannelRolloutActionName as Name;
+        const SET: &[&str] = &["action", "percentage", "commit", "allow_unsigned"];
+        const END: &[&str] = &["action", "commit", "allow_unsigned"];
+        let action = match (flat.action, flat.branch, flat.percentage) {
+            (Name::Start, Some(branch), Some(percentage)) => ChannelRolloutAction::Start { branch, percentage },
+            (Name::Start, None, _) => return Err(D::Error::missing_field("branch")),
+            (Name::Start | Name::Set, _, None) => return Err(D::Error::missing_field("percentage")),
+            (Name::Set, None, Some(percentage)) => ChannelRolloutAction::Set { percentage },
+            (Name::Set, Some(_), _) => return Err(D::Error::unknown_field("branch", SET)),
+            (Name::End, None, None) => ChannelRolloutAction::End,
+            (Name::Revert, None, None) => ChannelRolloutAction::Revert,
+            (Name::End | Name::Revert, branch, _) => {
+                let field = if branch.is_some() { "branch" } else { "percentage" };
+                return Err(D::Error::unknown_field(field, END));
+            }
+        };
+        Ok(Self {
+            action,
+            commit: flat.commit,
+            allow_unsigned: flat.allow_unsigned,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -376,4 +467,52 @@ pub struct GcRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct GcResult {
     pub removed: Vec<ContentHash>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_rollout_requests_round_trip_and_refuse_stray_fields() {
+        for action in [
+            ChannelRolloutAction::Start {
+                branch: "next".into(),
+                percentage: 10,
+            },
+            ChannelRolloutAction::Set { percentage: 20 },
+            ChannelRolloutAction::End,
+            ChannelRolloutAction::Revert,
+        ] {
+            let text = serde_json::to_string(&ChannelRolloutRequest {
+                action: action.clone(),
+                commit: None,
+                allow_unsigned: true,
+            })
+            .unwrap_or_default();
+            let back: ChannelRolloutRequest = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert!(back.allow_unsigned, "{text}");
+            assert_eq!(
+                serde_json::to_value(&back.action).ok(),
+                serde_json::to_value(&action).ok(),
+                "{text}"
+            );
+        }
+        for (bad, why) in [
+            (r#"{"action":"start","percentage":5}"#, "missing field `branch`"),
+            (r#"{"action":"set"}"#, "missing field `percentage`"),
+            (
+                r#"{"action":"set","percentage":5,"branch":"x"}"#,
+                "unknown field `branch`",
+            ),
+            (r#"{"action":"end","percentage":5}"#, "unknown field `percentage`"),
+            (r#"{"action":"revert","extra":1}"#, "unknown field `extra`"),
+            (r#"{"action":"grow"}"#, "unknown variant `grow`"),
+        ] {
+            let err = serde_json::from_str::<ChannelRolloutRequest>(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(err.to_string().contains(why), "{bad}: {err}");
+        }
+    }
 }

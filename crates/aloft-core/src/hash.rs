@@ -89,7 +89,7 @@ impl schemars::JsonSchema for ContentHash {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "description": "Unpadded base64url SHA-256 of the bytes",
+            "description": "Unpadded base64url SHA-256 of the bytes (43 characters)",
             "pattern": "^[A-Za-z0-9_-]{43}$"
         })
     }

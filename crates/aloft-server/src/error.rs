@@ -112,21 +112,40 @@ impl From<IngestError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large", e.to_string())
             }
             e @ IngestError::Mismatch { .. } => ApiError::bad_request("hash_mismatch", e.to_string()),
-            e @ IngestError::Body(_) => ApiError::bad_request("upload_interrupted", e.to_string()),
+            IngestError::Body(e) => {
+                tracing::info!(error = %e, "upload interrupted");
+                ApiError::bad_request("upload_interrupted", "the upload ended before all its bytes arrived")
+            }
             IngestError::Db(e) => e.into(),
             other => ApiError::internal("storing the upload failed", &other),
         }
     }
 }
 
-pub async fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "no such route")
+/// The request as the caller wrote it (nested routers see a shortened path), for fallbacks.
+fn route_text(method: &http::Method, uri: &http::Uri) -> String {
+    let path: String = uri.path().chars().take(200).collect();
+    format!("{method} {path}")
 }
 
-pub async fn method_not_allowed() -> ApiError {
+pub async fn not_found(method: http::Method, uri: axum::extract::OriginalUri) -> ApiError {
+    ApiError::not_found(
+        "not_found",
+        format!(
+            "no route {}: devices use /apps/{{slug}}/manifest and /assets/{{file}}; the management API is \
+             under /api/v1 (its routes are listed at /api/v1/openapi.json)",
+            route_text(&method, &uri.0)
+        ),
+    )
+}
+
+pub async fn method_not_allowed(method: http::Method, uri: axum::extract::OriginalUri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "this route does not take that method",
+        format!(
+            "{} does not take the method {method}; the `Allow` header lists the ones it takes",
+            uri.0.path().chars().take(200).collect::<String>()
+        ),
     )
 }

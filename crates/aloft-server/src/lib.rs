@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod error;
+mod explain;
 mod extract;
 pub mod front;
 pub(crate) mod metrics;

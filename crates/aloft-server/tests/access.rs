@@ -419,6 +419,10 @@ fn json_body(w: &World, r: &Route) -> Option<Value> {
         ("POST", "/apps/{slug}/publish") => {
             serde_json::to_value(publish_request(Some("production"), None, b"alpha bundle 1", None)).unwrap()
         }
+        // A branch nothing is published to: never refused, whatever the walk did before.
+        ("POST", "/apps/{slug}/publish/check") => {
+            json!({"branch": "unused", "updates": [{"platform": "ios", "runtime_version": "1"}]})
+        }
         // Republishes g1 onto its own branch.
         ("POST", "/apps/{slug}/groups/{group}/republish") => json!({}),
         ("POST", "/apps/{slug}/groups/{group}/disable") => json!({}),

@@ -6,6 +6,7 @@ use clap::Subcommand;
 use reqwest::Method;
 
 use crate::client::{Client, ServerArgs};
+use crate::output::outln;
 
 #[derive(Subcommand)]
 pub enum AppsCommand {
@@ -41,15 +42,15 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<()> {
         AppsCommand::Create { slug, server } => {
             let client = Client::new(&server)?;
             let app: AppInfo = client.post("/apps", &CreateApp { slug }).await?;
-            println!("created app {}", app.slug);
-            println!("manifest URL (updates.url): {}", app.manifest_url);
+            outln!("created app {}", app.slug)?;
+            outln!("manifest URL (updates.url): {}", app.manifest_url)?;
         }
         AppsCommand::List { server } => {
             let client = Client::new(&server)?;
             let apps: Vec<AppInfo> = client.get("/apps").await?;
             for app in apps {
                 let signing = if app.server_signing { "server-signed" } else { "" };
-                println!("{}\t{}\t{}", app.slug, app.manifest_url, signing);
+                outln!("{}\t{}\t{}", app.slug, app.manifest_url, signing)?;
             }
         }
         AppsCommand::SetSigningKey {
@@ -72,7 +73,7 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<()> {
                         .json(&body),
                 )
                 .await?;
-            println!("app {slug} now signs its updates on the server");
+            outln!("app {slug} now signs its updates on the server")?;
         }
     }
     Ok(())

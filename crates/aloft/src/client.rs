@@ -113,10 +113,13 @@ pub async fn decode<T: DeserializeOwned>(response: Response) -> anyhow::Result<T
             .and_then(|v| v["error"][name].as_str())
             .map(str::to_owned)
     };
+    // The server's words are shown as they are, but with control characters escaped: they
+    // must not be able to drive the terminal.
+    let clean = |text: String| crate::output::clean(&text).into_owned();
     Err(ServerError {
         status: status.as_u16(),
-        code: field("code").unwrap_or_else(|| "unknown".into()),
-        message: field("message").unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(500).collect()),
+        code: clean(field("code").unwrap_or_else(|| "unknown".into())),
+        message: clean(field("message").unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(500).collect())),
     }
     .into())
 }

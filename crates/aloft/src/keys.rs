@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
+use crate::output::{self, errln};
+
 #[derive(Subcommand)]
 pub enum KeysCommand {
     /// Generate an RSA-2048 key pair and a self-signed code-signing certificate, as
@@ -75,18 +77,18 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                     output_dir.display().to_string().trim_start_matches("./")
                 )
             };
-            eprintln!(
+            errln!(
                 "wrote private-key.pem, public-key.pem and certificate.pem to {}",
                 output_dir.display()
             );
-            eprintln!("keep private-key.pem secret; add this to app.json:");
+            errln!("keep private-key.pem secret; add this to app.json:");
             let fragment = serde_json::json!({
                 "expo": { "updates": {
                     "codeSigningCertificate": cert_path,
                     "codeSigningMetadata": { "keyid": keyid, "alg": aloft_core::signature::ALG }
                 }}
             });
-            println!("{}", serde_json::to_string_pretty(&fragment)?);
+            output::json(&fragment)?;
         }
     }
     Ok(())

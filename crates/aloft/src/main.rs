@@ -4,6 +4,7 @@
 mod apps;
 mod client;
 mod keys;
+mod output;
 mod publish;
 mod release;
 mod serve;
@@ -47,7 +48,7 @@ enum Command {
     /// Branches: ordered lists of update groups.
     #[command(subcommand)]
     Branches(release::BranchesCommand),
-    /// Update groups: list, show, disable.
+    /// Update groups: list, show, disable, delete.
     #[command(subcommand)]
     Updates(release::UpdatesCommand),
     /// Per-group rollouts: raise, complete, revert.
@@ -92,8 +93,11 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`aloft audit | head -3`): nothing more to say.
+        Err(e) if output::is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Messages may carry a server's text: escaped like everything else printed.
+            output::errln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

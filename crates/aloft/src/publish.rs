@@ -6,7 +6,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use aloft_core::api::{
-    FileRef, MissingBlobsRequest, MissingBlobsResponse, PlatformUpdate, PublishRequest, PublishedGroup,
+    AppInfo, FileRef, MissingBlobsRequest, MissingBlobsResponse, PlatformUpdate, PublishCheck, PublishCheckRequest,
+    PublishRequest, PublishTarget, PublishedGroup,
 };
 use aloft_core::export::{self, DistPath, ExportMetadata};
 use aloft_core::hash::Hasher;
@@ -18,7 +19,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Method;
 use tokio::io::AsyncReadExt;
 
-use crate::client::{Client, ServerArgs, SigningArgs};
+use crate::client::{Client, ServerArgs, ServerError, SigningArgs};
+use crate::output::{self, errln, outln};
 
 #[derive(Args, Debug)]
 pub struct PublishArgs {
@@ -122,17 +124,55 @@ async fn hash_file(path: &Path) -> anyhow::Result<LocalFile> {
     })
 }
 
-async fn run_command(program: &str, args: &[&str]) -> anyhow::Result<Vec<u8>> {
-    let output = tokio::process::Command::new(program)
+/// Runs `npx expo …` in the current folder with its output shown live: its stderr is ours, its
+/// stdout goes to our stderr too (ours may be `--json`) unless `capture` asks for it. A failure
+/// says which command failed, where, and what usually fixes it.
+async fn run_npx(args: &[&str], capture: bool) -> anyhow::Result<Vec<u8>> {
+    use std::process::Stdio;
+    let shown = format!("npx {}", args.join(" "));
+    let folder = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "the current folder".into());
+    let mut child = tokio::process::Command::new("npx")
         .args(args)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await
-        .with_context(|| format!("running `{program} {}` (is Node.js installed?)", args.join(" ")))?;
-    if !output.status.success() {
-        bail!("`{program} {}` failed with {}", args.join(" "), output.status);
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot run `{shown}` in {folder}: is Node.js installed, with `npx` on PATH?"))?;
+    let mut stdout = child.stdout.take().context("reading the output of npx")?;
+    let mut captured = Vec::new();
+    if capture {
+        stdout
+            .read_to_end(&mut captured)
+            .await
+            .context("reading the output of npx")?;
+    } else {
+        // Live, as it comes: an export can take minutes. (A closed stderr only hides it.)
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let n = stdout.read(&mut buf).await.context("reading the output of npx")?;
+            if n == 0 {
+                break;
+            }
+            let mut err = std::io::stderr().lock();
+            let _ = std::io::Write::write_all(&mut err, &buf[..n]).and_then(|()| std::io::Write::flush(&mut err));
+        }
     }
-    Ok(output.stdout)
+    let status = child.wait().await.with_context(|| format!("waiting for `{shown}`"))?;
+    if !status.success() {
+        let how = match status.code() {
+            Some(code) => format!("exit code {code}"),
+            None => "a signal".to_owned(),
+        };
+        bail!(
+            "`{shown}` failed ({how}) in {folder}; its messages are above. Run `aloft publish` in your Expo \
+             project's folder, with its dependencies installed (run `npm install` if node_modules is missing), \
+             or export yourself and pass --input"
+        );
+    }
+    Ok(captured)
 }
 
 /// The export folder and the public app config, exporting first when no --input was given.
@@ -142,8 +182,8 @@ async fn load_export(args: &PublishArgs) -> anyhow::Result<(PathBuf, Option<temp
         None => {
             let tmp = tempfile::tempdir().context("creating a folder for the export")?;
             let out = tmp.path().to_string_lossy().into_owned();
-            eprintln!("running `npx expo export` ...");
-            run_command("npx", &["expo", "export", "--output-dir", &out]).await?;
+            errln!("running `npx expo export` ...");
+            run_npx(&["expo", "export", "--output-dir", &out], false).await?;
             (tmp.path().to_owned(), Some(tmp))
         }
     };
@@ -159,7 +199,7 @@ async fn load_export(args: &PublishArgs) -> anyhow::Result<(PathBuf, Option<temp
                 )
             })?
         }
-        (None, None) => run_command("npx", &["expo", "config", "--type", "public", "--json"]).await?,
+        (None, None) => run_npx(&["expo", "config", "--type", "public", "--json"], true).await?,
     };
     let config: serde_json::Value =
         serde_json::from_slice(&config_bytes).context("the app config is not valid JSON")?;
@@ -169,9 +209,26 @@ async fn load_export(args: &PublishArgs) -> anyhow::Result<(PathBuf, Option<temp
     Ok((dist, tmp, config))
 }
 
+/// The app must exist before anything is exported or uploaded.
+async fn check_app(client: &Client, server: &str, slug: &str) -> anyhow::Result<()> {
+    let missing = |e: &anyhow::Error| {
+        e.downcast_ref::<ServerError>()
+            .is_some_and(|s| s.code == "app_not_found")
+    };
+    match client.get::<AppInfo>(&format!("/apps/{slug}")).await {
+        Ok(_) => Ok(()),
+        Err(e) if missing(&e) => bail!(
+            "no app {slug:?} on {server} (app_not_found), or none this token may see; \
+             create it with `aloft apps create {slug}`"
+        ),
+        Err(e) => Err(e),
+    }
+}
+
 pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.server)?;
     let signing = args.signing.load()?;
+    check_app(&client, &args.server.server, &args.app).await?;
     let (dist, _tmp, config) = load_export(&args).await?;
     let dist_root = dist
         .canonicalize()
@@ -226,6 +283,24 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             assets,
         });
     }
+
+    // Whatever the publish would be refused for where it goes (a rollout in progress, a bad
+    // channel name), it is refused now, before any file is uploaded.
+    let check = PublishCheckRequest {
+        channel: args.channel.clone(),
+        branch: args.branch.clone(),
+        updates: updates
+            .iter()
+            .map(|u| PublishTarget {
+                platform: u.platform,
+                runtime_version: u.runtime_version.clone(),
+            })
+            .collect(),
+        force: args.force,
+    };
+    let _: PublishCheck = client
+        .post(&format!("/apps/{}/publish/check", args.app), &check)
+        .await?;
 
     upload_missing(&client, &files).await?;
 
@@ -290,7 +365,7 @@ async fn upload_missing(client: &Client, files: &HashMap<ContentHash, LocalFile>
             .with_context(|| format!("uploading {}", file.path.display()))?;
     }
     bar.finish_and_clear();
-    eprintln!(
+    errln!(
         "{} of {} files uploaded ({} bytes); the rest were already on the server",
         missing.len(),
         files.len(),
@@ -301,13 +376,13 @@ async fn upload_missing(client: &Client, files: &HashMap<ContentHash, LocalFile>
 
 fn print_result(published: &PublishedGroup, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(published)?);
+        output::json(published)?;
         return Ok(());
     }
-    println!("Update group ID  {}", published.group_id);
+    outln!("Update group ID  {}", published.group_id)?;
     for update in &published.updates {
         let signed = if update.signed { "signed" } else { "unsigned" };
-        println!(
+        outln!(
             "{:<16} {}  (runtime {}, {signed})",
             format!(
                 "{} update ID",
@@ -318,13 +393,13 @@ fn print_result(published: &PublishedGroup, json: bool) -> anyhow::Result<()> {
             ),
             update.id,
             update.runtime_version
-        );
+        )?;
     }
-    println!("Created at       {}", published.created_at);
-    println!("Branch           {}", published.branch);
+    outln!("Created at       {}", published.created_at)?;
+    outln!("Branch           {}", published.branch)?;
     if let Some(p) = published.rollout_percentage {
-        println!("Rollout          {p}% of devices");
+        outln!("Rollout          {p}% of devices")?;
     }
-    println!("Manifest URL     {}", published.manifest_url);
+    outln!("Manifest URL     {}", published.manifest_url)?;
     Ok(())
 }

@@ -12,8 +12,10 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::client::{Client, ServerArgs, SigningArgs};
+use crate::output::{self, outln};
 
-/// Server, token and app: what every app-scoped command needs.
+// Server, token and app: what every app-scoped command needs. (A plain comment: clap would take
+// a doc comment here as the description of every subcommand that flattens this and has none.)
 #[derive(Args, Debug, Clone)]
 pub struct AppArgs {
     #[command(flatten)]
@@ -35,23 +37,25 @@ impl AppArgs {
 
 fn print_outcome(outcome: &Outcome, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(outcome)?);
+        output::json(outcome)?;
         return Ok(());
     }
-    println!("{}", outcome.summary);
+    outln!("{}", outcome.summary)?;
     if let Some(p) = &outcome.published {
-        println!(
+        outln!(
             "Published group  {} on branch {} at {}",
-            p.group_id, p.branch, p.created_at
-        );
+            p.group_id,
+            p.branch,
+            p.created_at
+        )?;
         for u in &p.updates {
             let signed = if u.signed { "signed" } else { "unsigned" };
-            println!(
+            outln!(
                 "  {:<8} {}  (runtime {}, {signed})",
                 u.platform.as_str(),
                 u.id,
                 u.runtime_version
-            );
+            )?;
         }
     }
     Ok(())
@@ -112,16 +116,16 @@ pub async fn channels(cmd: ChannelsCommand) -> anyhow::Result<()> {
         ChannelsCommand::List { app, json } => {
             let channels: Vec<ChannelInfo> = app.client()?.get(&app.path("/channels")).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&channels)?);
+                output::json(&channels)?;
                 return Ok(());
             }
-            println!("{:<24} {:<24} ROLLOUT", "CHANNEL", "BRANCH");
+            outln!("{:<24} {:<24} ROLLOUT", "CHANNEL", "BRANCH")?;
             for c in channels {
                 let rollout = c
                     .rollout
                     .map(|r| format!("{}% to {}", r.percentage, r.branch))
                     .unwrap_or_default();
-                println!("{:<24} {:<24} {rollout}", c.name, c.branch);
+                outln!("{:<24} {:<24} {rollout}", c.name, c.branch)?;
             }
         }
         ChannelsCommand::Create { name, branch, app } => {
@@ -129,7 +133,7 @@ pub async fn channels(cmd: ChannelsCommand) -> anyhow::Result<()> {
                 .client()?
                 .post(&app.path("/channels"), &CreateChannel { name, branch })
                 .await?;
-            println!("channel {} created, pointing at branch {}", c.name, c.branch);
+            outln!("channel {} created, pointing at branch {}", c.name, c.branch)?;
         }
         ChannelsCommand::Edit { name, branch, app } => {
             let client = app.client()?;
@@ -137,7 +141,7 @@ pub async fn channels(cmd: ChannelsCommand) -> anyhow::Result<()> {
                 .request(Method::PUT, &app.path(&format!("/channels/{name}")))
                 .json(&EditChannel { branch });
             let c: ChannelInfo = client.send(request).await?;
-            println!("channel {} now points at branch {}", c.name, c.branch);
+            outln!("channel {} now points at branch {}", c.name, c.branch)?;
         }
         ChannelsCommand::Rollout {
             name,
@@ -177,12 +181,14 @@ pub async fn channels(cmd: ChannelsCommand) -> anyhow::Result<()> {
 
 #[derive(Subcommand)]
 pub enum BranchesCommand {
+    /// List branches: how many update groups each has and which channels use it.
     List {
         #[command(flatten)]
         app: AppArgs,
         #[arg(long)]
         json: bool,
     },
+    /// Create an empty branch (publishing with --branch also creates one).
     Create {
         name: String,
         #[command(flatten)]
@@ -202,18 +208,18 @@ pub async fn branches(cmd: BranchesCommand) -> anyhow::Result<()> {
         BranchesCommand::List { app, json } => {
             let branches: Vec<BranchInfo> = app.client()?.get(&app.path("/branches")).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&branches)?);
+                output::json(&branches)?;
                 return Ok(());
             }
-            println!("{:<24} {:>7} {:<26} CHANNELS", "BRANCH", "GROUPS", "CREATED");
+            outln!("{:<24} {:>7} {:<26} CHANNELS", "BRANCH", "GROUPS", "CREATED")?;
             for b in branches {
-                println!(
+                outln!(
                     "{:<24} {:>7} {:<26} {}",
                     b.name,
                     b.groups,
                     b.created_at,
                     b.channels.join(",")
-                );
+                )?;
             }
         }
         BranchesCommand::Create { name, app } => {
@@ -225,11 +231,11 @@ pub async fn branches(cmd: BranchesCommand) -> anyhow::Result<()> {
                         .json(&CreateBranch { name: name.clone() }),
                 )
                 .await?;
-            println!("branch {name} created");
+            outln!("branch {name} created")?;
         }
         BranchesCommand::Delete { name, app } => {
             delete(&app.client()?, &app.path(&format!("/branches/{name}"))).await?;
-            println!("branch {name} deleted");
+            outln!("branch {name} deleted")?;
         }
     }
     Ok(())
@@ -276,11 +282,17 @@ pub enum UpdatesCommand {
     },
 }
 
-fn print_groups(groups: &[GroupInfo]) {
-    println!(
+fn print_groups(groups: &[GroupInfo]) -> anyhow::Result<()> {
+    outln!(
         "{:<36} {:<16} {:<10} {:<16} {:<24} {:<8} {:<12} MESSAGE",
-        "GROUP", "BRANCH", "RUNTIME", "PLATFORMS", "CREATED", "ROLLOUT", "BY"
-    );
+        "GROUP",
+        "BRANCH",
+        "RUNTIME",
+        "PLATFORMS",
+        "CREATED",
+        "ROLLOUT",
+        "BY"
+    )?;
     for g in groups {
         let mut runtimes: Vec<&str> = g.updates.iter().map(|u| u.runtime_version.as_str()).collect();
         runtimes.dedup();
@@ -296,7 +308,7 @@ fn print_groups(groups: &[GroupInfo]) {
         } else {
             g.message.clone()
         };
-        println!(
+        outln!(
             "{:<36} {:<16} {:<10} {:<16} {:<24} {:<8} {:<12} {message}",
             g.id,
             g.branch,
@@ -305,8 +317,9 @@ fn print_groups(groups: &[GroupInfo]) {
             g.created_at,
             rollout,
             g.published_by
-        );
+        )?;
     }
+    Ok(())
 }
 
 pub async fn updates(cmd: UpdatesCommand) -> anyhow::Result<()> {
@@ -330,18 +343,18 @@ pub async fn updates(cmd: UpdatesCommand) -> anyhow::Result<()> {
                 .send(client.request(Method::GET, &app.path("/groups")).query(&query))
                 .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&groups)?);
+                output::json(&groups)?;
             } else {
-                print_groups(&groups);
+                print_groups(&groups)?;
             }
         }
         UpdatesCommand::Show { group, app } => {
             let g: GroupInfo = app.client()?.get(&app.path(&format!("/groups/{group}"))).await?;
-            println!("{}", serde_json::to_string_pretty(&g)?);
+            output::json(&g)?;
         }
         UpdatesCommand::Delete { group, app } => {
             delete(&app.client()?, &app.path(&format!("/groups/{group}"))).await?;
-            println!("group {group} deleted");
+            outln!("group {group} deleted")?;
         }
         UpdatesCommand::Disable {
             group,
@@ -455,7 +468,7 @@ pub enum RolloutCommand {
         #[command(flatten)]
         app: AppArgs,
     },
-    /// Every device gets the group.
+    /// Complete a group's rollout: every device gets the group.
     Complete {
         group: String,
         #[command(flatten)]
@@ -528,11 +541,11 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     }
     let entries: Vec<AuditEntry> = client.send(client.request(Method::GET, "/audit").query(&query)).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        output::json(&entries)?;
         return Ok(());
     }
     for e in entries {
-        println!(
+        outln!(
             "{}  {:<28} {:<12} {:<20} {:<38} {}  {}",
             e.at,
             e.actor,
@@ -541,7 +554,7 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
             e.target,
             e.details,
             e.remote
-        );
+        )?;
     }
     Ok(())
 }
@@ -565,7 +578,7 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
             },
         )
         .await?;
-    println!("removed {} unreferenced blob(s)", result.removed.len());
+    outln!("removed {} unreferenced blob(s)", result.removed.len())?;
     Ok(())
 }
 

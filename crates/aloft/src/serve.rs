@@ -11,6 +11,8 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use crate::output::{self, outln};
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// TOML configuration file (keys as the flags, e.g. `listen = "0.0.0.0:3000"`).
@@ -287,7 +289,7 @@ enum StorageTarget {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = resolve(&args)?;
     if args.check_config {
-        println!("{settings:#?}");
+        output::block(&format!("{settings:#?}"))?;
         return Ok(());
     }
     init_logging(settings.log_format);
@@ -352,7 +354,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%bound, %public_url, data_dir = %settings.data_dir.display(), "aloft is serving");
     let shutdown = shutdown_signal()?;
     // A machine-readable line on stdout, for scripts and tests that start on port 0.
-    println!("listening on http://{bound}");
+    // Serving goes on even if nobody reads stdout any more.
+    let _ = outln!("listening on http://{bound}");
     // Idle keep-alive connections close at once; requests in flight get up to 30 s.
     aloft_server::serve(
         listener,
@@ -383,7 +386,7 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let target = DatabaseTarget::resolve(args.database_url, &args.data_dir)?;
     let db = target.open(2).await?;
     db.close().await;
-    println!("{target:?}: schema up to date");
+    outln!("{target:?}: schema up to date")?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 
 use crate::client::{Client, ServerArgs};
+use crate::output::{errln, outln};
 use crate::serve::DatabaseTarget;
 
 #[derive(Subcommand)]
@@ -53,26 +54,31 @@ pub struct CreateArgs {
     token: Option<String>,
 }
 
-fn print_tokens(tokens: &[TokenInfo]) {
-    println!(
+fn print_tokens(tokens: &[TokenInfo]) -> anyhow::Result<()> {
+    outln!(
         "{:<5} {:<20} {:<8} {:<24} {:<26} STATE",
-        "ID", "NAME", "SCOPE", "APPS", "CREATED"
-    );
+        "ID",
+        "NAME",
+        "SCOPE",
+        "APPS",
+        "CREATED"
+    )?;
     for t in tokens {
         let state = match (&t.revoked_at, &t.expires_at) {
             (Some(at), _) => format!("revoked {at}"),
             (None, Some(at)) => format!("expires {at}"),
             (None, None) => "active".to_owned(),
         };
-        println!(
+        outln!(
             "{:<5} {:<20} {:<8} {:<24} {:<26} {state}",
             t.id,
             t.name,
             t.scope,
             t.apps.join(","),
             t.created_at
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn offline_target(args: &CreateArgs) -> anyhow::Result<Option<DatabaseTarget>> {
@@ -93,8 +99,8 @@ pub async fn run(cmd: TokensCommand) -> anyhow::Result<()> {
                 let db = target.open(2).await?;
                 let (_, secret) = tokens::create(&db, &args.name, &Scope::Admin, None).await?;
                 db.close().await;
-                println!("{secret}");
-                eprintln!(
+                outln!("{secret}")?;
+                errln!(
                     "admin token {:?} created; store it now, it cannot be shown again",
                     args.name
                 );
@@ -114,10 +120,12 @@ pub async fn run(cmd: TokensCommand) -> anyhow::Result<()> {
                     expires_in_days: args.expires_in_days,
                 };
                 let created: CreatedToken = client.post("/tokens", &body).await?;
-                println!("{}", created.secret);
-                eprintln!(
+                outln!("{}", created.secret)?;
+                errln!(
                     "{} token {:?} (id {}) created; store it now, it cannot be shown again",
-                    created.token.scope, created.token.name, created.token.id
+                    created.token.scope,
+                    created.token.name,
+                    created.token.id
                 );
             }
             (None, None) => bail!("give --data-dir or --database-url (offline, admin), or --server and --token"),
@@ -125,14 +133,14 @@ pub async fn run(cmd: TokensCommand) -> anyhow::Result<()> {
         TokensCommand::List { server } => {
             let client = Client::new(&server)?;
             let tokens: Vec<TokenInfo> = client.get("/tokens").await?;
-            print_tokens(&tokens);
+            print_tokens(&tokens)?;
         }
         TokensCommand::Revoke { id, server } => {
             let client = Client::new(&server)?;
             client
                 .send_empty(client.request(Method::DELETE, &format!("/tokens/{id}")))
                 .await?;
-            println!("token {id} revoked");
+            outln!("token {id} revoked")?;
         }
     }
     Ok(())

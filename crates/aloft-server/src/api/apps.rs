@@ -64,12 +64,9 @@ pub async fn set_signing_key(
 ) -> Result<Json<AppInfo>, ApiError> {
     let app = caller.app(&state, &slug, Need::Write).await?;
     caller.admin()?;
-    let signer = Signer::from_pem(&body.private_key_pem)
-        .map_err(|e| ApiError::bad_request("invalid_signing_key", e.to_string()))?;
+    let signer = Signer::from_pem(&body.private_key_pem).map_err(|e| unusable_key(&e))?;
     // Prove the key signs and the key id can be sent, before storing anything.
-    let sig = signer
-        .sign(b"aloft")
-        .map_err(|e| ApiError::bad_request("invalid_signing_key", e.to_string()))?;
+    let sig = signer.sign(b"aloft").map_err(|e| unusable_key(&e))?;
     CodeSignature::new(sig, body.keyid.clone()).map_err(|e| ApiError::bad_request("invalid_keyid", e.to_string()))?;
     apps::set_signing_key(&state.db, app.id, Some((&body.private_key_pem, &body.keyid))).await?;
     caller
@@ -82,6 +79,16 @@ pub async fn set_signing_key(
         )
         .await;
     Ok(Json(info(&state, &apps::by_id(&state.db, app.id).await?)))
+}
+
+/// The key library's reason is logged; the caller is told what is accepted.
+fn unusable_key(err: &dyn std::fmt::Display) -> ApiError {
+    tracing::info!(error = %err, "signing key refused");
+    ApiError::bad_request(
+        "invalid_signing_key",
+        "field `private_key_pem` must be an RSA private key of 2048 to 8192 bits in PEM \
+         (`BEGIN RSA PRIVATE KEY` or `BEGIN PRIVATE KEY`)",
+    )
 }
 
 pub async fn delete_signing_key(

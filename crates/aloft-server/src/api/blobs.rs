@@ -57,7 +57,10 @@ pub async fn upload_blob(
         let mut seen = 0u64;
         while let Some(chunk) = stream.next().await {
             seen += chunk
-                .map_err(|e| ApiError::bad_request("upload_interrupted", e.to_string()))?
+                .map_err(|e| {
+                    tracing::info!(error = %e, "upload interrupted");
+                    ApiError::bad_request("upload_interrupted", "the upload ended before all its bytes arrived")
+                })?
                 .len() as u64;
             if seen > max {
                 return Err(IngestError::TooLarge { max }.into());

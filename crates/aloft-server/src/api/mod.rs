@@ -90,6 +90,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint!(PUT "/apps/{slug}/signing-key", "Give the app a server-side signing key", Admin, put(apps::set_signing_key), req: json::<SetSigningKey>(), res: json::<AppInfo>(), status: 200),
         endpoint!(DELETE "/apps/{slug}/signing-key", "Remove the app's server-side signing key", Admin, delete(apps::delete_signing_key), req: None, res: json::<AppInfo>(), status: 200),
         endpoint!(POST "/apps/{slug}/publish", "Publish an update group (optionally as a rollout)", AppWrite, post(publish::publish), req: json::<PublishRequest>(), res: json::<Outcome>(), status: 201, prepare: true),
+        endpoint!(POST "/apps/{slug}/publish/check", "Whether a publish to this channel or branch, of these platforms and runtime versions, would be refused (as the publish would refuse it); changes nothing", AppWrite, post(publish::check_publish), req: json::<PublishCheckRequest>(), res: json::<PublishCheck>(), status: 200),
         endpoint!(GET "/apps/{slug}/groups", "List update groups, newest first (?branch= or ?channel=, ?limit=)", AppRead, get(updates::list_groups), req: None, res: json::<Vec<GroupInfo>>(), status: 200),
         endpoint!(GET "/apps/{slug}/groups/{group}", "Show an update group", AppRead, get(updates::show_group), req: None, res: json::<GroupInfo>(), status: 200),
         endpoint!(DELETE "/apps/{slug}/groups/{group}", "Delete a group that is no longer served", AppWrite, delete(publish::delete_group), req: None, res: None, status: 204),

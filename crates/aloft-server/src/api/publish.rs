@@ -3,8 +3,10 @@
 //! nothing, and `allow_unsigned` in its body, without which unsigned updates are refused on an
 //! app whose earlier updates were signed.
 
+use aloft_core::RuntimeVersion;
 use aloft_core::api::{
-    ChannelRolloutRequest, Outcome, PublishRequest, RepublishRequest, RollbackRequest, SetRollout, SignedOperation,
+    ChannelRolloutRequest, Outcome, PublishCheck, PublishCheckRequest, PublishRequest, RepublishRequest,
+    RollbackRequest, SetRollout, SignedOperation,
 };
 use axum::Json;
 use axum::extract::State;
@@ -113,6 +115,36 @@ pub async fn publish(
         None => format!("published to {target}"),
     };
     Ok(respond(&state, &caller, &slug, "publish", target, summary, finished).await)
+}
+
+/// Whether a publish to this target would be refused, before anything is uploaded; read-only,
+/// so not audited.
+pub async fn check_publish(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(slug): ApiPath<String>,
+    ApiJson(req): ApiJson<PublishCheckRequest>,
+) -> Result<Json<PublishCheck>, ApiError> {
+    let app = caller.app(&state, &slug, Need::Write).await?;
+    let targets = req
+        .updates
+        .iter()
+        .map(|u| {
+            RuntimeVersion::parse(u.runtime_version.as_str())
+                .map(|rv| (u.platform, rv))
+                .map_err(|e| ApiError::bad_request("invalid_runtime_version", e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let branch = publishing::check_publish(
+        &state,
+        &app,
+        req.channel.as_deref(),
+        req.branch.as_deref(),
+        &targets,
+        req.force,
+    )
+    .await?;
+    Ok(Json(PublishCheck { branch }))
 }
 
 pub async fn republish(

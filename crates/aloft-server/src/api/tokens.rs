@@ -4,14 +4,15 @@ use aloft_core::time::Millis;
 use aloft_store::db::audit;
 use aloft_store::db::tokens::{self, Scope, Token};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Caller, Need};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 pub fn token_info(t: Token) -> TokenInfo {
@@ -96,10 +97,16 @@ pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> Resul
     ))
 }
 
+/// `/tokens/{id}`: a struct, so that a refusal can name the segment.
+#[derive(Debug, Deserialize)]
+pub struct TokenPath {
+    id: i64,
+}
+
 pub async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<i64>,
+    ApiPath(TokenPath { id }): ApiPath<TokenPath>,
 ) -> Result<StatusCode, ApiError> {
     caller.admin()?;
     tokens::revoke(&state.db, id).await?;
@@ -109,7 +116,7 @@ pub async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     app: Option<String>,
@@ -120,9 +127,8 @@ pub struct AuditQuery {
 pub async fn list_audit(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     match &q.app {
         Some(app) => {
             caller.app(&state, app, Need::Read).await?;

@@ -2,13 +2,14 @@ use aloft_core::api::{GroupInfo, GroupUpdateInfo};
 use aloft_store::db::channels;
 use aloft_store::db::updates::{self, Group};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use uuid::Uuid;
 
 use super::auth::{Caller, Need};
 use crate::error::ApiError;
-use crate::extract::ApiPath;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 
 pub fn group_info(g: Group) -> GroupInfo {
@@ -34,7 +35,7 @@ pub fn group_info(g: Group) -> GroupInfo {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     branch: Option<String>,
@@ -47,9 +48,8 @@ pub async fn list_groups(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(slug): ApiPath<String>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<GroupInfo>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let app = caller.app(&state, &slug, Need::Read).await?;
     let mut conn = state.db.conn().await?;
     let branch_id = match (&q.branch, &q.channel) {

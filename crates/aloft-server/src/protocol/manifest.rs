@@ -6,14 +6,13 @@ use aloft_core::accept::{ManifestFormat, negotiate};
 use aloft_core::signature::ExpectSignature;
 use aloft_core::{ChannelName, Platform, RuntimeVersion};
 use aloft_store::db::updates::BodyKind;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::extract::ApiPath;
+use crate::extract::{ApiPath, parse_query};
 use crate::metrics::{ManifestKind, RequestMetrics};
 use crate::served::ServedUpdate;
 use crate::state::AppState;
@@ -247,13 +246,7 @@ pub(crate) fn answer_parts(
     // Headers are read in place: no copy of the header map per check.
     let query = match query {
         None => HashMap::new(),
-        Some(q) => {
-            let uri =
-                Uri::try_from(format!("/?{q}")).map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
-            Query::<HashMap<String, String>>::try_from_uri(&uri)
-                .map_err(|e: QueryRejection| ApiError::bad_request("invalid_query", e.body_text()))?
-                .0
-        }
+        Some(q) => parse_query::<HashMap<String, String>>(q)?,
     };
     let check = Check::parse(found, &query)?;
     let metrics = &state.request_metrics;

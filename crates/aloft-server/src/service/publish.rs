@@ -89,6 +89,45 @@ pub async fn check_rollout(
     Ok(())
 }
 
+/// What a publish of `targets` (platform, runtime version) to `channel` or `branch` would be
+/// refused for because of where it goes, found without changing anything, so that the CLI can
+/// ask before it uploads a file: an invalid channel or branch name, a channel rollout, a group
+/// rollout in progress (unless forced). Answers the branch the publish would land on.
+///
+/// It runs the publish's own steps, [`resolve_target`] and [`check_rollout`], in a transaction
+/// that is rolled back (as `?prepare=true` does), so its answer is the publish's: same status,
+/// code and message, and a new channel or branch is not kept. `check_rollout` looks at the
+/// branch, whatever the platforms; `targets` are here for when it looks at them too.
+pub async fn check_publish(
+    state: &AppState,
+    app: &App,
+    channel: Option<&str>,
+    branch: Option<&str>,
+    targets: &[(Platform, RuntimeVersion)],
+    force: bool,
+) -> Result<String, ApiError> {
+    if targets.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_updates",
+            "a publish needs at least one platform",
+        ));
+    }
+    let platforms: BTreeSet<Platform> = targets.iter().map(|(p, _)| *p).collect();
+    if platforms.len() != targets.len() {
+        return Err(ApiError::bad_request(
+            "duplicate_platform",
+            "each platform may appear once per publish",
+        ));
+    }
+    let mut change = Change::begin(state).await?;
+    let (branch_id, branch) = resolve_target(&mut change.tx, app, channel, branch).await?;
+    let keys = targets.iter().cloned().collect();
+    check_rollout(&mut change.tx, branch_id, &branch, &keys, force).await?;
+    // Dropping the transaction rolls it back.
+    drop(change);
+    Ok(branch)
+}
+
 fn check_percentage(p: u8) -> Result<u8, ApiError> {
     if p > 100 {
         return Err(ApiError::bad_request(
