@@ -805,6 +805,21 @@ async fn publishing_with_force_completes_the_rollout_in_progress() {
     );
 }
 
+/// The (platform, runtime version) of each update in a `PublishedGroup`.
+fn platforms_and_runtimes(published: &Value) -> BTreeSet<(String, String)> {
+    published["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["platform"].as_str().unwrap().to_owned(),
+                u["runtime_version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// The manifest id a device of `platform` and `rv` with `client` is offered, if any.
 async fn offered_id(setup: &Setup, platform: &str, rv: &str, client: &str) -> Option<String> {
     let headers = with(device_headers(platform, rv, "production"), "EAS-Client-ID", client);
@@ -877,19 +892,8 @@ async fn a_rollout_blocks_only_its_own_branch_platform_and_runtime_version() {
         &["rollback", "--channel", "production", "--runtime-version", "1.0.0"],
     );
     assert!(rolled_back["published"].is_object(), "{rolled_back}");
-    let platforms_rvs: BTreeSet<(String, String)> = rolled_back["published"]["updates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| {
-            (
-                u["platform"].as_str().unwrap().to_owned(),
-                u["runtime_version"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
     assert_eq!(
-        platforms_rvs,
+        platforms_and_runtimes(&rolled_back["published"]),
         BTreeSet::from([("android".into(), "1.0.0".into()), ("ios".into(), "1.0.0".into())])
     );
     // Android 2.0.0 rolls back to the embedded update on its own.
@@ -1158,19 +1162,8 @@ async fn rollback_to_embedded_can_target_one_platform_or_runtime_version() {
             "ios",
         ],
     );
-    let published: BTreeSet<(String, String)> = outcome["published"]["updates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| {
-            (
-                x["platform"].as_str().unwrap().to_owned(),
-                x["runtime_version"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
     assert_eq!(
-        published,
+        platforms_and_runtimes(&outcome["published"]),
         BTreeSet::from([("ios".into(), "1.0.0".into()), ("ios".into(), "2.0.0".into())])
     );
     for rv in ["1.0.0", "2.0.0"] {
