@@ -20,7 +20,7 @@ use crate::service::{channels, publish as publishing, release};
 use crate::state::AppState;
 
 /// Whether the request asked only to prepare (`?prepare=true`).
-fn prepare(uri: &Uri) -> bool {
+pub(super) fn prepare(uri: &Uri) -> bool {
     uri.query().is_some_and(|q| {
         q.split('&')
             .any(|p| p == "prepare=true" || p == "prepare=1" || p == "prepare")
