@@ -118,7 +118,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint!(GET "/apps/{slug}/branches", "List branches", AppRead, get(channels::list_branches), req: None, res: json::<Vec<BranchInfo>>(), status: 200),
         endpoint!(POST "/apps/{slug}/branches", "Create a branch", AppWrite, post(channels::create_branch), req: json::<CreateBranch>(), res: None, status: 201),
         endpoint!(DELETE "/apps/{slug}/branches/{branch}", "Delete a branch no channel uses, with its groups", AppWrite, delete(channels::delete_branch), req: None, res: None, status: 204),
-        // A question, not a change.
+        // A question (that also marks the blobs as offered, which repeating does not change).
         endpoint!(POST "/blobs/missing", "Which of these blobs the server lacks", Upload, post(blobs::missing_blobs), req: json::<MissingBlobsRequest>(), res: json::<MissingBlobsResponse>(), status: 200, replays: false),
         // Uploads stream to disk under their own size limit; being content-addressed, they are
         // idempotent already, and are never held in memory to be recorded.
