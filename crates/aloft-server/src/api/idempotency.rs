@@ -13,6 +13,8 @@
 //! `?prepare=true` changes nothing and is not recorded, so one key can cover a prepare and the
 //! commit that follows it.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use aloft_core::ContentHash;
 use aloft_core::time::Millis;
 use aloft_store::db::idempotency::{self, Claim, Stored};
@@ -36,6 +38,10 @@ pub const MAX_KEY_LEN: usize = 255;
 /// Bodies of recorded writes are read whole before they run: the limit the JSON extractors
 /// apply anyway (axum's default body limit).
 const MAX_BODY: usize = 2 * 1024 * 1024;
+/// Expired keys are removed by the first claim after this long (per process). A claim never
+/// sees an expired key either way; this only keeps the table small.
+const SWEEP_EVERY_MS: i64 = 10 * 60 * 1000;
+static LAST_SWEEP: AtomicI64 = AtomicI64::new(i64::MIN);
 
 /// The layer on every route that records its writes (`Endpoint::replays`).
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -95,7 +101,14 @@ async fn act_once(
     request: Request,
     next: Next,
 ) -> Response {
-    let claimed_at = match idempotency::claim(&state.db, token_id, &key, &fingerprint, Millis::now()).await {
+    let now = Millis::now();
+    if sweep_due(now) {
+        match idempotency::expire(&state.db, now).await {
+            Ok(removed) => tracing::debug!(removed, "expired idempotency keys removed"),
+            Err(e) => tracing::warn!(error = %e, "removing expired idempotency keys failed"),
+        }
+    }
+    let claimed_at = match idempotency::claim(&state.db, token_id, &key, &fingerprint, now).await {
         Err(e) => return ApiError::from(e).into_response(),
         Ok(Claim::Acquired { claimed_at }) => claimed_at,
         Ok(Claim::Done { fingerprint: first, .. } | Claim::Running { fingerprint: first }) if first != fingerprint => {
@@ -146,6 +159,15 @@ async fn act_once(
         }
     }
     Response::from_parts(parts, Body::from(body))
+}
+
+/// Whether this process should sweep expired keys now (one caller wins per period).
+fn sweep_due(now: Millis) -> bool {
+    let last = LAST_SWEEP.load(Ordering::Relaxed);
+    now.0.saturating_sub(last) >= SWEEP_EVERY_MS
+        && LAST_SWEEP
+            .compare_exchange(last, now.0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 async fn release(state: &AppState, token_id: i64, key: &str, claimed_at: Millis) {
@@ -226,6 +248,15 @@ mod tests {
         ] {
             assert_ne!(base, other);
         }
+    }
+
+    #[test]
+    fn one_sweep_per_period() {
+        let t = Millis(LAST_SWEEP.load(Ordering::Relaxed).max(0) + 10 * SWEEP_EVERY_MS);
+        assert!(sweep_due(t));
+        assert!(!sweep_due(t));
+        assert!(!sweep_due(Millis(t.0 + SWEEP_EVERY_MS - 1)));
+        assert!(sweep_due(Millis(t.0 + SWEEP_EVERY_MS)));
     }
 
     #[test]

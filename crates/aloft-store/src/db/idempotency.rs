@@ -4,9 +4,10 @@
 //! A request [`claim`]s its key before it acts: the row is inserted with no answer, under a
 //! unique (token, key) constraint, so of two requests with one key (on one replica or on
 //! several) exactly one acts. The one that acts then [`complete`]s the row with its answer, or
-//! [`release`]s it when the answer was transient, so that a retry acts again. Rows expire
-//! [`EXPIRY_MS`] after they were claimed; a claim that was never completed (the server died in
-//! between) may be taken over after [`LEASE_MS`].
+//! [`release`]s it when the answer was transient, so that a retry acts again. A row expires
+//! [`EXPIRY_MS`] after it was claimed: [`claim`] treats it as absent, and [`expire`] (run now and
+//! then) removes all such rows. A claim that was never completed (the server died in between)
+//! may be taken over after [`LEASE_MS`].
 
 use aloft_core::time::Millis;
 use sqlx::Row;
@@ -39,15 +40,20 @@ pub enum Claim {
     Running { fingerprint: String },
 }
 
-/// Claims `key` of the token `token_id` for a request with `fingerprint`, or says who holds it.
-/// Expired rows are removed first, so an expired key is free again.
-pub async fn claim(db: &Database, token_id: i64, key: &str, fingerprint: &str, now: Millis) -> Result<Claim, DbError> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+/// Removes every row that expired by `now`; returns how many.
+pub async fn expire(db: &Database, now: Millis) -> Result<u64, DbError> {
+    let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
         .bind(now.0 - EXPIRY_MS)
         .execute(db.pool())
         .await?;
+    Ok(done.rows_affected())
+}
+
+/// Claims `key` of the token `token_id` for a request with `fingerprint`, or says who holds it.
+/// An expired key is free again.
+pub async fn claim(db: &Database, token_id: i64, key: &str, fingerprint: &str, now: Millis) -> Result<Claim, DbError> {
     // A row can vanish between the insert that conflicted and the read (its request released
-    // it): then the insert is tried again. Three rounds need two releases in between.
+    // it, or it expired): then the insert is tried again. Three rounds need two in between.
     for _ in 0..3 {
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO idempotency_keys (token_id, idempotency_key, fingerprint, created_at) \
@@ -73,6 +79,17 @@ pub async fn claim(db: &Database, token_id: i64, key: &str, fingerprint: &str, n
         let Some(row) = row else { continue };
         let found: String = row.try_get("fingerprint")?;
         let claimed_at: i64 = row.try_get("created_at")?;
+        if claimed_at < now.0 - EXPIRY_MS {
+            sqlx::query(
+                "DELETE FROM idempotency_keys WHERE token_id = $1 AND idempotency_key = $2 AND created_at = $3",
+            )
+            .bind(token_id)
+            .bind(key)
+            .bind(claimed_at)
+            .execute(db.pool())
+            .await?;
+            continue;
+        }
         let Some(status) = row.try_get::<Option<i64>, _>("status")? else {
             if found == fingerprint && claimed_at < now.0 - LEASE_MS {
                 // Abandoned: take it over, unless another retry just did.
@@ -273,6 +290,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, 1);
+    }
+
+    #[tokio::test]
+    async fn expire_removes_only_expired_rows() {
+        let (_dir, db) = db().await;
+        claim(&db, 1, "old", "fp", T0).await.unwrap();
+        complete(&db, 1, "old", T0, &answer(201, b"{}")).await.unwrap();
+        claim(&db, 1, "old-pending", "fp", T0).await.unwrap();
+        let later = Millis(T0.0 + 60_000);
+        claim(&db, 1, "new", "fp", later).await.unwrap();
+        assert_eq!(expire(&db, Millis(T0.0 + EXPIRY_MS)).await.unwrap(), 0);
+        assert_eq!(expire(&db, Millis(T0.0 + EXPIRY_MS + 1)).await.unwrap(), 2);
+        let left: Vec<String> = sqlx::query_scalar("SELECT idempotency_key FROM idempotency_keys")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, ["new"]);
     }
 
     #[tokio::test]
