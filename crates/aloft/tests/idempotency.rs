@@ -78,9 +78,13 @@ fn new_key() -> String {
 
 impl World {
     async fn new() -> Self {
+        Self::on(Backend::from_env()).await
+    }
+
+    async fn on(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let location = Backend::from_env().fresh(&data);
+        let location = backend.fresh(&data);
         let mut token_args = vec!["tokens".to_owned(), "create".to_owned()];
         token_args.extend(location.token_args());
         let token_args: Vec<&str> = token_args.iter().map(String::as_str).collect();
@@ -112,9 +116,22 @@ impl World {
         key: Option<&str>,
         body: Option<&Value>,
     ) -> Answer {
+        self.call_at(&self.server.base, token, method, path, key, body).await
+    }
+
+    /// The same, to the server at `base` (another replica).
+    async fn call_at(
+        &self,
+        base: &str,
+        token: &str,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Answer {
         let mut request = self
             .http
-            .request(method, format!("{}/api/v1{path}", self.server.base))
+            .request(method, format!("{base}/api/v1{path}"))
             .bearer_auth(token);
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
@@ -719,5 +736,65 @@ async fn concurrent_requests_with_one_key_act_once() {
     let groups = w.groups().await;
     assert_eq!(groups.len(), before + 1);
     assert_eq!(groups[0]["id"], acted[0].json()["published"]["group_id"]);
+    db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_never_both_act_on_one_key() {
+    let Some(backend) = Backend::require_postgres_s3("two_replicas_never_both_act_on_one_key") else {
+        return;
+    };
+    let w = World::on(backend).await;
+    // A second replica on the same database and bucket.
+    let other = Server::start_on(&w.dir.path().join("replica-b"), "127.0.0.1:0", w.location.serve_args());
+    let before = w.groups().await.len();
+    let body = w.publish_body("two replicas");
+    let key = new_key();
+
+    let (db, _blobs) = w.location.open().await;
+    let lock = db.begin_write().await.unwrap();
+    let bases = [&w.server.base, &other.base, &w.server.base, &other.base];
+    let calls = futures::future::join_all(bases.iter().map(|base| {
+        w.call_at(
+            base,
+            &w.token,
+            Method::POST,
+            "/apps/demo/publish",
+            Some(&key),
+            Some(&body),
+        )
+    }));
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        lock.rollback().await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(calls, release);
+
+    let acted: Vec<&Answer> = answers.iter().filter(|a| a.status == 201 && !a.replayed()).collect();
+    assert_eq!(acted.len(), 1, "{answers:#?}");
+    for answer in &answers {
+        match answer.status {
+            201 => assert_eq!(answer.body, acted[0].body),
+            409 => assert_eq!(answer.code(), "idempotency_in_progress"),
+            other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&answer.body)),
+        }
+    }
+    assert_eq!(w.groups().await.len(), before + 1);
+    // Either replica replays the answer.
+    for base in [&w.server.base, &other.base] {
+        let again = w
+            .call_at(
+                base,
+                &w.token,
+                Method::POST,
+                "/apps/demo/publish",
+                Some(&key),
+                Some(&body),
+            )
+            .await;
+        again.assert_status(201);
+        assert!(again.replayed());
+        assert_eq!(again.body, acted[0].body);
+    }
     db.close().await;
 }
