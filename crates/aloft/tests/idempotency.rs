@@ -798,3 +798,46 @@ async fn two_replicas_never_both_act_on_one_key() {
     }
     db.close().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_gives_the_header_to_exactly_the_recorded_writes() {
+    let w = World::new().await;
+    let doc = w.call(Method::GET, "/openapi.json", None, None).await;
+    doc.assert_status(200);
+    let doc = doc.json();
+    // Not recorded: a question, content-addressed uploads, and the answer that holds a secret.
+    let exempt = [
+        "post /api/v1/blobs/missing",
+        "put /api/v1/blobs/{hash}",
+        "post /api/v1/tokens",
+    ];
+    let mut recorded = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let what = format!("{method} {path}");
+            let header = op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["in"] == "header" && p["name"] == "Idempotency-Key");
+            let expected = method != "get" && !exempt.contains(&what.as_str());
+            assert_eq!(header.is_some(), expected, "{what}");
+            if let Some(header) = header {
+                recorded += 1;
+                assert_eq!(header["required"], false, "{what}");
+                assert_eq!(header["schema"]["maxLength"], 255, "{what}");
+            }
+        }
+    }
+    assert!(recorded >= 15, "only {recorded} operations document the header");
+
+    // The exempt token creation really acts twice: its secret is never stored for a replay.
+    let key = new_key();
+    let body = json!({"name": "twice", "scope": "read", "apps": ["demo"]});
+    let first = w.call(Method::POST, "/tokens", Some(&key), Some(&body)).await;
+    let second = w.call(Method::POST, "/tokens", Some(&key), Some(&body)).await;
+    first.assert_status(201);
+    second.assert_status(201);
+    assert!(!second.replayed());
+    assert_ne!(first.json()["secret"], second.json()["secret"]);
+}
