@@ -35,7 +35,7 @@ pub fn app(state: AppState) -> Front {
 fn router(state: AppState) -> Router {
     Router::new()
         .merge(protocol::routes())
-        .nest("/api/v1", api::routes())
+        .nest("/api/v1", api::routes(&state))
         .route("/healthz", get(healthz))
         .route("/readyz", get(sync::readyz))
         .route("/metrics", get(metrics::render))

@@ -1,8 +1,12 @@
 //! The typed client of the management API, shared by every CLI command that talks to a server.
 
+use std::time::Duration;
+
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use clap::Args;
-use reqwest::{Method, RequestBuilder, Response};
+use reqwest::header::HeaderValue;
+use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -31,6 +35,7 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .user_agent(concat!("aloft-cli/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
             .build()
             .context("building the HTTP client")?;
         Ok(Self {
@@ -47,28 +52,64 @@ impl Client {
     }
 
     /// Sends a request and decodes the JSON answer, or turns the server's error body into a
-    /// message that says what went wrong.
+    /// message that says what went wrong. Transient failures are retried (see [`Client::exchange`]).
     pub async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> anyhow::Result<T> {
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
-        decode(response).await
+        let (status, bytes) = self.exchange(request).await?;
+        decode_bytes(status, &bytes)
     }
 
     /// Sends a request whose success has no body (201/204).
     pub async fn send_empty(&self, request: RequestBuilder) -> anyhow::Result<()> {
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
-        if response.status().is_success() {
+        let (status, bytes) = self.exchange(request).await?;
+        if status.is_success() {
             return Ok(());
         }
-        match decode::<serde_json::Value>(response).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
+        decode_bytes::<serde_json::Value>(status, &bytes).map(drop)
+    }
+
+    /// Sends a request and reads its whole answer, retrying what may go right the next time.
+    ///
+    /// A write (anything but `GET`/`HEAD`, and not `?prepare=true`, which changes nothing) gets
+    /// an `Idempotency-Key` made for it here, and every retry sends the same one: if an earlier
+    /// attempt did act and only its answer was lost, the server answers the retry with that
+    /// first answer instead of acting twice. Retried, after [`RETRY_DELAYS`]: no connection, a
+    /// connection that broke or timed out before the whole answer arrived, 502/503/504, and 409
+    /// `idempotency_in_progress` (the first attempt is still running). Nothing else: a 4xx would
+    /// come back the same. A streamed body (a blob upload) cannot be sent twice and is not retried.
+    pub async fn exchange(&self, request: RequestBuilder) -> anyhow::Result<(StatusCode, Bytes)> {
+        let mut request = request.build().context("building the request")?;
+        if changes_something(&request) && !request.headers().contains_key(IDEMPOTENCY_KEY) {
+            let key = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())?;
+            request.headers_mut().insert(IDEMPOTENCY_KEY, key);
         }
+        let mut delays = RETRY_DELAYS.iter().enumerate();
+        loop {
+            let again = request.try_clone();
+            let result = self.attempt(request).await;
+            let why = match &result {
+                Ok((status, body)) => transient_answer(*status, body),
+                Err(e) => transient_error(e),
+            };
+            match (why, again, delays.next()) {
+                (Some(why), Some(next), Some((n, delay))) => {
+                    eprintln!(
+                        "{why}; retrying in {} s ({} of {} retries)",
+                        delay.as_secs_f32(),
+                        n + 1,
+                        RETRY_DELAYS.len()
+                    );
+                    tokio::time::sleep(*delay).await;
+                    request = next;
+                }
+                _ => return result.with_context(|| format!("no answer from the server at {}", self.base)),
+            }
+        }
+    }
+
+    async fn attempt(&self, request: reqwest::Request) -> reqwest::Result<(StatusCode, Bytes)> {
+        let response = self.http.execute(request).await?;
+        let status = response.status();
+        Ok((status, response.bytes().await?))
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
@@ -100,13 +141,12 @@ impl std::fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
-pub async fn decode<T: DeserializeOwned>(response: Response) -> anyhow::Result<T> {
-    let status = response.status();
-    let bytes = response.bytes().await.context("reading the server's answer")?;
+/// The JSON of a success, or the server's structured error as a [`ServerError`].
+pub fn decode_bytes<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> anyhow::Result<T> {
     if status.is_success() {
-        return serde_json::from_slice(&bytes).context("the server's answer is not the expected JSON");
+        return serde_json::from_slice(bytes).context("the server's answer is not the expected JSON");
     }
-    let parsed: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
     let field = |name: &str| {
         parsed
             .as_ref()
@@ -116,12 +156,67 @@ pub async fn decode<T: DeserializeOwned>(response: Response) -> anyhow::Result<T
     // The server's words are shown as they are, but with control characters escaped: they
     // must not be able to drive the terminal.
     let clean = |text: String| crate::output::clean(&text).into_owned();
+    let code = field("code").unwrap_or_else(|| "unknown".into());
+    let message = if code == "idempotency_in_progress" {
+        // Only after every retry: the key dies with this command, so say what to do instead.
+        "the first attempt is still running on the server and did not finish while this command waited; \
+         it may yet succeed: look (e.g. `aloft updates list`) before running the command again"
+            .to_owned()
+    } else {
+        field("message").unwrap_or_else(|| String::from_utf8_lossy(bytes).chars().take(500).collect())
+    };
     Err(ServerError {
         status: status.as_u16(),
-        code: clean(field("code").unwrap_or_else(|| "unknown".into())),
-        message: clean(field("message").unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(500).collect())),
+        code: clean(code),
+        message: clean(message),
     }
     .into())
+}
+
+/// The header that makes a retried write safe.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The waits before each retry of a transient failure: 7.5 s in all.
+pub const RETRY_DELAYS: [Duration; 4] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
+
+/// Whether a request may change something on the server, and so carries an idempotency key.
+fn changes_something(request: &reqwest::Request) -> bool {
+    let prepare = request
+        .url()
+        .query_pairs()
+        .any(|(k, v)| k == "prepare" && matches!(&*v, "true" | "1" | ""));
+    !(request.method() == Method::GET || request.method() == Method::HEAD || prepare)
+}
+
+/// Why an answer is worth asking for again, if it is.
+fn transient_answer(status: StatusCode, body: &[u8]) -> Option<String> {
+    match status.as_u16() {
+        502..=504 => Some(format!("the server answered {status}")),
+        409 if serde_json::from_slice::<serde_json::Value>(body)
+            .is_ok_and(|v| v["error"]["code"] == "idempotency_in_progress") =>
+        {
+            Some("the server is still working on the first attempt".to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// Why a request that got no (whole) answer is worth sending again, if it is.
+fn transient_error(e: &reqwest::Error) -> Option<String> {
+    if e.is_connect() {
+        Some("cannot connect to the server".to_owned())
+    } else if e.is_timeout() {
+        Some("the server did not answer in time".to_owned())
+    } else if e.is_request() || e.is_body() || e.is_decode() {
+        Some("the connection broke before the server's answer arrived".to_owned())
+    } else {
+        None
+    }
 }
 
 /// `--signing-key`/`--keyid`, for every command that may publish (and so must sign).
@@ -216,5 +311,54 @@ impl Client {
 impl ServerError {
     pub fn is_stale(&self) -> bool {
         self.code == "stale_created_at" || self.code == "stale_commit"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: Method, url: &str) -> reqwest::Request {
+        reqwest::Client::new().request(method, url).build().unwrap()
+    }
+
+    #[test]
+    fn writes_carry_a_key_and_reads_and_prepares_do_not() {
+        let base = "http://aloft.test/api/v1";
+        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            assert!(changes_something(&request(
+                method.clone(),
+                &format!("{base}/apps/a/publish")
+            )));
+            assert!(!changes_something(&request(
+                method,
+                &format!("{base}/apps/a/publish?prepare=true")
+            )));
+        }
+        assert!(changes_something(&request(
+            Method::POST,
+            &format!("{base}/apps/a/publish?force=1")
+        )));
+        assert!(!changes_something(&request(Method::GET, &format!("{base}/apps"))));
+        assert!(!changes_something(&request(Method::HEAD, &format!("{base}/apps"))));
+    }
+
+    #[test]
+    fn only_gateway_failures_and_a_running_first_attempt_are_retried() {
+        let in_progress = br#"{"error":{"code":"idempotency_in_progress","message":"..."}}"#;
+        let stale = br#"{"error":{"code":"stale_commit","message":"..."}}"#;
+        for status in [502, 503, 504] {
+            assert!(transient_answer(StatusCode::from_u16(status).unwrap(), b"").is_some());
+        }
+        assert!(transient_answer(StatusCode::CONFLICT, in_progress).is_some());
+        assert!(transient_answer(StatusCode::CONFLICT, stale).is_none());
+        for status in [200, 201, 400, 401, 404, 422, 500] {
+            assert!(transient_answer(StatusCode::from_u16(status).unwrap(), in_progress).is_none());
+        }
+    }
+
+    #[test]
+    fn retries_wait_less_than_ten_seconds_in_all() {
+        assert!(RETRY_DELAYS.iter().sum::<Duration>() < Duration::from_secs(10));
     }
 }

@@ -6,6 +6,7 @@ mod apps;
 mod auth;
 mod blobs;
 mod channels;
+pub mod idempotency;
 mod publish;
 mod tokens;
 mod updates;
@@ -13,6 +14,7 @@ mod updates;
 use aloft_core::api as body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::Method;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Json, Router};
 use schemars::{JsonSchema, SchemaGenerator};
@@ -56,6 +58,9 @@ pub struct Endpoint {
     pub access: Access,
     /// Whether the route takes `?prepare=true` (returns the bodies to sign, changes nothing).
     pub prepare: bool,
+    /// Whether a request here with an `Idempotency-Key` acts once and its answer is replayed to
+    /// retries with the key ([`idempotency`]): every write but the few that say why not.
+    pub replays: bool,
     pub request: Option<SchemaFn>,
     pub response: Option<SchemaFn>,
     pub status: u16,
@@ -64,19 +69,26 @@ pub struct Endpoint {
 
 macro_rules! endpoint {
     ($method:ident $path:literal, $summary:literal, $access:ident, $handler:expr,
-     req: $req:expr, res: $res:expr, status: $status:literal $(, prepare: $prepare:literal)?) => {
+     req: $req:expr, res: $res:expr, status: $status:literal $(, prepare: $prepare:literal)?
+     $(, replays: $replays:literal)?) => {
         Endpoint {
             method: Method::$method,
             path: $path,
             summary: $summary,
             access: Access::$access,
             prepare: false $(|| $prepare)?,
+            replays: None$(.or(Some($replays)))?.unwrap_or_else(|| writes(&Method::$method)),
             request: $req,
             response: $res,
             status: $status,
             handler: $handler,
         }
     };
+}
+
+/// Methods that change something.
+fn writes(method: &Method) -> bool {
+    [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(method)
 }
 
 /// Every management route.
@@ -90,7 +102,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint!(PUT "/apps/{slug}/signing-key", "Give the app a server-side signing key", Admin, put(apps::set_signing_key), req: json::<SetSigningKey>(), res: json::<AppInfo>(), status: 200),
         endpoint!(DELETE "/apps/{slug}/signing-key", "Remove the app's server-side signing key", Admin, delete(apps::delete_signing_key), req: None, res: json::<AppInfo>(), status: 200),
         endpoint!(POST "/apps/{slug}/publish", "Publish an update group (optionally as a rollout)", AppWrite, post(publish::publish), req: json::<PublishRequest>(), res: json::<Outcome>(), status: 201, prepare: true),
-        endpoint!(POST "/apps/{slug}/publish/check", "Whether a publish to this channel or branch, of these platforms and runtime versions, would be refused (as the publish would refuse it); changes nothing", AppWrite, post(publish::check_publish), req: json::<PublishCheckRequest>(), res: json::<PublishCheck>(), status: 200),
+        endpoint!(POST "/apps/{slug}/publish/check", "Whether a publish to this channel or branch, of these platforms and runtime versions, would be refused (as the publish would refuse it); changes nothing", AppWrite, post(publish::check_publish), req: json::<PublishCheckRequest>(), res: json::<PublishCheck>(), status: 200, replays: false),
         endpoint!(GET "/apps/{slug}/groups", "List update groups, newest first (?branch= or ?channel=, ?limit=)", AppRead, get(updates::list_groups), req: None, res: json::<Vec<GroupInfo>>(), status: 200),
         endpoint!(GET "/apps/{slug}/groups/{group}", "Show an update group", AppRead, get(updates::show_group), req: None, res: json::<GroupInfo>(), status: 200),
         endpoint!(DELETE "/apps/{slug}/groups/{group}", "Delete a group that is no longer served", AppWrite, delete(publish::delete_group), req: None, res: None, status: 204),
@@ -107,21 +119,30 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint!(GET "/apps/{slug}/branches", "List branches", AppRead, get(channels::list_branches), req: None, res: json::<Vec<BranchInfo>>(), status: 200),
         endpoint!(POST "/apps/{slug}/branches", "Create a branch", AppWrite, post(channels::create_branch), req: json::<CreateBranch>(), res: None, status: 201),
         endpoint!(DELETE "/apps/{slug}/branches/{branch}", "Delete a branch no channel uses, with its groups", AppWrite, delete(channels::delete_branch), req: None, res: None, status: 204),
-        endpoint!(POST "/blobs/missing", "Which of these blobs the server lacks", Upload, post(blobs::missing_blobs), req: json::<MissingBlobsRequest>(), res: json::<MissingBlobsResponse>(), status: 200),
-        // Uploads stream to disk under their own size limit.
-        endpoint!(PUT "/blobs/{hash}", "Upload one blob; its bytes must hash to the name", Upload, put(blobs::upload_blob).layer(DefaultBodyLimit::disable()), req: None, res: json::<BlobInfo>(), status: 201),
+        // A question (that also marks the blobs as offered, which repeating does not change).
+        endpoint!(POST "/blobs/missing", "Which of these blobs the server lacks", Upload, post(blobs::missing_blobs), req: json::<MissingBlobsRequest>(), res: json::<MissingBlobsResponse>(), status: 200, replays: false),
+        // Uploads stream to disk under their own size limit; being content-addressed, they are
+        // idempotent already, and are never held in memory to be recorded.
+        endpoint!(PUT "/blobs/{hash}", "Upload one blob; its bytes must hash to the name", Upload, put(blobs::upload_blob).layer(DefaultBodyLimit::disable()), req: None, res: json::<BlobInfo>(), status: 201, replays: false),
         endpoint!(POST "/gc", "Remove blobs no update references, after a grace period", Admin, post(blobs::collect_garbage), req: json::<GcRequest>(), res: json::<GcResult>(), status: 200),
         endpoint!(GET "/tokens", "List tokens", Admin, get(tokens::list_tokens), req: None, res: json::<Vec<TokenInfo>>(), status: 200),
-        endpoint!(POST "/tokens", "Create a token (the secret is shown once)", Admin, post(tokens::create_token), req: json::<CreateToken>(), res: json::<CreatedToken>(), status: 201),
+        // The answer holds the secret, which is never stored.
+        endpoint!(POST "/tokens", "Create a token (the secret is shown once)", Admin, post(tokens::create_token), req: json::<CreateToken>(), res: json::<CreatedToken>(), status: 201, replays: false),
         endpoint!(DELETE "/tokens/{id}", "Revoke a token", Admin, delete(tokens::revoke_token), req: None, res: None, status: 204),
         endpoint!(GET "/audit", "The audit log (?app= for one app, else admin only; ?limit=)", AnyToken, get(tokens::list_audit), req: None, res: json::<Vec<AuditEntry>>(), status: 200),
     ]
 }
 
-pub fn routes() -> Router<AppState> {
-    endpoints()
-        .into_iter()
-        .fold(Router::new(), |router, e| router.route(e.path, e.handler))
+pub fn routes(state: &AppState) -> Router<AppState> {
+    endpoints().into_iter().fold(Router::new(), |router, e| {
+        let handler = if e.replays {
+            e.handler
+                .route_layer(from_fn_with_state(state.clone(), idempotency::guard))
+        } else {
+            e.handler
+        };
+        router.route(e.path, handler)
+    })
 }
 
 async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
@@ -143,6 +164,16 @@ pub fn openapi(server_url: &str) -> Value {
             .chain(e.prepare.then(|| {
                 json!({"name": "prepare", "in": "query", "required": false, "schema": {"type": "boolean"},
                        "description": "Return the bodies this operation would store, for signing; change nothing"})
+            }))
+            .chain(e.replays.then(|| {
+                json!({"name": "Idempotency-Key", "in": "header", "required": false,
+                       "schema": {"type": "string", "minLength": 1, "maxLength": idempotency::MAX_KEY_LEN, "pattern": "^[!-~]+$"},
+                       "description": "Makes a retry safe: a new random value (a UUID) per operation, sent again unchanged \
+                        when retrying it. The first request with the key acts; a retry gets its answer again (with \
+                        `idempotent-replayed: true`) instead of acting twice, for 24 hours. While the first still runs: 409 \
+                        `idempotency_in_progress`; the key with a different method, path, query or body: 422 \
+                        `idempotency_key_reused`. 5xx answers are not kept, so a retry acts. Keys are per token. Ignored \
+                        with `?prepare=true`, which changes nothing."})
             }))
             .collect();
         let mut op = json!({

@@ -61,6 +61,12 @@ fn intent(uri: &Uri, allow_unsigned: bool) -> Result<Intent, ApiError> {
     })
 }
 
+/// Whether the request asks only to prepare; a malformed `prepare` is not one (the operation
+/// refuses it).
+pub(super) fn prepare(uri: &Uri) -> bool {
+    intent(uri, false).is_ok_and(|i| i.prepare)
+}
+
 fn group_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found("group_not_found", "no update group with that id"))
 }

@@ -4,6 +4,7 @@ pub mod apps;
 pub mod audit;
 pub mod blobs;
 pub mod channels;
+pub mod idempotency;
 pub mod tokens;
 pub mod updates;
 
