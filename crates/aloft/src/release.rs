@@ -558,6 +558,10 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
             },
         )
         .await?;
-    println!("removed {} unreferenced blob(s)", result.removed.len());
+    println!(
+        "removed {} unreferenced blob(s) and {} leftover file(s) of interrupted uploads",
+        result.removed.len(),
+        result.leftovers_removed
+    );
     Ok(())
 }
