@@ -467,6 +467,9 @@ pub struct GcRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct GcResult {
     pub removed: Vec<ContentHash>,
+    /// Partial files of interrupted uploads (older than the grace period) that were removed.
+    #[serde(default)]
+    pub leftovers_removed: u64,
 }
 
 #[cfg(test)]

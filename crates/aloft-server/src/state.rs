@@ -1,10 +1,11 @@
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
 
 use aloft_core::ContentHash;
 use aloft_store::{BlobStore, Database};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Notify};
 
 use crate::served::Served;
 
@@ -67,8 +68,8 @@ pub struct Shared {
     pub(crate) blob_cache: RwLock<std::collections::HashMap<ContentHash, crate::protocol::assets::Servable>>,
     /// Publishes are serialised so `createdAt` is strictly increasing per app.
     pub(crate) publish_lock: Arc<Mutex<()>>,
-    /// Compression runs one blob at a time, off the request path.
-    pub(crate) compression: Semaphore,
+    /// Wakes the background pass that makes the variants of blobs recorded without them.
+    pub(crate) variants_wanted: Arc<Notify>,
     pub(crate) metrics: Option<PrometheusHandle>,
     pub health: crate::sync::Health,
     pub(crate) bytes_cache: crate::protocol::bytes_cache::BytesCache,
@@ -76,7 +77,8 @@ pub struct Shared {
 }
 
 impl AppState {
-    /// Loads the served state from the database and re-queues unfinished compression.
+    /// Loads the served state from the database and starts the background pass that gives blobs
+    /// recorded without variants (by older versions) theirs.
     pub async fn new(
         config: ServerConfig,
         db: Database,
@@ -92,28 +94,67 @@ impl AppState {
             served,
             blob_cache: RwLock::default(),
             publish_lock: Arc::default(),
-            compression: Semaphore::new(1),
+            variants_wanted: Arc::default(),
             metrics,
             health: crate::sync::Health::default(),
             bytes_cache,
             request_metrics: crate::metrics::RequestMetrics::default(),
         }));
-        for hash in aloft_store::db::blobs::uncompressed(&state.db).await? {
-            state.spawn_compression(hash);
-        }
+        tokio::spawn(make_missing_variants(
+            Arc::downgrade(&state.0),
+            state.variants_wanted.clone(),
+        ));
         Ok(state)
     }
 
-    /// Makes a blob's brotli and gzip variants in the background.
-    pub(crate) fn spawn_compression(&self, hash: ContentHash) {
-        let state = self.clone();
-        tokio::spawn(async move {
-            let Ok(_permit) = state.compression.acquire().await else {
-                return;
-            };
-            if let Err(e) = state.blobs.make_variants(&state.db, &hash).await {
-                tracing::warn!(%hash, error = %e, "making compressed variants failed; serving identity");
-            }
-        });
+    /// Asks the background pass to look for blobs without variants again now.
+    pub(crate) fn want_variants(&self) {
+        self.variants_wanted.notify_one();
     }
+}
+
+/// First and longest wait between passes that left a blob without its variants.
+const VARIANT_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
+
+/// Makes the variants of every blob recorded without them, one blob at a time; a pass that
+/// fails for any of them (a locked database, a full disk) is retried with exponential backoff,
+/// so no blob stays identity-only until a restart. Then sleeps until woken. Ends with the state.
+async fn make_missing_variants(state: Weak<Shared>, wanted: Arc<Notify>) {
+    let mut backoff = VARIANT_RETRY.0;
+    loop {
+        let done = match state.upgrade() {
+            None => return,
+            Some(state) => variants_pass(&state).await,
+        };
+        if done {
+            backoff = VARIANT_RETRY.0;
+            wanted.notified().await;
+        } else {
+            // Woken early by an upload that met such a blob: try at once.
+            let _ = tokio::time::timeout(backoff, wanted.notified()).await;
+            backoff = (backoff * 2).min(VARIANT_RETRY.1);
+        }
+    }
+}
+
+/// One pass; whether every blob has its variants now.
+async fn variants_pass(state: &Shared) -> bool {
+    let hashes = match aloft_store::db::blobs::uncompressed(&state.db).await {
+        Ok(hashes) => hashes,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing blobs without compressed variants failed; retrying");
+            return false;
+        }
+    };
+    let mut done = true;
+    for hash in hashes {
+        match state.blobs.make_variants(&state.db, &hash).await {
+            Ok(()) => tracing::info!(%hash, "made the compressed variants of a blob recorded without them"),
+            Err(e) => {
+                tracing::warn!(%hash, error = %e, "making compressed variants failed; serving identity until a retry succeeds");
+                done = false;
+            }
+        }
+    }
+    done
 }

@@ -19,12 +19,15 @@ use crate::state::AppState;
 #[derive(Debug)]
 pub struct Health {
     database_ok: AtomicBool,
+    /// Whether the last readiness probe found the database writable (logged when it changes).
+    writable: AtomicBool,
 }
 
 impl Default for Health {
     fn default() -> Self {
         Self {
             database_ok: AtomicBool::new(true),
+            writable: AtomicBool::new(true),
         }
     }
 }
@@ -32,6 +35,16 @@ impl Default for Health {
 impl Health {
     pub fn database_ok(&self) -> bool {
         self.database_ok.load(Ordering::Relaxed)
+    }
+
+    /// Records the write probe's outcome: `None` when writable, else why not.
+    fn set_writable(&self, refused: Option<&str>) {
+        if self.writable.swap(refused.is_none(), Ordering::Relaxed) == refused.is_some() {
+            match refused {
+                None => tracing::info!("the database accepts writes again"),
+                Some(reason) => tracing::error!(reason, "the database refuses writes"),
+            }
+        }
     }
 
     fn set(&self, ok: bool) {
@@ -79,21 +92,41 @@ pub async fn watch(state: AppState, every: Duration) {
     }
 }
 
-/// `GET /readyz`: 200 when the database answers, 503 `degraded` (still serving devices) when not.
+/// `GET /readyz`: 200 when the database answers and accepts writes; 503 `degraded` (devices are
+/// still served from memory) with the reason when it cannot be reached or read, or refuses
+/// writes (a read-only file or mount, a PostgreSQL standby). A write lock held by someone else
+/// is not a failure: the database is writable, changes just wait their turn.
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    const UNREACHABLE: &str = "the database is unreachable; devices are served the last known state";
     // A load balancer asks often; answer within two seconds either way.
-    let ok = matches!(
-        tokio::time::timeout(Duration::from_secs(2), apps::revisions(&state.db)).await,
-        Ok(Ok(_))
-    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let read = tokio::time::timeout_at(deadline, apps::revisions(&state.db)).await;
+    let ok = matches!(read, Ok(Ok(_)));
     state.health.set(ok);
-    if ok {
-        Json(json!({"status": "ready"})).into_response()
+    let reason = if !ok {
+        Some(UNREACHABLE.to_owned())
     } else {
-        (
+        match tokio::time::timeout_at(deadline, state.db.check_writable()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(match crate::error::database_trouble(&e) {
+                Some(api) => api.message,
+                None => {
+                    tracing::warn!(error = %e, "readiness write probe failed");
+                    UNREACHABLE.to_owned()
+                }
+            }),
+            Err(_) => Some(UNREACHABLE.to_owned()),
+        }
+    };
+    if ok {
+        state.health.set_writable(reason.as_deref());
+    }
+    match reason {
+        None => Json(json!({"status": "ready"})).into_response(),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "degraded", "reason": "the database is unreachable; devices are served the last known state"})),
+            Json(json!({"status": "degraded", "reason": reason})),
         )
-            .into_response()
+            .into_response(),
     }
 }

@@ -578,7 +578,11 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
             },
         )
         .await?;
-    outln!("removed {} unreferenced blob(s)", result.removed.len())?;
+    outln!(
+        "removed {} unreferenced blob(s) and {} leftover file(s) of interrupted uploads",
+        result.removed.len(),
+        result.leftovers_removed
+    )?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use aloft_server::{AppState, AssetDelivery, ServerConfig};
+use aloft_store::db::DbOptions;
 use aloft_store::{BlobStore, Database, S3Config};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -34,6 +35,11 @@ pub struct ServeArgs {
     /// Database connections per process [default: 16].
     #[arg(long, env = "ALOFT_DB_MAX_CONNECTIONS")]
     db_max_connections: Option<u32>,
+    /// How long a change waits for the database write lock before it is refused with 503
+    /// `database_busy`, in seconds (SQLite's busy timeout; on PostgreSQL, the wait for the
+    /// advisory lock writers share) [default: 10].
+    #[arg(long, env = "ALOFT_DB_LOCK_TIMEOUT_SECONDS")]
+    db_lock_timeout_seconds: Option<u64>,
     /// Blob storage: `file` (the data folder) or `s3://bucket/prefix` (credentials from the
     /// usual AWS_* variables) [default: file].
     #[arg(long, env = "ALOFT_STORAGE")]
@@ -100,6 +106,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     db_max_connections: Option<u32>,
+    db_lock_timeout_seconds: Option<u64>,
     storage: Option<String>,
     s3_endpoint: Option<String>,
     s3_region: Option<String>,
@@ -120,6 +127,7 @@ struct Settings {
     data_dir: PathBuf,
     database: DatabaseTarget,
     db_max_connections: u32,
+    db_lock_timeout: std::time::Duration,
     storage: StorageTarget,
     asset_base_url: Option<String>,
     asset_delivery: AssetDelivery,
@@ -155,6 +163,13 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
     }
     if max_upload_bytes == 0 {
         bail!("max-upload-bytes must be at least 1");
+    }
+    let db_lock_timeout_seconds = args
+        .db_lock_timeout_seconds
+        .or(file.db_lock_timeout_seconds)
+        .unwrap_or(10);
+    if !(1..=3600).contains(&db_lock_timeout_seconds) {
+        bail!("db-lock-timeout-seconds must be between 1 and 3600, got {db_lock_timeout_seconds}");
     }
     let data_dir = args
         .data_dir
@@ -209,6 +224,7 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         data_dir,
         database,
         db_max_connections: args.db_max_connections.or(file.db_max_connections).unwrap_or(16),
+        db_lock_timeout: std::time::Duration::from_secs(db_lock_timeout_seconds),
         storage,
         public_url,
         max_upload_bytes,
@@ -265,18 +281,36 @@ impl DatabaseTarget {
     }
 
     pub async fn open(&self, max_connections: u32) -> anyhow::Result<Database> {
+        self.open_with(DbOptions {
+            max_connections,
+            ..DbOptions::default()
+        })
+        .await
+    }
+
+    pub async fn open_with(&self, options: DbOptions) -> anyhow::Result<Database> {
         match self {
             DatabaseTarget::DataDir(dir) => {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating data folder {}", dir.display()))?;
                 let path = dir.join("aloft.db");
-                Database::open_sqlite_with(&path, max_connections)
+                Database::open_sqlite_opts(&path, options)
                     .await
-                    .with_context(|| format!("opening database {}", path.display()))
+                    .map_err(|e| with_hint(e, format!("opening database {}", path.display())))
             }
-            DatabaseTarget::Url(url) => Database::connect(url, max_connections)
+            DatabaseTarget::Url(url) => Database::connect_with(url, options)
                 .await
-                .with_context(|| format!("connecting to {self:?}")),
+                .map_err(|e| with_hint(e, format!("connecting to {self:?}"))),
         }
+    }
+}
+
+/// A database error at start-up, with what to do about it when its kind is known.
+fn with_hint(err: aloft_store::DbError, context: String) -> anyhow::Error {
+    let hint = aloft_server::error::database_hint(&err);
+    let err = anyhow::Error::new(err).context(context);
+    match hint {
+        Some(hint) => err.context(hint),
+        None => err,
     }
 }
 
@@ -307,7 +341,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             settings.data_dir.display()
         );
     }
-    let db = settings.database.open(settings.db_max_connections).await?;
+    let db = settings
+        .database
+        .open_with(DbOptions {
+            max_connections: settings.db_max_connections,
+            lock_timeout: settings.db_lock_timeout,
+        })
+        .await?;
     let blobs = match &settings.storage {
         StorageTarget::File => BlobStore::local(&settings.data_dir),
         StorageTarget::S3(s3) => BlobStore::s3(s3, &settings.data_dir),
@@ -443,5 +483,21 @@ mod tests {
         let t = T::parse_from(["x", "--config", cfg.to_str().unwrap()]);
         let err = format!("{:#}", resolve(&t.args).unwrap_err());
         assert!(err.contains("unknown field `listne`"), "{err}");
+    }
+
+    #[test]
+    fn db_lock_timeout_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("aloft.toml");
+        let t = T::parse_from(["x"]);
+        assert_eq!(resolve(&t.args).unwrap().db_lock_timeout.as_secs(), 10);
+        std::fs::write(&cfg, "db-lock-timeout-seconds = 3\n").unwrap();
+        let t = T::parse_from(["x", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(resolve(&t.args).unwrap().db_lock_timeout.as_secs(), 3);
+        let t = T::parse_from(["x", "--config", cfg.to_str().unwrap(), "--db-lock-timeout-seconds", "5"]);
+        assert_eq!(resolve(&t.args).unwrap().db_lock_timeout.as_secs(), 5);
+        let t = T::parse_from(["x", "--db-lock-timeout-seconds", "0"]);
+        let err = format!("{:#}", resolve(&t.args).unwrap_err());
+        assert!(err.contains("db-lock-timeout-seconds"), "{err}");
     }
 }

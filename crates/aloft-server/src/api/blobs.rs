@@ -66,6 +66,15 @@ pub async fn upload_blob(
                 return Err(IngestError::TooLarge { max }.into());
             }
         }
+        if !existing.compressed {
+            // Recorded by an older version, before its variants were made: make them now, so
+            // the publish that follows serves every encoding at once. A failure is the
+            // client's to retry, and the background pass's too.
+            if let Err(e) = state.blobs.make_variants(&state.db, &hash).await {
+                state.want_variants();
+                return Err(e.into());
+            }
+        }
         return Ok((
             StatusCode::OK,
             Json(BlobInfo {
@@ -75,11 +84,23 @@ pub async fn upload_blob(
             }),
         ));
     }
-    let record = state
-        .blobs
-        .ingest(&state.db, hash, body.into_data_stream(), max)
-        .await?;
-    state.spawn_compression(hash);
+    // Compressed while the client waits: the blob is recorded with its variants or not at all.
+    let mut stream = body.into_data_stream();
+    let record = match state.blobs.ingest(&state.db, hash, &mut stream, max).await {
+        Ok(record) => record,
+        Err(
+            e @ (IngestError::StorageFull { .. } | IngestError::Io(_) | IngestError::Storage(_) | IngestError::Db(_)),
+        ) => {
+            // Our failure, maybe mid-body (a full disk): take the rest before answering, or the
+            // client sees its connection cut instead of the reason.
+            drain(&mut stream, max).await;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Ok(mut cache) = state.blob_cache.write() {
+        cache.insert(hash, crate::protocol::assets::Servable::from(&record));
+    }
     Ok((
         StatusCode::CREATED,
         Json(BlobInfo {
@@ -90,7 +111,19 @@ pub async fn upload_blob(
     ))
 }
 
-/// Removes blobs no update references and nobody touched for the grace period.
+/// Reads and drops what is left of an upload, up to `max` bytes.
+async fn drain(stream: &mut axum::body::BodyDataStream, max: u64) {
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len() as u64;
+        if seen > max {
+            break;
+        }
+    }
+}
+
+/// Removes blobs no update references and nobody touched for the grace period, and the partial
+/// files interrupted writes left that are older than it.
 pub async fn collect_garbage(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,14 +145,21 @@ pub async fn collect_garbage(
             tracing::warn!(%hash, error = %e, "removing an unreferenced blob's bytes failed");
         }
     }
+    let leftovers_removed = state
+        .blobs
+        .remove_leftovers(std::time::Duration::from_millis(grace_ms as u64))
+        .await as u64;
     caller
         .audit(
             &state,
             None,
             "gc",
             "",
-            json!({"removed": removed.len(), "grace_ms": grace_ms}),
+            json!({"removed": removed.len(), "leftovers_removed": leftovers_removed, "grace_ms": grace_ms}),
         )
         .await;
-    Ok(Json(GcResult { removed }))
+    Ok(Json(GcResult {
+        removed,
+        leftovers_removed,
+    }))
 }

@@ -35,14 +35,28 @@ pub async fn get(db: &Database, hash: &ContentHash) -> Result<Option<BlobRecord>
     }))
 }
 
-/// Records a stored blob. Recording one that exists is a no-op.
-pub async fn insert(db: &Database, hash: &ContentHash, md5: &Md5Key, size: u64) -> Result<(), DbError> {
+/// Records a stored blob together with its variants (`br`, `gz`: the sizes of those kept), so a
+/// recorded blob always has them. Recording one that exists is a no-op, except that a row left
+/// without variants (by an older version) gets these.
+pub async fn insert(
+    db: &Database,
+    hash: &ContentHash,
+    md5: &Md5Key,
+    size: u64,
+    br: Option<u64>,
+    gz: Option<u64>,
+) -> Result<(), DbError> {
     sqlx::query(
-        "INSERT INTO blobs (hash, md5, size, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING",
+        "INSERT INTO blobs (hash, md5, size, br_size, gz_size, compressed, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 1, $6) \
+         ON CONFLICT (hash) DO UPDATE SET br_size = excluded.br_size, gz_size = excluded.gz_size, compressed = 1 \
+         WHERE blobs.compressed = 0",
     )
     .bind(hash.to_string())
     .bind(md5.to_string())
     .bind(size as i64)
+    .bind(br.map(|s| s as i64))
+    .bind(gz.map(|s| s as i64))
     .bind(Millis::now().0)
     .execute(db.pool())
     .await?;
@@ -93,7 +107,8 @@ pub async fn set_variants(db: &Database, hash: &ContentHash, br: Option<u64>, gz
     Ok(())
 }
 
-/// Blobs whose variants are still to be made (e.g. after a crash during compression).
+/// Blobs recorded without variants (by versions that compressed after recording); the server
+/// makes them in the background until none is left.
 pub async fn uncompressed(db: &Database) -> Result<Vec<ContentHash>, DbError> {
     let rows = sqlx::query("SELECT hash FROM blobs WHERE compressed = 0")
         .fetch_all(db.pool())
