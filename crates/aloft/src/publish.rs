@@ -324,6 +324,37 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How many blobs are uploaded at the same time.
+const UPLOADS_AT_ONCE: usize = 4;
+
+/// Streams one file to `PUT /blobs/{hash}`.
+async fn upload_one(client: &Client, hash: ContentHash, file: &LocalFile, bar: &ProgressBar) -> anyhow::Result<()> {
+    bar.set_message(
+        file.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    let handle = tokio::fs::File::open(&file.path)
+        .await
+        .with_context(|| format!("opening {}", file.path.display()))?;
+    let progress = bar.clone();
+    let stream = tokio_util::io::ReaderStream::new(handle).inspect(move |chunk| {
+        if let Ok(chunk) = chunk {
+            progress.inc(chunk.len() as u64);
+        }
+    });
+    let request = client
+        .request(Method::PUT, &format!("/blobs/{hash}"))
+        .header(reqwest::header::CONTENT_LENGTH, file.size)
+        .body(reqwest::Body::wrap_stream(stream));
+    let _: serde_json::Value = client
+        .send(request)
+        .await
+        .with_context(|| format!("uploading {}", file.path.display()))?;
+    Ok(())
+}
+
 async fn upload_missing(client: &Client, files: &HashMap<ContentHash, LocalFile>) -> anyhow::Result<()> {
     let hashes: Vec<ContentHash> = files.keys().copied().collect();
     let MissingBlobsResponse { missing } = client.post("/blobs/missing", &MissingBlobsRequest { hashes }).await?;
@@ -336,33 +367,21 @@ async fn upload_missing(client: &Client, files: &HashMap<ContentHash, LocalFile>
         ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    // Several at a time, largest first: the server compresses each upload before answering,
+    // so the bundles' brotli runs on all its cores at once instead of one after the other.
+    let mut queue = Vec::with_capacity(missing.len());
     for hash in &missing {
         let Some(file) = files.get(hash) else {
             bail!("the server asked for a blob that was not offered")
         };
-        bar.set_message(
-            file.path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
-        let handle = tokio::fs::File::open(&file.path)
-            .await
-            .with_context(|| format!("opening {}", file.path.display()))?;
-        let progress = bar.clone();
-        let stream = tokio_util::io::ReaderStream::new(handle).inspect(move |chunk| {
-            if let Ok(chunk) = chunk {
-                progress.inc(chunk.len() as u64);
-            }
-        });
-        let request = client
-            .request(Method::PUT, &format!("/blobs/{hash}"))
-            .header(reqwest::header::CONTENT_LENGTH, file.size)
-            .body(reqwest::Body::wrap_stream(stream));
-        let _: serde_json::Value = client
-            .send(request)
-            .await
-            .with_context(|| format!("uploading {}", file.path.display()))?;
+        queue.push((*hash, file));
+    }
+    queue.sort_by_key(|(_, file)| std::cmp::Reverse(file.size));
+    let mut uploads = futures::stream::iter(queue)
+        .map(|(hash, file)| upload_one(client, hash, file, &bar))
+        .buffer_unordered(UPLOADS_AT_ONCE);
+    while let Some(result) = uploads.next().await {
+        result?;
     }
     bar.finish_and_clear();
     errln!(
