@@ -75,7 +75,8 @@ impl Client {
     /// first answer instead of acting twice. Retried, after [`RETRY_DELAYS`]: no connection, a
     /// connection that broke or timed out before the whole answer arrived, 502/503/504, and 409
     /// `idempotency_in_progress` (the first attempt is still running). Nothing else: a 4xx would
-    /// come back the same. A streamed body (a blob upload) cannot be sent twice and is not retried.
+    /// come back the same. A streamed body (a blob upload) cannot be sent twice and is not retried
+    /// here; `publish::upload_one` retries by streaming the file again.
     pub async fn exchange(&self, request: RequestBuilder) -> anyhow::Result<(StatusCode, Bytes)> {
         let mut request = request.build().context("building the request")?;
         if changes_something(&request) && !request.headers().contains_key(IDEMPOTENCY_KEY) {
@@ -194,7 +195,7 @@ fn changes_something(request: &reqwest::Request) -> bool {
 }
 
 /// Why an answer is worth asking for again, if it is.
-fn transient_answer(status: StatusCode, body: &[u8]) -> Option<String> {
+pub(crate) fn transient_answer(status: StatusCode, body: &[u8]) -> Option<String> {
     match status.as_u16() {
         502..=504 => Some(format!("the server answered {status}")),
         409 if serde_json::from_slice::<serde_json::Value>(body)
@@ -207,7 +208,7 @@ fn transient_answer(status: StatusCode, body: &[u8]) -> Option<String> {
 }
 
 /// Why a request that got no (whole) answer is worth sending again, if it is.
-fn transient_error(e: &reqwest::Error) -> Option<String> {
+pub(crate) fn transient_error(e: &reqwest::Error) -> Option<String> {
     if e.is_connect() {
         Some("cannot connect to the server".to_owned())
     } else if e.is_timeout() {

@@ -327,7 +327,8 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
 /// How many blobs are uploaded at the same time.
 const UPLOADS_AT_ONCE: usize = 4;
 
-/// Streams one file to `PUT /blobs/{hash}`.
+/// Streams one file to `PUT /blobs/{hash}`, streaming it again after a transient failure (an
+/// upload is content-addressed, so sending it twice stores it once).
 async fn upload_one(client: &Client, hash: ContentHash, file: &LocalFile, bar: &ProgressBar) -> anyhow::Result<()> {
     bar.set_message(
         file.path
@@ -335,24 +336,53 @@ async fn upload_one(client: &Client, hash: ContentHash, file: &LocalFile, bar: &
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
-    let handle = tokio::fs::File::open(&file.path)
-        .await
-        .with_context(|| format!("opening {}", file.path.display()))?;
-    let progress = bar.clone();
-    let stream = tokio_util::io::ReaderStream::new(handle).inspect(move |chunk| {
-        if let Ok(chunk) = chunk {
-            progress.inc(chunk.len() as u64);
+    let mut delays = crate::client::RETRY_DELAYS.iter();
+    loop {
+        let handle = tokio::fs::File::open(&file.path)
+            .await
+            .with_context(|| format!("opening {}", file.path.display()))?;
+        let progress = bar.clone();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = sent.clone();
+        let stream = tokio_util::io::ReaderStream::new(handle).inspect(move |chunk| {
+            if let Ok(chunk) = chunk {
+                progress.inc(chunk.len() as u64);
+                counted.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let request = client
+            .request(Method::PUT, &format!("/blobs/{hash}"))
+            .header(reqwest::header::CONTENT_LENGTH, file.size)
+            .body(reqwest::Body::wrap_stream(stream));
+        let result = client.exchange(request).await;
+        let why = match &result {
+            Ok((status, body)) => crate::client::transient_answer(*status, body),
+            Err(e) => e
+                .downcast_ref::<reqwest::Error>()
+                .and_then(crate::client::transient_error),
+        };
+        match (why, delays.next()) {
+            (Some(why), Some(delay)) => {
+                // The bar counts this file again on the next attempt.
+                bar.set_position(
+                    bar.position()
+                        .saturating_sub(sent.load(std::sync::atomic::Ordering::Relaxed)),
+                );
+                errln!(
+                    "uploading {}: {why}; retrying in {} s",
+                    file.path.display(),
+                    delay.as_secs_f32()
+                );
+                tokio::time::sleep(*delay).await;
+            }
+            _ => {
+                let (status, body) = result.with_context(|| format!("uploading {}", file.path.display()))?;
+                let _: serde_json::Value = crate::client::decode_bytes(status, &body)
+                    .with_context(|| format!("uploading {}", file.path.display()))?;
+                return Ok(());
+            }
         }
-    });
-    let request = client
-        .request(Method::PUT, &format!("/blobs/{hash}"))
-        .header(reqwest::header::CONTENT_LENGTH, file.size)
-        .body(reqwest::Body::wrap_stream(stream));
-    let _: serde_json::Value = client
-        .send(request)
-        .await
-        .with_context(|| format!("uploading {}", file.path.display()))?;
-    Ok(())
+    }
 }
 
 async fn upload_missing(client: &Client, files: &HashMap<ContentHash, LocalFile>) -> anyhow::Result<()> {
