@@ -842,3 +842,26 @@ async fn the_openapi_document_gives_the_header_to_exactly_the_recorded_writes() 
     assert!(!second.replayed());
     assert_ne!(first.json()["secret"], second.json()["secret"]);
 }
+
+/// A blob upload whose answer is lost is streamed again (uploads are content-addressed, so the
+/// second one stores nothing new) and the publish goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_whose_answer_was_lost_is_sent_again() {
+    let w = World::new().await;
+    const UPLOAD: &str = "PUT /api/v1/blobs/";
+    let proxy = CutProxy::start(w.addr(), UPLOAD, Cut::AfterAnswer).await;
+    let before = w.groups().await;
+    let export = make_export(w.dir.path(), "lost-upload", RV);
+    let mut args = publish_args(&proxy.base, &w.token, "production", &export);
+    args.push("--json");
+    let out = aloft_async(&args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "publish failed:\n{stderr}");
+    assert!(stderr.contains("uploading") && stderr.contains("retrying"), "{stderr}");
+    // One upload line was seen twice: the cut one and its retry.
+    let uploads: Vec<String> = proxy.seen(UPLOAD).into_iter().map(|(line, _)| line).collect();
+    let distinct: std::collections::BTreeSet<&String> = uploads.iter().collect();
+    assert_eq!(uploads.len(), distinct.len() + 1, "{uploads:?}");
+    let after = w.groups().await;
+    assert_eq!(after.len(), before.len() + 1);
+}
