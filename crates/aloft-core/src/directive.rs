@@ -1,4 +1,4 @@
-//! Directive bodies (PROTOCOL.md §2.5). Only these two types exist in the client; any other
+//! Directive bodies (docs/protocol.md §2.5). Only these two types exist in the client; any other
 //! `type` fails the whole check, so no other can be built here.
 
 use crate::time::Millis;

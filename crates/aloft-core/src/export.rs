@@ -1,4 +1,4 @@
-//! What `npx expo export` writes (PROTOCOL.md §6): parsing `metadata.json` and deriving the
+//! What `npx expo export` writes (docs/protocol.md §6): parsing `metadata.json` and deriving the
 //! runtime version from the public app config. Pure: the CLI does the file reading.
 
 use std::collections::BTreeMap;

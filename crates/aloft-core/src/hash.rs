@@ -1,5 +1,5 @@
 //! Content identities: the SHA-256 an asset is addressed and verified by, and the MD5 key the
-//! client de-duplicates assets by (PROTOCOL.md §5).
+//! client de-duplicates assets by (docs/protocol.md §5).
 
 use std::fmt;
 use std::str::FromStr;
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn golden_vectors() {
-        // From PROTOCOL.md §5 conventions: sha256("") and md5("").
+        // From docs/protocol.md §5 conventions: sha256("") and md5("").
         assert_eq!(
             ContentHash::of(b"").to_string(),
             "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"

@@ -1,5 +1,5 @@
 //! Key material: PEM decoding, and generating a key pair and self-signed code-signing
-//! certificate the way `npx expo-updates codesigning:generate` does (PROTOCOL.md §4.6).
+//! certificate the way `npx expo-updates codesigning:generate` does (docs/protocol.md §4.6).
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};

@@ -1,4 +1,4 @@
-//! The manifest body (PROTOCOL.md §2.4). Built once, at publish; its exact bytes are what is
+//! The manifest body (docs/protocol.md §2.4). Built once, at publish; its exact bytes are what is
 //! signed and what every device receives, so serialisation here must be deterministic.
 
 use serde::Serialize;

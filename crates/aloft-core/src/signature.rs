@@ -1,4 +1,4 @@
-//! Code signing (PROTOCOL.md §4): the `expo-expect-signature` request header, RSASSA-PKCS1-v1_5
+//! Code signing (docs/protocol.md §4): the `expo-expect-signature` request header, RSASSA-PKCS1-v1_5
 //! SHA-256 over the exact bytes of a manifest or directive, and the `expo-signature` header.
 
 use aws_lc_rs::rand::SystemRandom;

@@ -1,4 +1,4 @@
-//! Update timestamps. On the device `createdAt` is the only ordering key (PROTOCOL.md §8.2), and
+//! Update timestamps. On the device `createdAt` is the only ordering key (docs/protocol.md §8.2), and
 //! Android parses exactly `yyyy-MM-dd'T'HH:mm:ss.SSS'Z'`, so timestamps are whole milliseconds.
 
 use time::OffsetDateTime;

@@ -1,6 +1,6 @@
 //! Router tests: every request goes through the production `aloft_server::app(state)`, with state
 //! built the way the binary builds it (SQLite file, local blob store), and every expectation is
-//! about status, headers and exact body bytes (PROTOCOL.md §1, §2, §4, §5, §12).
+//! about status, headers and exact body bytes (docs/protocol.md §1, §2, §4, §5, §12).
 
 #![allow(clippy::unwrap_used)]
 
@@ -260,7 +260,7 @@ impl Env {
     }
 }
 
-/// A manifest request as the real client sends it (PROTOCOL.md §12 `H`), adjustable.
+/// A manifest request as the real client sends it (docs/protocol.md §12 `H`), adjustable.
 #[derive(Clone)]
 struct Check {
     headers: Vec<(String, String)>,
@@ -380,7 +380,7 @@ fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<Part> {
 }
 
 /// The single `manifest` part of a 200 multipart manifest response, after checking the response
-/// headers of PROTOCOL.md §12 check 1.
+/// headers of docs/protocol.md §12 check 1.
 #[track_caller]
 fn manifest_part(r: &Resp) -> Part {
     assert_eq!(r.status, StatusCode::OK, "{:?}", String::from_utf8_lossy(&r.body));

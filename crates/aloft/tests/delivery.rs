@@ -164,7 +164,7 @@ fn comparable(reply: &Reply) -> Vec<(String, String)> {
 
 /// Recent clients add `expo-runtime-version` and `expo-channel-name` to asset requests, and
 /// `eas update`-style clients pre-warm patches with a `HEAD` of the launch asset carrying
-/// `A-IM: bsdiff` and the update ids (PROTOCOL.md §9). None of it changes what is served.
+/// `A-IM: bsdiff` and the update ids (docs/protocol.md §9). None of it changes what is served.
 #[tokio::test]
 async fn new_client_headers_on_asset_requests_change_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,6 @@
 //! End to end, as a device sees it: the real binary on a loopback port, keys from
 //! `aloft keys generate`, publishes with `aloft publish`, requests exactly as expo-updates sends
-//! them, and the checks of PROTOCOL.md §12 (1-6, 8-11, 13) made with independent tools.
+//! them, and the checks of docs/protocol.md §12 (1-6, 8-11, 13) made with independent tools.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
 

@@ -1,6 +1,6 @@
 //! Release management end to end: the real binary, every release command through the real CLI
 //! (signed with the key from `aloft keys generate` wherever a command publishes), and devices
-//! that ask for updates exactly as expo-updates does (PROTOCOL.md §1.1) and then decide what to
+//! that ask for updates exactly as expo-updates does (docs/protocol.md §1.1) and then decide what to
 //! download and launch as the client does (§8.2: only a strictly newer `createdAt` is taken;
 //! §2.5: a `rollBackToEmbedded` directive is taken when its `commitTime` is newer). Multipart
 //! bodies are parsed by Python's `email` package and every manifest and directive signature is

@@ -1,4 +1,4 @@
-//! What devices call: the manifest endpoint and the asset endpoint (PROTOCOL.md §1-§5).
+//! What devices call: the manifest endpoint and the asset endpoint (docs/protocol.md §1-§5).
 
 pub(crate) mod assets;
 pub mod bytes_cache;

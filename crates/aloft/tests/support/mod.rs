@@ -1,5 +1,5 @@
 //! Shared pieces of the end-to-end tests: the real `aloft` binary started on a loopback port,
-//! synthetic exports, device requests as PROTOCOL.md §1 describes them, and independent checks
+//! synthetic exports, device requests as docs/protocol.md §1 describes them, and independent checks
 //! (Python's `email` package parses multipart bodies; the `openssl` command verifies signatures).
 
 #![allow(dead_code, clippy::unwrap_used)]
@@ -288,7 +288,7 @@ pub fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// Headers the real client sends with a manifest request (PROTOCOL.md §1.1). iOS sends its
+/// Headers the real client sends with a manifest request (docs/protocol.md §1.1). iOS sends its
 /// EAS-Client-ID upper-case, Android lower-case.
 pub fn device_headers(platform: &str, runtime_version: &str, channel: &str) -> Vec<(String, String)> {
     let client_id = if platform == "ios" {
@@ -390,7 +390,7 @@ print(json.dumps(parts))
 "#;
 
 /// Checks a multipart body's framing as strictly as the stricter of the native clients reads it
-/// (OkHttp's `MultipartReader`, iOS's `UpdatesMultipartStreamReader`; PROTOCOL.md §2.2): a
+/// (OkHttp's `MultipartReader`, iOS's `UpdatesMultipartStreamReader`; docs/protocol.md §2.2): a
 /// `boundary` parameter; CRLF line ends; at least one part; every part with a
 /// `content-disposition` carrying a quoted `name`; header names spelled as the client looks them
 /// up (`expo-signature` exactly); and the close delimiter followed by its CRLF.
