@@ -230,7 +230,6 @@ fn rebuilt(state: &AppState, ids: &Ids<'_>, stored: &StoredUpdate, kind: BodyKin
 }
 
 /// Plans a republish of `source` onto `branch`.
-#[allow(clippy::too_many_arguments)]
 pub async fn republish_plan(
     state: &AppState,
     conn: &mut SqliteConnection,
@@ -261,7 +260,6 @@ pub async fn republish_plan(
 /// Plans a group that republishes the given served manifests (one per platform and runtime
 /// version, possibly from different groups) onto `branch`. Directives are left out: a group holds
 /// one kind of body, and re-sending a directive is a new rollback, not a republish.
-#[allow(clippy::too_many_arguments)]
 pub async fn republish_updates_plan(
     state: &AppState,
     conn: &mut SqliteConnection,
