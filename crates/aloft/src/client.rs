@@ -76,34 +76,56 @@ impl Client {
     /// connection that broke or timed out before the whole answer arrived, 502/503/504, and 409
     /// `idempotency_in_progress` (the first attempt is still running). Nothing else: a 4xx would
     /// come back the same. A streamed body (a blob upload) cannot be sent twice and is not retried
-    /// here; `publish::upload_one` retries by streaming the file again.
+    /// here; [`Client::retrying`] with a request made anew each time does that.
     pub async fn exchange(&self, request: RequestBuilder) -> anyhow::Result<(StatusCode, Bytes)> {
         let mut request = request.build().context("building the request")?;
         if changes_something(&request) && !request.headers().contains_key(IDEMPOTENCY_KEY) {
             let key = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())?;
             request.headers_mut().insert(IDEMPOTENCY_KEY, key);
         }
+        let mut next = Some(request);
+        self.retrying(None, move || {
+            let current = next.take();
+            next = current.as_ref().and_then(reqwest::Request::try_clone);
+            Ok(current)
+        })
+        .await
+    }
+
+    /// Sends the requests `attempts` makes, one after each transient failure (see
+    /// [`Client::exchange`]) until it has no more (`None`) or [`RETRY_DELAYS`] run out. Each
+    /// retry is noted on stderr, after `what` when given.
+    pub async fn retrying(
+        &self,
+        what: Option<&str>,
+        mut attempts: impl FnMut() -> anyhow::Result<Option<reqwest::Request>>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let mut request = attempts()?.context("no request to send")?;
         let mut delays = RETRY_DELAYS.iter().enumerate();
         loop {
-            let again = request.try_clone();
             let result = self.attempt(request).await;
             let why = match &result {
                 Ok((status, body)) => transient_answer(*status, body),
                 Err(e) => transient_error(e),
             };
-            match (why, again, delays.next()) {
-                (Some(why), Some(next), Some((n, delay))) => {
-                    eprintln!(
-                        "{why}; retrying in {} s ({} of {} retries)",
-                        delay.as_secs_f32(),
-                        n + 1,
-                        RETRY_DELAYS.len()
-                    );
-                    tokio::time::sleep(*delay).await;
-                    request = next;
-                }
-                _ => return result.with_context(|| format!("no answer from the server at {}", self.base)),
-            }
+            let give_up = |result: reqwest::Result<(StatusCode, Bytes)>| {
+                result.with_context(|| format!("no answer from the server at {}", self.base))
+            };
+            let (Some(why), Some((n, delay))) = (why, delays.next()) else {
+                return give_up(result);
+            };
+            let Some(next) = attempts()? else {
+                return give_up(result);
+            };
+            let what = what.map(|w| format!("{w}: ")).unwrap_or_default();
+            eprintln!(
+                "{what}{why}; retrying in {} s ({} of {} retries)",
+                delay.as_secs_f32(),
+                n + 1,
+                RETRY_DELAYS.len()
+            );
+            tokio::time::sleep(*delay).await;
+            request = next;
         }
     }
 
@@ -195,7 +217,7 @@ fn changes_something(request: &reqwest::Request) -> bool {
 }
 
 /// Why an answer is worth asking for again, if it is.
-pub(crate) fn transient_answer(status: StatusCode, body: &[u8]) -> Option<String> {
+fn transient_answer(status: StatusCode, body: &[u8]) -> Option<String> {
     match status.as_u16() {
         502..=504 => Some(format!("the server answered {status}")),
         409 if serde_json::from_slice::<serde_json::Value>(body)
@@ -208,7 +230,7 @@ pub(crate) fn transient_answer(status: StatusCode, body: &[u8]) -> Option<String
 }
 
 /// Why a request that got no (whole) answer is worth sending again, if it is.
-pub(crate) fn transient_error(e: &reqwest::Error) -> Option<String> {
+fn transient_error(e: &reqwest::Error) -> Option<String> {
     if e.is_connect() {
         Some("cannot connect to the server".to_owned())
     } else if e.is_timeout() {

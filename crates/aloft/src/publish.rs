@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use aloft_core::api::{
     AppInfo, FileRef, MissingBlobsRequest, MissingBlobsResponse, PlatformUpdate, PublishCheck, PublishCheckRequest,
@@ -336,53 +337,32 @@ async fn upload_one(client: &Client, hash: ContentHash, file: &LocalFile, bar: &
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
-    let mut delays = crate::client::RETRY_DELAYS.iter();
-    loop {
-        let handle = tokio::fs::File::open(&file.path)
-            .await
-            .with_context(|| format!("opening {}", file.path.display()))?;
-        let progress = bar.clone();
-        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = sent.clone();
-        let stream = tokio_util::io::ReaderStream::new(handle).inspect(move |chunk| {
-            if let Ok(chunk) = chunk {
-                progress.inc(chunk.len() as u64);
-                counted.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-        let request = client
-            .request(Method::PUT, &format!("/blobs/{hash}"))
-            .header(reqwest::header::CONTENT_LENGTH, file.size)
-            .body(reqwest::Body::wrap_stream(stream));
-        let result = client.exchange(request).await;
-        let why = match &result {
-            Ok((status, body)) => crate::client::transient_answer(*status, body),
-            Err(e) => e
-                .downcast_ref::<reqwest::Error>()
-                .and_then(crate::client::transient_error),
-        };
-        match (why, delays.next()) {
-            (Some(why), Some(delay)) => {
-                // The bar counts this file again on the next attempt.
-                bar.set_position(
-                    bar.position()
-                        .saturating_sub(sent.load(std::sync::atomic::Ordering::Relaxed)),
-                );
-                errln!(
-                    "uploading {}: {why}; retrying in {} s",
-                    file.path.display(),
-                    delay.as_secs_f32()
-                );
-                tokio::time::sleep(*delay).await;
-            }
-            _ => {
-                let (status, body) = result.with_context(|| format!("uploading {}", file.path.display()))?;
-                let _: serde_json::Value = crate::client::decode_bytes(status, &body)
-                    .with_context(|| format!("uploading {}", file.path.display()))?;
-                return Ok(());
-            }
-        }
-    }
+    // The bar counts the file again on each attempt: what an attempt sent is taken back first.
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let what = format!("uploading {}", file.path.display());
+    let (status, body) = client
+        .retrying(Some(&what), || {
+            bar.set_position(bar.position().saturating_sub(sent.swap(0, Ordering::Relaxed)));
+            let handle = std::fs::File::open(&file.path).with_context(|| format!("opening {}", file.path.display()))?;
+            let (progress, counted) = (bar.clone(), sent.clone());
+            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(handle)).inspect(move |chunk| {
+                if let Ok(chunk) = chunk {
+                    progress.inc(chunk.len() as u64);
+                    counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+            });
+            let request = client
+                .request(Method::PUT, &format!("/blobs/{hash}"))
+                .header(reqwest::header::CONTENT_LENGTH, file.size)
+                .body(reqwest::Body::wrap_stream(stream))
+                .build()
+                .context("building the request")?;
+            Ok(Some(request))
+        })
+        .await
+        .with_context(|| what.clone())?;
+    let _: serde_json::Value = crate::client::decode_bytes(status, &body).with_context(|| what.clone())?;
+    Ok(())
 }
 
 async fn upload_missing(client: &Client, files: &HashMap<ContentHash, LocalFile>) -> anyhow::Result<()> {

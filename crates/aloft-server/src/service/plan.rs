@@ -301,7 +301,7 @@ pub enum Finished {
 }
 
 /// What the caller asked an operation to do with its result.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Intent {
     /// Only return the bodies to sign (`?prepare=true`); store nothing.
     pub prepare: bool,

@@ -66,11 +66,9 @@ pub async fn check_rollout(
     keys: &BTreeSet<Key>,
     force: bool,
 ) -> Result<(), ApiError> {
-    let found = release::rollouts_in_scope(conn, branch_id, keys).await?;
-    if found.is_empty() {
+    let Some(release::Blocking { groups, what }) = release::blocking_rollouts(conn, branch_id, keys).await? else {
         return Ok(());
-    }
-    let (groups, what) = release::describe_rollouts(&found);
+    };
     if !force {
         let group = groups[0];
         return Err(ApiError::new(
@@ -96,8 +94,8 @@ pub async fn check_rollout(
 ///
 /// It runs the publish's own steps, [`resolve_target`] and [`check_rollout`], in a transaction
 /// that is rolled back (as `?prepare=true` does), so its answer is the publish's: same status,
-/// code and message, and a new channel or branch is not kept. `check_rollout` looks at the
-/// branch, whatever the platforms; `targets` are here for when it looks at them too.
+/// code and message, and a new channel or branch is not kept. Like the publish, it is refused
+/// only by a rollout of the same platform and runtime version.
 pub async fn check_publish(
     state: &AppState,
     app: &App,
@@ -106,19 +104,7 @@ pub async fn check_publish(
     targets: &[(Platform, RuntimeVersion)],
     force: bool,
 ) -> Result<String, ApiError> {
-    if targets.is_empty() {
-        return Err(ApiError::bad_request(
-            "no_updates",
-            "a publish needs at least one platform",
-        ));
-    }
-    let platforms: BTreeSet<Platform> = targets.iter().map(|(p, _)| *p).collect();
-    if platforms.len() != targets.len() {
-        return Err(ApiError::bad_request(
-            "duplicate_platform",
-            "each platform may appear once per publish",
-        ));
-    }
+    one_update_per_platform(targets.iter().map(|(p, _)| *p))?;
     let mut change = Change::begin(state).await?;
     let (branch_id, branch) = resolve_target(&mut change.tx, app, channel, branch).await?;
     let keys = targets.iter().cloned().collect();
@@ -165,25 +151,31 @@ async fn asset_ref(state: &AppState, file: &FileRef) -> Result<AssetRef, ApiErro
     })
 }
 
+/// A publish has at least one platform, each at most once.
+fn one_update_per_platform(platforms: impl ExactSizeIterator<Item = Platform>) -> Result<(), ApiError> {
+    let count = platforms.len();
+    if count == 0 {
+        return Err(ApiError::bad_request(
+            "no_updates",
+            "a publish needs at least one platform",
+        ));
+    }
+    if platforms.collect::<BTreeSet<Platform>>().len() != count {
+        return Err(ApiError::bad_request(
+            "duplicate_platform",
+            "each platform may appear once per publish",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a publish request and resolves its files, before any lock is taken.
 struct Checked {
     updates: Vec<(Platform, RuntimeVersion, AssetRef, Vec<AssetRef>)>,
 }
 
 async fn check_request(state: &AppState, req: &PublishRequest) -> Result<Checked, ApiError> {
-    if req.updates.is_empty() {
-        return Err(ApiError::bad_request(
-            "no_updates",
-            "a publish needs at least one platform",
-        ));
-    }
-    let platforms: BTreeSet<Platform> = req.updates.iter().map(|u| u.platform).collect();
-    if platforms.len() != req.updates.len() {
-        return Err(ApiError::bad_request(
-            "duplicate_platform",
-            "each platform may appear once per publish",
-        ));
-    }
+    one_update_per_platform(req.updates.iter().map(|u| u.platform))?;
     if req.expo_client.as_ref().is_some_and(|v| !v.is_object()) {
         return Err(ApiError::bad_request(
             "invalid_expo_client",

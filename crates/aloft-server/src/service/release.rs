@@ -41,35 +41,45 @@ async fn channel_branch(conn: &mut SqliteConnection, app: &App, channel: &str) -
 /// A platform and runtime version: the devices an update is for.
 pub type Key = (Platform, RuntimeVersion);
 
+/// The rollouts in progress on a branch that an operation on some keys would step on.
+pub struct Blocking {
+    /// Their groups, newest first.
+    pub groups: Vec<Uuid>,
+    /// "group G (ios 1.0.0, android 1.0.0)" for each, for a refusal's message.
+    pub what: String,
+}
+
 /// The rollouts in progress on a branch that an operation on `keys` would step on: those rolling
 /// out an update for one of the same platforms and runtime versions. A rollout for runtime
 /// version 2.0.0 says nothing about the devices on 1.0.0.
-pub async fn rollouts_in_scope(
+pub async fn blocking_rollouts(
     conn: &mut SqliteConnection,
     branch_id: i64,
     keys: &BTreeSet<Key>,
-) -> Result<Vec<(Uuid, Platform, RuntimeVersion)>, ApiError> {
-    let mut found = updates::active_rollouts(conn, branch_id).await?;
-    found.retain(|(_, platform, rv)| keys.contains(&(*platform, rv.clone())));
-    Ok(found)
-}
-
-/// "group G (ios 1.0.0, android 1.0.0)" for each distinct group, in the order found.
-pub fn describe_rollouts(found: &[(Uuid, Platform, RuntimeVersion)]) -> (Vec<Uuid>, String) {
+) -> Result<Option<Blocking>, ApiError> {
     let mut groups: Vec<(Uuid, Vec<String>)> = Vec::new();
-    for (group, platform, rv) in found {
+    for (group, platform, rv) in updates::active_rollouts(conn, branch_id).await? {
+        if !keys.contains(&(platform, rv.clone())) {
+            continue;
+        }
         let what = format!("{platform} {rv}");
-        match groups.iter_mut().find(|(g, _)| g == group) {
+        match groups.iter_mut().find(|(g, _)| *g == group) {
             Some((_, list)) => list.push(what),
-            None => groups.push((*group, vec![what])),
+            None => groups.push((group, vec![what])),
         }
     }
-    let text = groups
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    let what = groups
         .iter()
         .map(|(g, list)| format!("group {g} ({})", list.join(", ")))
         .collect::<Vec<_>>()
         .join("; ");
-    (groups.into_iter().map(|(g, _)| g).collect(), text)
+    Ok(Some(Blocking {
+        groups: groups.into_iter().map(|(g, _)| g).collect(),
+        what,
+    }))
 }
 
 /// Refuses an operation on `keys` of a branch while a rollout for one of them is in progress.
@@ -79,9 +89,8 @@ async fn refuse_active_rollout(
     branch: &str,
     keys: &BTreeSet<Key>,
 ) -> Result<(), ApiError> {
-    let found = rollouts_in_scope(conn, branch_id, keys).await?;
-    if let Some((group, _, _)) = found.first() {
-        let (_, what) = describe_rollouts(&found);
+    if let Some(Blocking { groups, what }) = blocking_rollouts(conn, branch_id, keys).await? {
+        let group = groups[0];
         return Err(conflict(
             "rollout_in_progress",
             format!(
