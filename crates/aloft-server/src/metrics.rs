@@ -1,19 +1,20 @@
-//! Prometheus metrics and the one-line-per-request log.
+//! Prometheus metrics and the one-line-per-request log. Requests on the device routes are
+//! recorded by the device hook (`device.rs`), whichever lane answered them; the rest by the
+//! router's [`track`] middleware. Both write the same series and the same log line.
 
 use std::collections::HashMap;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
-
-use crate::error::ApiError;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::state::AppState;
+use crate::error::ApiError;
+use crate::protocol::MANIFEST_ROUTE;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -28,8 +29,13 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())
 }
 
-pub async fn render(State(state): State<AppState>) -> Response {
-    match &state.metrics {
+/// The Prometheus exporter's handle, when metrics are on.
+#[derive(Clone, Default)]
+pub struct Exporter(pub Option<PrometheusHandle>);
+
+/// `GET /metrics`.
+pub async fn render(State(exporter): State<Exporter>) -> Response {
+    match &exporter.0 {
         Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
         None => ApiError::not_found("metrics_disabled", "metrics are not enabled on this server").into_response(),
     }
@@ -112,44 +118,57 @@ impl RequestMetrics {
     }
 }
 
+/// Marks a response whose request is already recorded (by the device hook), so [`track`] does
+/// not record it a second time.
+#[derive(Clone, Copy)]
+pub(crate) struct Recorded;
+
 /// Records route, status, latency and bytes of every request the router answers, and logs one
-/// line for it.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// line for it; responses the device hook recorded are left alone.
+pub async fn track(State(metrics): State<Arc<RequestMetrics>>, request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = request.method().clone();
     let uri = request.uri().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
+    if response.extensions().get::<Recorded>().is_some() {
+        return response;
+    }
     let route = route.as_ref().map_or("unmatched", |r| r.as_str());
-    let h = state
-        .request_metrics
-        .handles(route, &method, response.status().as_u16());
+    let h = metrics.handles(route, &method, response.status().as_u16());
     record(&h, &method, uri.path(), &response, start);
     response
 }
 
-/// The manifest route's name in metrics, as the router names it.
-pub const MANIFEST_ROUTE: &str = "/apps/{slug}/manifest";
-
-/// What the front lane records for an update check it answered: the same series and log line
-/// as [`track`], with handles found without a lock or a hash for the usual statuses.
-pub fn track_manifest_get(state: &AppState, path: &str, response: &Response, start: Instant) {
-    let status = response.status().as_u16();
-    let metrics = &state.request_metrics;
-    let slot = match status {
-        200 => Some(&metrics.manifest_get[0]),
-        204 => Some(&metrics.manifest_get[1]),
-        _ => None,
-    };
-    let other;
-    let h = match slot {
-        Some(slot) => slot.get_or_init(|| metrics.handles(MANIFEST_ROUTE, &Method::GET, status)),
-        None => {
-            other = metrics.handles(MANIFEST_ROUTE, &Method::GET, status);
-            &other
-        }
-    };
-    record(h, &Method::GET, path, response, start);
+impl RequestMetrics {
+    /// Records a request on a device route (`route` is its pattern), answered by any lane: the
+    /// same series and log line as [`track`]. The usual answers to a `GET` of the manifest route
+    /// find their handles without a lock or a hash.
+    pub(crate) fn device(
+        &self,
+        route: &'static str,
+        method: &Method,
+        path: &str,
+        response: &mut Response,
+        start: Instant,
+    ) {
+        let status = response.status().as_u16();
+        let slot = match (route == MANIFEST_ROUTE && method == Method::GET, status) {
+            (true, 200) => Some(&self.manifest_get[0]),
+            (true, 204) => Some(&self.manifest_get[1]),
+            _ => None,
+        };
+        let other;
+        let h = match slot {
+            Some(slot) => slot.get_or_init(|| self.handles(route, method, status)),
+            None => {
+                other = self.handles(route, method, status);
+                &other
+            }
+        };
+        record(h, method, path, response, start);
+        response.extensions_mut().insert(Recorded);
+    }
 }
 
 fn record(h: &Handles, method: &Method, path: &str, response: &Response, start: Instant) {

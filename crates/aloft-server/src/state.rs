@@ -1,13 +1,22 @@
-use std::net::SocketAddr;
-use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+//! The state the router's handlers are given, built once at start-up. Each part is owned by the
+//! module that uses it; this file only holds them together and hands each handler the part it
+//! asks for (`State<Part>` through [`FromRef`]), so a handler that needs less cannot reach more:
+//! device routes get [`Devices`] (served state and metrics) and the asset module's [`Assets`],
+//! never the database handle.
 
-use aloft_core::ContentHash;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use aloft_store::{BlobStore, Database};
+use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Mutex, Notify};
 
+use crate::device::Devices;
+use crate::metrics::{Exporter, RequestMetrics};
+use crate::protocol::assets::{AssetDelivery, Assets};
 use crate::served::Served;
+use crate::sync::{Health, Probe};
 
 /// Settings the HTTP surfaces need, resolved by the binary before start-up.
 #[derive(Debug, Clone)]
@@ -25,16 +34,6 @@ pub struct ServerConfig {
     pub asset_cache_bytes: usize,
 }
 
-/// How `/assets/…` answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AssetDelivery {
-    /// Stream the bytes through Aloft.
-    #[default]
-    Proxy,
-    /// Redirect to a presigned URL of the object in S3, valid for this long.
-    Redirect { ttl: std::time::Duration },
-}
-
 impl ServerConfig {
     /// Absolute prefix of asset URLs written into manifests, ending in `/`.
     pub fn asset_base_url(&self) -> String {
@@ -47,8 +46,8 @@ impl ServerConfig {
     }
 }
 
-/// Everything a handler can reach. Built eagerly at start-up. Cloning it (axum does, for every
-/// extractor and middleware) is one reference-count increment.
+/// Everything the management handlers can reach. Cloning it (axum does, for every extractor and
+/// middleware) is one reference-count increment.
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
@@ -63,98 +62,90 @@ pub struct Shared {
     pub config: ServerConfig,
     pub db: Database,
     pub blobs: BlobStore,
-    pub served: Served,
-    /// Blob records whose variants are final, so an asset request needs no database query.
-    pub(crate) blob_cache: RwLock<std::collections::HashMap<ContentHash, crate::protocol::assets::Servable>>,
+    pub served: Arc<Served>,
+    /// Asset delivery and its caches.
+    pub(crate) assets: Arc<Assets>,
     /// Publishes are serialised so `createdAt` is strictly increasing per app.
     pub(crate) publish_lock: Arc<Mutex<()>>,
-    /// Wakes the background pass that makes the variants of blobs recorded without them.
+    /// Wakes the background pass (`jobs.rs`) that makes the variants of blobs recorded without.
     pub(crate) variants_wanted: Arc<Notify>,
-    pub(crate) metrics: Option<PrometheusHandle>,
-    pub health: crate::sync::Health,
-    pub(crate) bytes_cache: crate::protocol::bytes_cache::BytesCache,
-    pub(crate) request_metrics: crate::metrics::RequestMetrics,
+    pub(crate) exporter: Exporter,
+    pub(crate) health: Arc<Health>,
+    pub(crate) request_metrics: Arc<RequestMetrics>,
 }
 
 impl AppState {
-    /// Loads the served state from the database and starts the background pass that gives blobs
-    /// recorded without variants (by older versions) theirs.
+    /// Loads the served state from the database. Background work is started separately, with
+    /// [`crate::Jobs::start`].
     pub async fn new(
         config: ServerConfig,
         db: Database,
         blobs: BlobStore,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, aloft_store::DbError> {
-        let served = Served::load(&db).await?;
-        let bytes_cache = crate::protocol::bytes_cache::BytesCache::new(config.asset_cache_bytes);
-        let state = Self(Arc::new(Shared {
+        let served = Arc::new(Served::load(&db).await?);
+        let health = Arc::new(Health::default());
+        let assets = Arc::new(Assets::new(
+            db.clone(),
+            blobs.clone(),
+            health.clone(),
+            config.asset_delivery,
+            config.asset_cache_bytes,
+        ));
+        Ok(Self(Arc::new(Shared {
             config,
             db,
             blobs,
             served,
-            blob_cache: RwLock::default(),
+            assets,
             publish_lock: Arc::default(),
             variants_wanted: Arc::default(),
-            metrics,
-            health: crate::sync::Health::default(),
-            bytes_cache,
-            request_metrics: crate::metrics::RequestMetrics::default(),
-        }));
-        tokio::spawn(make_missing_variants(
-            Arc::downgrade(&state.0),
-            state.variants_wanted.clone(),
-        ));
-        Ok(state)
+            exporter: Exporter(metrics),
+            health,
+            request_metrics: Arc::default(),
+        })))
     }
 
     /// Asks the background pass to look for blobs without variants again now.
     pub(crate) fn want_variants(&self) {
         self.variants_wanted.notify_one();
     }
-}
 
-/// First and longest wait between passes that left a blob without its variants.
-const VARIANT_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
-
-/// Makes the variants of every blob recorded without them, one blob at a time; a pass that
-/// fails for any of them (a locked database, a full disk) is retried with exponential backoff,
-/// so no blob stays identity-only until a restart. Then sleeps until woken. Ends with the state.
-async fn make_missing_variants(state: Weak<Shared>, wanted: Arc<Notify>) {
-    let mut backoff = VARIANT_RETRY.0;
-    loop {
-        let done = match state.upgrade() {
-            None => return,
-            Some(state) => variants_pass(&state).await,
-        };
-        if done {
-            backoff = VARIANT_RETRY.0;
-            wanted.notified().await;
-        } else {
-            // Woken early by an upload that met such a blob: try at once.
-            let _ = tokio::time::timeout(backoff, wanted.notified()).await;
-            backoff = (backoff * 2).min(VARIANT_RETRY.1);
-        }
+    /// What answering devices may use.
+    pub(crate) fn devices(&self) -> Devices {
+        Devices::new(self.served.clone(), self.request_metrics.clone())
     }
 }
 
-/// One pass; whether every blob has its variants now.
-async fn variants_pass(state: &Shared) -> bool {
-    let hashes = match aloft_store::db::blobs::uncompressed(&state.db).await {
-        Ok(hashes) => hashes,
-        Err(e) => {
-            tracing::warn!(error = %e, "listing blobs without compressed variants failed; retrying");
-            return false;
-        }
-    };
-    let mut done = true;
-    for hash in hashes {
-        match state.blobs.make_variants(&state.db, &hash).await {
-            Ok(()) => tracing::info!(%hash, "made the compressed variants of a blob recorded without them"),
-            Err(e) => {
-                tracing::warn!(%hash, error = %e, "making compressed variants failed; serving identity until a retry succeeds");
-                done = false;
-            }
+impl FromRef<AppState> for Devices {
+    fn from_ref(state: &AppState) -> Self {
+        state.devices()
+    }
+}
+
+impl FromRef<AppState> for Arc<Assets> {
+    fn from_ref(state: &AppState) -> Self {
+        state.assets.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<RequestMetrics> {
+    fn from_ref(state: &AppState) -> Self {
+        state.request_metrics.clone()
+    }
+}
+
+impl FromRef<AppState> for Exporter {
+    fn from_ref(state: &AppState) -> Self {
+        state.exporter.clone()
+    }
+}
+
+impl FromRef<AppState> for Probe {
+    fn from_ref(state: &AppState) -> Self {
+        Probe {
+            db: state.db.clone(),
+            health: state.health.clone(),
         }
     }
-    done
 }

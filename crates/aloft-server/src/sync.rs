@@ -6,6 +6,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use aloft_store::Database;
 use aloft_store::db::apps;
 use axum::Json;
 use axum::extract::State;
@@ -13,7 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::state::AppState;
+use crate::served::Served;
 
 /// Whether the last look at the database succeeded.
 #[derive(Debug)]
@@ -59,44 +62,37 @@ impl Health {
 }
 
 /// One poll: reloads every app whose revision differs from what is served.
-pub async fn poll_once(state: &AppState) -> Result<usize, aloft_store::DbError> {
-    let revisions = match apps::revisions(&state.db).await {
+pub async fn poll_once(db: &Database, served: &Served, health: &Health) -> Result<usize, aloft_store::DbError> {
+    let revisions = match apps::revisions(db).await {
         Ok(r) => r,
         Err(e) => {
-            state.health.set(false);
+            health.set(false);
             return Err(e);
         }
     };
-    state.health.set(true);
+    health.set(true);
     let mut reloaded = 0;
     for (id, slug, revision) in revisions {
-        if state.served.app(&slug).map(|a| a.revision) != Some(revision) {
-            state.served.refresh(&state.db, id).await?;
+        if served.app(&slug).map(|a| a.revision) != Some(revision) {
+            served.refresh(db, id).await?;
             reloaded += 1;
         }
     }
     Ok(reloaded)
 }
 
-/// Polls forever; spawned by `aloft serve`.
-pub async fn watch(state: AppState, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        match poll_once(&state).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(apps = n, "reloaded apps changed elsewhere"),
-            Err(e) => tracing::debug!(error = %e, "revision poll failed"),
-        }
-    }
+/// What the readiness probe looks at.
+#[derive(Clone)]
+pub(crate) struct Probe {
+    pub(crate) db: Database,
+    pub(crate) health: Arc<Health>,
 }
 
 /// `GET /readyz`: 200 when the database answers and accepts writes; 503 `degraded` (devices are
 /// still served from memory) with the reason when it cannot be reached or read, or refuses
 /// writes (a read-only file or mount, a PostgreSQL standby). A write lock held by someone else
 /// is not a failure: the database is writable, changes just wait their turn.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub(crate) async fn readyz(State(state): State<Probe>) -> Response {
     const UNREACHABLE: &str = "the database is unreachable; devices are served the last known state";
     // A load balancer asks often; answer within two seconds either way.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);

@@ -359,19 +359,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
     let metrics = aloft_server::install_recorder().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
-    // Histogram samples pile up in the recorder until drained; without this, a server nobody
-    // scrapes grows by a few bytes per request forever.
-    tokio::spawn({
-        let metrics = metrics.clone();
-        async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                metrics.run_upkeep();
-            }
-        }
-    });
     let config = ServerConfig {
         asset_base_url: settings.asset_base_url.clone(),
         asset_delivery: settings.asset_delivery,
@@ -383,12 +370,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState::new(config, db.clone(), blobs, Some(metrics))
         .await
         .context("loading served state")?;
-    // Changes made through other replicas (or other processes on the same data) show up here
-    // within one poll.
-    tokio::spawn(aloft_server::sync::watch(
-        state.clone(),
-        std::time::Duration::from_millis(200),
-    ));
+    // Background work: compressed variants still missing, metrics upkeep, and replica sync
+    // (changes made through other replicas, or other processes on the same data, show up here
+    // within one poll).
+    let jobs = aloft_server::Jobs::start(&state, std::time::Duration::from_millis(200));
     let app = aloft_server::app(state);
 
     tracing::info!(%bound, %public_url, data_dir = %settings.data_dir.display(), "aloft is serving");
@@ -406,6 +391,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .context("serving")?;
+    jobs.shutdown().await;
     db.close().await;
     drop(lock);
     tracing::info!("stopped");

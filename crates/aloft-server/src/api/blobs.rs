@@ -98,9 +98,7 @@ pub async fn upload_blob(
         }
         Err(e) => return Err(e.into()),
     };
-    if let Ok(mut cache) = state.blob_cache.write() {
-        cache.insert(hash, crate::protocol::assets::Servable::from(&record));
-    }
+    state.assets.remember(hash, &record);
     Ok((
         StatusCode::CREATED,
         Json(BlobInfo {
@@ -137,9 +135,7 @@ pub async fn collect_garbage(
         .min(i64::MAX as u64) as i64;
     let removed = blobs::collect_garbage(&state.db, grace_ms).await?;
     for hash in &removed {
-        if let Ok(mut cache) = state.blob_cache.write() {
-            cache.remove(hash);
-        }
+        state.assets.forget(hash);
         if let Err(e) = state.blobs.delete(hash).await {
             // The record is gone, so the blob is unreachable; its bytes are left behind.
             tracing::warn!(%hash, error = %e, "removing an unreferenced blob's bytes failed");

@@ -1,20 +1,79 @@
 //! `GET|HEAD /assets/{sha256}.{ext}`: content-addressed, immutable, precompressed.
 
+use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use aloft_core::{ContentHash, content_type};
-use aloft_store::Encoding;
 use aloft_store::db::blobs::{self, BlobRecord};
+use aloft_store::{BlobStore, Database, Encoding};
 use axum::body::Body;
-use axum::extract::State;
-
-use crate::extract::ApiPath;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
+use super::bytes_cache::BytesCache;
 use crate::error::ApiError;
-use crate::state::{AppState, AssetDelivery};
+use crate::sync::Health;
+
+/// How `/assets/…` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AssetDelivery {
+    /// Stream the bytes through Aloft.
+    #[default]
+    Proxy,
+    /// Redirect to a presigned URL of the object in S3, valid for this long.
+    Redirect { ttl: Duration },
+}
+
+/// Everything serving an asset uses: where blobs are, how to deliver them, and what is kept in
+/// memory between requests. The caches are this module's: only it and the upload path (which
+/// records what it stored, [`Assets::remember`]) touch them.
+pub(crate) struct Assets {
+    db: Database,
+    blobs: BlobStore,
+    health: Arc<Health>,
+    delivery: AssetDelivery,
+    /// Blob records whose variants are final, so an asset request needs no database query.
+    records: RwLock<HashMap<ContentHash, Servable>>,
+    /// Bytes of small and medium blobs.
+    bytes: BytesCache,
+}
+
+impl Assets {
+    pub(crate) fn new(
+        db: Database,
+        blobs: BlobStore,
+        health: Arc<Health>,
+        delivery: AssetDelivery,
+        cache_bytes: usize,
+    ) -> Self {
+        Self {
+            db,
+            blobs,
+            health,
+            delivery,
+            records: RwLock::default(),
+            bytes: BytesCache::new(cache_bytes),
+        }
+    }
+
+    /// Records a blob an upload just stored with its variants, so its first download needs no
+    /// query.
+    pub(crate) fn remember(&self, hash: ContentHash, record: &BlobRecord) {
+        if let Ok(mut records) = self.records.write() {
+            records.insert(hash, Servable::from(record));
+        }
+    }
+
+    /// Forgets what is known about a blob (it was removed).
+    pub(crate) fn forget(&self, hash: &ContentHash) {
+        if let Ok(mut records) = self.records.write() {
+            records.remove(hash);
+        }
+    }
+}
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
@@ -132,8 +191,8 @@ impl From<&BlobRecord> for Servable {
     }
 }
 
-async fn blob_record(state: &AppState, hash: &ContentHash) -> Result<Option<Servable>, ApiError> {
-    if let Some(servable) = state.blob_cache.read().ok().and_then(|c| c.get(hash).copied()) {
+async fn blob_record(state: &Assets, hash: &ContentHash) -> Result<Option<Servable>, ApiError> {
+    if let Some(servable) = state.records.read().ok().and_then(|c| c.get(hash).copied()) {
         return Ok(Some(servable));
     }
     // While the database is known to be out of reach, go straight to storage.
@@ -142,7 +201,7 @@ async fn blob_record(state: &AppState, hash: &ContentHash) -> Result<Option<Serv
             Ok(rec) => {
                 // Cached once its variants are settled; until then the next request asks again.
                 if let Some(rec) = rec.as_ref().filter(|r| r.compressed)
-                    && let Ok(mut cache) = state.blob_cache.write()
+                    && let Ok(mut cache) = state.records.write()
                 {
                     cache.insert(*hash, Servable::from(rec));
                 }
@@ -161,21 +220,22 @@ async fn blob_record(state: &AppState, hash: &ContentHash) -> Result<Option<Serv
     }))
 }
 
-pub async fn get_asset(
-    State(state): State<AppState>,
-    ApiPath(file): ApiPath<String>,
-    method: Method,
-    headers: HeaderMap,
+/// Answers `GET` or `HEAD` of `/assets/{file}`. Called by the device hook (`device.rs`).
+pub(crate) async fn answer(
+    state: &Assets,
+    file: &str,
+    method: &Method,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (hash, content_type) = parse_file(&file)?;
-    let blob = blob_record(&state, &hash)
+    let (hash, content_type) = parse_file(file)?;
+    let blob = blob_record(state, &hash)
         .await?
         .ok_or_else(|| ApiError::not_found("asset_not_found", format!("no asset with hash {hash}")))?;
 
-    let range = parse_range(&headers, blob.size);
+    let range = parse_range(headers, blob.size);
     // Ranges apply to the identity representation only.
     let encoding = match range {
-        RangeRequest::Whole => choose_encoding(&headers, &blob),
+        RangeRequest::Whole => choose_encoding(headers, &blob),
         _ => Encoding::Identity,
     };
     let etag = match encoding.token() {
@@ -200,7 +260,7 @@ pub async fn get_asset(
         out.insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
     }
 
-    if let AssetDelivery::Redirect { ttl } = state.config.asset_delivery {
+    if let AssetDelivery::Redirect { ttl } = state.delivery {
         // The bucket serves the bytes (and ranges) itself; the link expires, so it is not cached.
         if let Some(url) = state
             .blobs
@@ -263,9 +323,9 @@ pub async fn get_asset(
         ApiError::internal("reading a stored blob failed", &e)
     };
     // Small and medium blobs (bundles, images) are kept in memory: no file or bucket access.
-    if state.bytes_cache.admits(size) {
+    if state.bytes.admits(size) {
         let key = (hash, encoding);
-        let whole = match state.bytes_cache.get(&key) {
+        let whole = match state.bytes.get(&key) {
             Some(bytes) => bytes,
             None => {
                 let bytes = state
@@ -276,7 +336,7 @@ pub async fn get_asset(
                     .bytes()
                     .await
                     .map_err(missing)?;
-                state.bytes_cache.insert(key, bytes.clone());
+                state.bytes.insert(key, bytes.clone());
                 bytes
             }
         };

@@ -1,4 +1,4 @@
-//! `GET /apps/{slug}/manifest`: the update check.
+//! `GET /apps/{slug}/manifest`: the update check, answered from the served state.
 
 use std::collections::HashMap;
 
@@ -6,16 +6,14 @@ use aloft_core::accept::{ManifestFormat, negotiate};
 use aloft_core::signature::ExpectSignature;
 use aloft_core::{ChannelName, Platform, RuntimeVersion};
 use aloft_store::db::updates::BodyKind;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::extract::{ApiPath, parse_query};
+use crate::extract::parse_query;
 use crate::metrics::{ManifestKind, RequestMetrics};
-use crate::served::ServedUpdate;
-use crate::state::AppState;
+use crate::served::{Served, ServedUpdate};
 
 /// A manifest request, validated; borrows from the request.
 #[derive(Debug)]
@@ -221,24 +219,12 @@ fn multipart(update: &ServedUpdate) -> Response {
     response
 }
 
-/// The router's handler: HEAD, and paths the front lane leaves to the router (percent-encoded
-/// slugs). GETs are normally answered by [`answer`] straight from the front lane.
-pub async fn get_manifest(
-    State(state): State<AppState>,
-    ApiPath(slug): ApiPath<String>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    answer(&state, &slug, request.uri(), request.headers())
-}
-
-/// Answers an update check from memory: no I/O, so no await.
-pub(crate) fn answer(state: &AppState, slug: &str, uri: &Uri, headers: &HeaderMap) -> Result<Response, ApiError> {
-    answer_parts(state, slug, uri.query(), CheckHeaders::scan(headers))
-}
-
-/// [`answer`] from the request's parts: the query string and the headers a check reads.
-pub(crate) fn answer_parts(
-    state: &AppState,
+/// Answers an update check from memory. It is given only the served state and its metrics, so
+/// a check can do no I/O: no database, no storage, no await. Called by the device hook
+/// (`device.rs`) for every lane, with the request's query string and the headers a check reads.
+pub(crate) fn answer(
+    served: &Served,
+    metrics: &RequestMetrics,
     slug: &str,
     query: Option<&str>,
     found: CheckHeaders<'_>,
@@ -249,7 +235,6 @@ pub(crate) fn answer_parts(
         Some(q) => parse_query::<HashMap<String, String>>(q)?,
     };
     let check = Check::parse(found, &query)?;
-    let metrics = &state.request_metrics;
     let Some(&format) = check.formats.first() else {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
@@ -257,7 +242,7 @@ pub(crate) fn answer_parts(
             "accept none of multipart/mixed, application/expo+json, application/json",
         ));
     };
-    let snapshot = state.served.snapshot();
+    let snapshot = served.snapshot();
     let client_id = check.client_id;
     let update = match snapshot.resolve(slug, check.channel, check.platform, check.runtime_version) {
         Some(resolved) => resolved.for_device(client_id),

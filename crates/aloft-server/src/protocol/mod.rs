@@ -1,16 +1,45 @@
 //! What devices call: the manifest endpoint and the asset endpoint (docs/protocol.md §1-§5).
+//!
+//! The device routes are defined here once: the router registers these patterns, and the fast
+//! lanes (`conn/`) recognise a manifest path with [`manifest_slug`]. Requests on these routes,
+//! from every lane, are answered and recorded through `device.rs`.
 
 pub(crate) mod assets;
-pub mod bytes_cache;
+pub(crate) mod bytes_cache;
 pub(crate) mod manifest;
 
-use axum::Router;
-use axum::routing::get;
+/// The update check, as the router names it (also its `route` label in metrics).
+pub(crate) const MANIFEST_ROUTE: &str = "/apps/{slug}/manifest";
+/// Asset downloads, content-addressed: `/assets/{sha256}.{ext}`.
+pub(crate) const ASSET_ROUTE: &str = "/assets/{file}";
 
-use crate::state::AppState;
+/// The slug of a manifest path in the shape devices send: `/apps/{slug}/manifest` with a slug of
+/// plain name characters (ASCII letters, digits, `-`, `_`), no query string in `path`. The fast
+/// lanes answer only such paths; anything else on the route (a percent-encoded slug, a query
+/// string in a raw request target) is the router's, which answers through the same hook.
+pub(crate) fn manifest_slug(path: &str) -> Option<&str> {
+    let slug = path.strip_prefix("/apps/")?.strip_suffix("/manifest")?;
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    (!slug.is_empty() && slug.bytes().all(plain)).then_some(slug)
+}
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(crate::metrics::MANIFEST_ROUTE, get(manifest::get_manifest))
-        .route("/assets/{file}", get(assets::get_asset))
+#[cfg(test)]
+mod tests {
+    use super::manifest_slug;
+
+    #[test]
+    fn only_plain_manifest_paths_take_a_fast_lane() {
+        assert_eq!(manifest_slug("/apps/my-app_2/manifest"), Some("my-app_2"));
+        for other in [
+            "/apps//manifest",
+            "/apps/a%2Fb/manifest",
+            "/apps/a/b/manifest",
+            "/apps/a/manifest?platform=ios",
+            "/apps/a/manifest/",
+            "/apps/a.b/manifest",
+            "/assets/x.png",
+        ] {
+            assert_eq!(manifest_slug(other), None, "{other}");
+        }
+    }
 }

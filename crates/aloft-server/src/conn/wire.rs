@@ -2,7 +2,7 @@
 //!
 //! Each connection starts here. Requests are parsed in place with `httparse` (no header map, no
 //! allocation per header) and a plain `GET /apps/{slug}/manifest` over HTTP/1.1 is answered by
-//! [`manifest::answer_parts`], the same function every other lane uses. The first request that
+//! the device hook ([`Devices::check`]), as on every other lane. The first request that
 //! is anything else (another path, a body, `Connection: close`, HTTP/1.0, a malformed or huge
 //! head) hands the connection, with the bytes already read, to hyper and the router for the
 //! rest of its life. So this lane only ever handles the one request shape it fully
@@ -19,8 +19,9 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::front::{Front, answer_check};
+use crate::device::Devices;
 use crate::protocol::manifest::CheckHeaders;
+use crate::protocol::manifest_slug;
 
 /// Headers parsed per request; a request with more goes to hyper.
 const MAX_HEADERS: usize = 64;
@@ -43,7 +44,7 @@ pub(crate) enum Outcome {
 /// request head) is closed within two periods. One timer per connection, not per request.
 pub(crate) async fn run(
     mut stream: TcpStream,
-    front: &Front,
+    devices: &Devices,
     shutdown: &mut tokio::sync::watch::Receiver<()>,
     idle: Duration,
 ) -> io::Result<Outcome> {
@@ -57,7 +58,7 @@ pub(crate) async fn run(
     loop {
         // Answer every complete request already read (pipelining), in order.
         loop {
-            match answer_one(front, &buf, &mut out).await {
+            match answer_one(devices, &buf, &mut out).await {
                 Step::Answered(consumed) => {
                     buf.advance(consumed);
                     answered = true;
@@ -101,7 +102,7 @@ enum Step {
     HandOver,
 }
 
-async fn answer_one(front: &Front, buf: &[u8], out: &mut Output) -> Step {
+async fn answer_one(devices: &Devices, buf: &[u8], out: &mut Output) -> Step {
     if buf.is_empty() {
         return Step::NeedMore;
     }
@@ -116,12 +117,9 @@ async fn answer_one(front: &Front, buf: &[u8], out: &mut Output) -> Step {
     let (Some("GET"), Some(target), Some(1)) = (request.method, request.path, request.version) else {
         return Step::HandOver;
     };
-    // Only the shape devices send: a slug of plain name characters and no query string. The
-    // rest (queries, odd characters that hyper's URI parser judges) is hyper's.
-    let Some(slug) = Front::manifest_slug_of(target).filter(|slug| {
-        slug.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    }) else {
+    // Only the shape devices send: a plain slug and no query string (the target includes it).
+    // The rest (queries, odd characters that hyper's URI parser judges) is hyper's.
+    let Some(slug) = manifest_slug(target) else {
         return Step::HandOver;
     };
     let mut has_host = false;
@@ -146,7 +144,7 @@ async fn answer_one(front: &Front, buf: &[u8], out: &mut Output) -> Step {
     }
 
     let found = CheckHeaders::from_pairs(request.headers.iter().map(|h| (h.name.as_bytes(), h.value)));
-    let response = answer_check(front.state(), target, slug, None, found);
+    let response = devices.check(&axum::http::Method::GET, target, slug, None, found);
     let (parts, body) = response.into_parts();
     // Manifest, no-update and error bodies are all in memory: collecting is immediate.
     let body = match body.collect().await {

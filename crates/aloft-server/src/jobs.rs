@@ -1,0 +1,183 @@
+//! Background work, owned in one place: what runs besides answering requests, and how it stops.
+//!
+//! - **variants**: gives blobs recorded without compressed variants (by older versions, or a
+//!   recording that failed) theirs, retrying with backoff; woken by uploads that meet one.
+//! - **sync**: polls the apps' revisions and reloads what other replicas changed (`sync.rs`).
+//! - **metrics upkeep**: drains the recorder's histogram samples, which otherwise pile up in a
+//!   server nobody scrapes.
+//!
+//! Shutdown: [`Jobs::shutdown`] tells every job to stop. A job stops at its next wait; a unit of
+//! work in progress (one blob's variants, one poll) finishes first, up to a deadline after which
+//! it is abandoned. Every unit is safe to abandon: variants are written beside the blob and
+//! recorded in one insert, and a poll only reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aloft_store::{BlobStore, Database};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::served::Served;
+use crate::state::AppState;
+use crate::sync::{self, Health};
+
+/// How long [`Jobs::shutdown`] waits for work in progress.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// First and longest wait between variant passes that left a blob without its variants.
+const VARIANT_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
+
+/// How often the metrics recorder is drained.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The running background jobs of one server.
+pub struct Jobs {
+    stop: watch::Sender<bool>,
+    running: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Jobs {
+    /// Starts every job: the variants pass, and replica sync every `sync_every`.
+    pub fn start(state: &AppState, sync_every: Duration) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let mut running = Vec::new();
+        running.push((
+            "variants",
+            tokio::spawn(make_missing_variants(
+                state.db.clone(),
+                state.blobs.clone(),
+                state.variants_wanted.clone(),
+                stopped.clone(),
+            )),
+        ));
+        running.push((
+            "sync",
+            tokio::spawn(watch_revisions(
+                state.db.clone(),
+                state.served.clone(),
+                state.health.clone(),
+                sync_every,
+                stopped.clone(),
+            )),
+        ));
+        if let Some(handle) = state.exporter.0.clone() {
+            running.push((
+                "metrics upkeep",
+                tokio::spawn(every(UPKEEP_EVERY, stopped, move || handle.run_upkeep())),
+            ));
+        }
+        Self { stop, running }
+    }
+
+    /// Stops every job, waiting up to ten seconds for work in progress.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
+        for (name, mut job) in self.running {
+            if tokio::time::timeout_at(deadline, &mut job).await.is_err() {
+                tracing::warn!(job = name, "background job still busy at shutdown; abandoned");
+                job.abort();
+            }
+        }
+    }
+}
+
+/// Resolves once a stop is asked for.
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone: stop as well.
+    let _ = stop.wait_for(|&stop| stop).await;
+}
+
+/// Runs `tick` every `period` until stopped.
+async fn every(period: Duration, mut stop: watch::Receiver<bool>, mut tick: impl FnMut()) {
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => tick(),
+            () = stopping(&mut stop) => return,
+        }
+    }
+}
+
+/// Polls the revisions forever: changes made through other replicas (or other processes on the
+/// same data) are served here within one period.
+async fn watch_revisions(
+    db: Database,
+    served: Arc<Served>,
+    health: Arc<Health>,
+    period: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stopping(&mut stop) => return,
+        }
+        match sync::poll_once(&db, &served, &health).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(apps = n, "reloaded apps changed elsewhere"),
+            Err(e) => tracing::debug!(error = %e, "revision poll failed"),
+        }
+    }
+}
+
+/// Makes the variants of every blob recorded without them, one blob at a time; a pass that
+/// fails for any of them (a locked database, a full disk) is retried with exponential backoff,
+/// so no blob stays identity-only until a restart. Then sleeps until woken.
+async fn make_missing_variants(db: Database, blobs: BlobStore, wanted: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = VARIANT_RETRY.0;
+    loop {
+        let done = tokio::select! {
+            done = variants_pass(&db, &blobs) => done,
+            () = stopping(&mut stop) => return,
+        };
+        let wait = if done {
+            backoff = VARIANT_RETRY.0;
+            // Until woken by an upload that met such a blob.
+            Duration::MAX
+        } else {
+            let wait = backoff;
+            backoff = (backoff * 2).min(VARIANT_RETRY.1);
+            wait
+        };
+        tokio::select! {
+            // Woken early by an upload that met such a blob: try at once.
+            () = wanted.notified() => {}
+            () = sleep(wait) => {}
+            () = stopping(&mut stop) => return,
+        }
+    }
+}
+
+async fn sleep(wait: Duration) {
+    match tokio::time::Instant::now().checked_add(wait) {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One pass; whether every blob has its variants now.
+async fn variants_pass(db: &Database, blobs: &BlobStore) -> bool {
+    let hashes = match aloft_store::db::blobs::uncompressed(db).await {
+        Ok(hashes) => hashes,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing blobs without compressed variants failed; retrying");
+            return false;
+        }
+    };
+    let mut done = true;
+    for hash in hashes {
+        match blobs.make_variants(db, &hash).await {
+            Ok(()) => tracing::info!(%hash, "made the compressed variants of a blob recorded without them"),
+            Err(e) => {
+                tracing::warn!(%hash, error = %e, "making compressed variants failed; serving identity until a retry succeeds");
+                done = false;
+            }
+        }
+    }
+    done
+}
