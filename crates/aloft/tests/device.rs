@@ -354,6 +354,60 @@ async fn health_metrics_and_logs() {
     );
 }
 
+/// An update check is recorded once, the same way, whichever lane answers it: the wire lane
+/// (a fresh connection), the front lane (a connection hyper took over), or the router (`HEAD`, a
+/// percent-encoded slug). Metrics are read from `/metrics`.
+#[tokio::test]
+async fn every_lane_records_a_check_once() {
+    let setup = Setup::new();
+    let base = setup.server.base.clone();
+    let check = |method: &str, path: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: aloft\r\nexpo-platform: ios\r\nexpo-runtime-version: {RV}\r\n\
+             expo-channel-name: production\r\nexpo-protocol-version: 1\r\n\r\n"
+        )
+    };
+    let lanes = [
+        // Wire lane.
+        (check("GET", "/apps/demo/manifest"), 1),
+        // A first request the wire lane hands to hyper; the check after it is the front lane's.
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: aloft\r\n\r\n{}", check("GET", "/apps/demo/manifest")),
+            2,
+        ),
+        // The router.
+        (check("GET", "/apps/%64emo/manifest"), 1),
+        (check("HEAD", "/apps/demo/manifest"), 1),
+    ];
+    for (request, answers) in &lanes {
+        let reply = raw_exchange(&base, request.as_bytes(), *answers);
+        assert_eq!(reply.matches("HTTP/1.1 204").count(), 1, "{request}\n{reply}");
+    }
+    let reply = get(&format!("{base}/metrics"), &[]).await;
+    let text = String::from_utf8(reply.body).unwrap();
+    let value = |series: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        line[series.len()..].trim().parse().unwrap()
+    };
+    assert_eq!(
+        value(r#"aloft_http_requests_total{route="/apps/{slug}/manifest",method="GET",status="204"}"#),
+        3
+    );
+    assert_eq!(
+        value(r#"aloft_http_requests_total{route="/apps/{slug}/manifest",method="HEAD",status="204"}"#),
+        1
+    );
+    assert_eq!(value(r#"aloft_manifest_responses_total{kind="no-update"}"#), 4);
+    assert_eq!(value(r#"aloft_http_requests_total{route="/healthz",method="GET",status="200"}"#), 1);
+    assert_eq!(
+        value(r#"aloft_http_request_duration_seconds_count{route="/apps/{slug}/manifest"}"#),
+        4
+    );
+}
+
 /// Sends raw bytes on one connection and reads until at least `answers` status lines arrived and
 /// the peer then stayed quiet for 300 ms (or closed); returns everything read.
 fn raw_exchange(base: &str, request: &[u8], answers: usize) -> String {
