@@ -17,10 +17,10 @@ mod extract;
 mod jobs;
 mod metrics;
 mod protocol;
-pub mod served;
+mod served;
 pub mod service;
 mod state;
-pub mod sync;
+mod sync;
 
 use axum::Router;
 use axum::routing::get;
