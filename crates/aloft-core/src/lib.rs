@@ -7,6 +7,7 @@ pub mod accept;
 pub mod api;
 pub mod content_type;
 pub mod directive;
+pub mod distinct;
 pub mod export;
 pub mod hash;
 pub mod keys;
