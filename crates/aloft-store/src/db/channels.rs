@@ -39,7 +39,7 @@ macro_rules! select_channels {
 fn channel_from_row(r: &AnyRow) -> Result<Channel, DbError> {
     let rollout_branch_id: Option<i64> = r.try_get("rollout_branch_id")?;
     let rollout_branch: Option<String> = r.try_get("rollout_branch")?;
-    let spec = super::updates::RolloutSpec::from_row(r)?;
+    let spec = super::rollouts::RolloutSpec::from_row(r)?;
     Ok(Channel {
         id: r.try_get("id")?,
         name: r.try_get("name")?,

@@ -1,5 +1,6 @@
 //! Update groups and their per-platform updates: the atomic insert of a group, the state a
-//! release manager changes (rollouts, disabling), and the heads a server serves.
+//! release manager changes (disabling, withdrawing), and the heads a server serves. Rollouts
+//! live in [`super::rollouts`]; their items are re-exported here.
 
 use aloft_core::signature::CodeSignature;
 use aloft_core::time::Millis;
@@ -8,6 +9,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
+pub use super::rollouts::{RolloutSpec, active_rollouts, set_rollout_percentage};
 use super::{Database, DbError, is_unique_violation};
 
 /// What a group's updates carry.
@@ -64,30 +66,6 @@ impl BodyKind {
         } else {
             BodyKind::Manifest
         }
-    }
-}
-
-/// An active per-group rollout: who gets the group is decided by hashing the device id with
-/// `salt`; `percentage` of devices do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RolloutSpec {
-    pub percentage: u8,
-    pub salt: String,
-}
-
-impl RolloutSpec {
-    /// The `rollout_percentage` and `rollout_salt` columns of a row (a group's or a channel's):
-    /// a rollout when both are set.
-    pub(crate) fn from_row(r: &AnyRow) -> Result<Option<Self>, DbError> {
-        let percentage: Option<i64> = r.try_get("rollout_percentage")?;
-        let salt: Option<String> = r.try_get("rollout_salt")?;
-        Ok(match (percentage, salt) {
-            (Some(p), Some(salt)) => Some(Self {
-                percentage: p.clamp(0, 100) as u8,
-                salt,
-            }),
-            _ => None,
-        })
     }
 }
 
@@ -247,11 +225,11 @@ pub struct StoredUpdate {
     pub signature: Option<CodeSignature>,
 }
 
-fn decode(e: impl std::fmt::Display) -> DbError {
+pub(super) fn decode(e: impl std::fmt::Display) -> DbError {
     DbError::Sqlx(sqlx::Error::Decode(e.to_string().into()))
 }
 
-fn uuid(s: &str) -> Result<Uuid, DbError> {
+pub(super) fn uuid(s: &str) -> Result<Uuid, DbError> {
     Uuid::parse_str(s).map_err(decode)
 }
 
@@ -391,53 +369,6 @@ fn stored_from_row(r: &AnyRow) -> Result<StoredUpdate, DbError> {
             _ => None,
         },
     })
-}
-
-/// What the rollouts in progress on a branch roll out: per served update of a group with a
-/// rollout, `(group, platform, runtime version)`, newest group first. A rollout concerns only the
-/// devices of its own platforms and runtime versions.
-pub async fn active_rollouts(
-    conn: &mut AnyConnection,
-    branch_id: i64,
-) -> Result<Vec<(Uuid, Platform, RuntimeVersion)>, DbError> {
-    let rows = sqlx::query(
-        "SELECT g.id, u.platform, u.runtime_version FROM update_groups g JOIN updates u ON u.group_id = g.id \
-         WHERE g.branch_id = $1 AND g.rollout_percentage IS NOT NULL AND g.disabled_at IS NULL \
-         AND u.withdrawn_at IS NULL ORDER BY g.created_at DESC, u.platform",
-    )
-    .bind(branch_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            let id: String = r.try_get("id")?;
-            let platform: String = r.try_get("platform")?;
-            let rv: String = r.try_get("runtime_version")?;
-            Ok((
-                uuid(&id)?,
-                platform.parse().map_err(decode)?,
-                RuntimeVersion::parse(rv).map_err(decode)?,
-            ))
-        })
-        .collect()
-}
-
-/// Sets an active rollout's percentage, or with `None` completes it (everyone gets the group).
-pub async fn set_rollout_percentage(
-    conn: &mut AnyConnection,
-    group_id: Uuid,
-    percentage: Option<u8>,
-) -> Result<(), DbError> {
-    let query = match percentage {
-        Some(_) => "UPDATE update_groups SET rollout_percentage = $1 WHERE id = $2",
-        None => "UPDATE update_groups SET rollout_percentage = $1, rollout_salt = NULL WHERE id = $2",
-    };
-    sqlx::query(query)
-        .bind(percentage.map(i64::from))
-        .bind(group_id.to_string())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 /// Stops serving a group.
