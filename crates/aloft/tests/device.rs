@@ -372,7 +372,10 @@ async fn every_lane_records_a_check_once() {
         (check("GET", "/apps/demo/manifest"), 1),
         // A first request the wire lane hands to hyper; the check after it is the front lane's.
         (
-            format!("GET /healthz HTTP/1.1\r\nHost: aloft\r\n\r\n{}", check("GET", "/apps/demo/manifest")),
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: aloft\r\n\r\n{}",
+                check("GET", "/apps/demo/manifest")
+            ),
             2,
         ),
         // The router.
@@ -401,7 +404,10 @@ async fn every_lane_records_a_check_once() {
         1
     );
     assert_eq!(value(r#"aloft_manifest_responses_total{kind="no-update"}"#), 4);
-    assert_eq!(value(r#"aloft_http_requests_total{route="/healthz",method="GET",status="200"}"#), 1);
+    assert_eq!(
+        value(r#"aloft_http_requests_total{route="/healthz",method="GET",status="200"}"#),
+        1
+    );
     assert_eq!(
         value(r#"aloft_http_request_duration_seconds_count{route="/apps/{slug}/manifest"}"#),
         4

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod blobs;
 pub mod channels;
 pub mod idempotency;
+pub mod insights;
 pub mod rollouts;
 pub mod tokens;
 pub mod updates;
