@@ -5,8 +5,8 @@
 
 use aloft_core::RuntimeVersion;
 use aloft_core::api::{
-    ChannelRolloutRequest, Outcome, PublishCheck, PublishCheckRequest, PublishRequest, RepublishRequest,
-    RollbackRequest, SetRollout, SignedOperation,
+    ChannelRolloutRequest, PublishCheck, PublishCheckRequest, PublishRequest, RepublishRequest, RollbackRequest,
+    SetRollout, SignedOperation,
 };
 use axum::Json;
 use axum::extract::State;
@@ -15,10 +15,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::auth::{Caller, Need};
+use super::grant::AppWrite;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
-use crate::service::plan::{Finished, Intent};
+use crate::service::plan::{Finished, Intent, Operation, Record};
 use crate::service::{channels, publish as publishing, release};
 use crate::state::AppState;
 
@@ -71,67 +71,63 @@ fn group_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found("group_not_found", "no update group with that id"))
 }
 
-/// Renders what an operation did, and records it.
-async fn respond(
-    state: &AppState,
-    caller: &Caller,
-    app: &str,
-    action: &str,
+/// The operation `caller` asks for, recorded as `action` on `target` with `summary`.
+fn operation<'a>(
+    by: &'a crate::service::Actor,
+    intent: Intent,
+    action: &'static str,
     target: String,
     summary: String,
-    finished: Finished,
-) -> Response {
+) -> Operation<'a> {
+    Operation {
+        by,
+        intent,
+        record: Record {
+            action,
+            target,
+            summary,
+        },
+    }
+}
+
+/// Renders what an operation did.
+fn respond(finished: Finished) -> Response {
     match finished {
         Finished::Prepared(prepared) => Json(prepared).into_response(),
-        Finished::Committed(published) => {
-            let details = json!({
-                "summary": summary,
-                "published_group": published.as_ref().map(|p| p.group_id),
-            });
-            caller.audit(state, Some(app), action, target, details).await;
-            let status = if published.is_some() {
+        Finished::Committed(outcome) => {
+            let status = if outcome.published.is_some() {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             };
-            (status, Json(Outcome { summary, published })).into_response()
+            (status, Json(outcome)).into_response()
         }
     }
 }
 
 pub async fn publish(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(slug): ApiPath<String>,
     uri: Uri,
     ApiJson(req): ApiJson<PublishRequest>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = publishing::publish(
-        &state,
-        &app,
-        &req,
-        intent(&uri, req.allow_unsigned)?,
-        &caller.token_name,
-    )
-    .await?;
     let target = req.channel.clone().or(req.branch.clone()).unwrap_or_default();
     let summary = match req.rollout_percentage.filter(|p| *p < 100) {
         Some(p) => format!("published to {target} as a {p}% rollout"),
         None => format!("published to {target}"),
     };
-    Ok(respond(&state, &caller, &slug, "publish", target, summary, finished).await)
+    let by = caller.actor();
+    let op = operation(&by, intent(&uri, req.allow_unsigned)?, "publish", target, summary);
+    Ok(respond(publishing::publish(&state, &app, &req, op).await?))
 }
 
 /// Whether a publish to this target would be refused, before anything is uploaded; read-only,
 /// so not audited.
 pub async fn check_publish(
+    AppWrite { app, .. }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(slug): ApiPath<String>,
     ApiJson(req): ApiJson<PublishCheckRequest>,
 ) -> Result<Json<PublishCheck>, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
     let targets = req
         .updates
         .iter()
@@ -154,50 +150,26 @@ pub async fn check_publish(
 }
 
 pub async fn republish(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, id)): ApiPath<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
     uri: Uri,
     ApiJson(req): ApiJson<RepublishRequest>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = publishing::republish(
-        &state,
-        &app,
-        group_id(&id)?,
-        &req,
-        intent(&uri, req.allow_unsigned)?,
-        &caller.token_name,
-    )
-    .await?;
-    Ok(respond(
-        &state,
-        &caller,
-        &slug,
-        "republish",
-        id.clone(),
-        format!("republished {id}"),
-        finished,
-    )
-    .await)
+    let group = group_id(&id)?;
+    let by = caller.actor();
+    let summary = format!("republished {id}");
+    let op = operation(&by, intent(&uri, req.allow_unsigned)?, "republish", id, summary);
+    Ok(respond(publishing::republish(&state, &app, group, &req, op).await?))
 }
 
 pub async fn rollback(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(slug): ApiPath<String>,
     uri: Uri,
     ApiJson(req): ApiJson<RollbackRequest>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = release::rollback(
-        &state,
-        &app,
-        &req,
-        intent(&uri, req.allow_unsigned)?,
-        &caller.token_name,
-    )
-    .await?;
+    let intent = intent(&uri, req.allow_unsigned)?;
     let summary = if req.to_embedded {
         format!("channel {} rolled back to the embedded update", req.channel)
     } else {
@@ -208,129 +180,92 @@ pub async fn rollback(
     } else {
         "rollback"
     };
-    Ok(respond(&state, &caller, &slug, action, req.channel.clone(), summary, finished).await)
+    let by = caller.actor();
+    let op = operation(&by, intent, action, req.channel.clone(), summary);
+    Ok(respond(release::rollback(&state, &app, &req, op).await?))
 }
 
 pub async fn disable_group(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, id)): ApiPath<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
     uri: Uri,
     ApiJson(req): ApiJson<SignedOperation>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = release::disable(
-        &state,
-        &app,
-        group_id(&id)?,
-        &req,
-        intent(&uri, req.allow_unsigned)?,
-        &caller.token_name,
-    )
-    .await?;
-    Ok(respond(
-        &state,
-        &caller,
-        &slug,
-        "group.disable",
-        id.clone(),
-        format!("group {id} disabled"),
-        finished,
-    )
-    .await)
+    let group = group_id(&id)?;
+    let by = caller.actor();
+    let summary = format!("group {id} disabled");
+    let op = operation(&by, intent(&uri, req.allow_unsigned)?, "group.disable", id, summary);
+    Ok(respond(release::disable(&state, &app, group, &req, op).await?))
 }
 
 pub async fn set_rollout(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, id)): ApiPath<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<SetRollout>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = release::set_rollout(&state, &app, group_id(&id)?, req.percentage, &caller.token_name).await?;
+    let group = group_id(&id)?;
+    let by = caller.actor();
     let summary = format!("rollout of {id} set to {}%", req.percentage);
-    Ok(respond(&state, &caller, &slug, "rollout.set", id, summary, finished).await)
+    let op = operation(&by, Intent::COMMIT, "rollout.set", id, summary);
+    Ok(respond(
+        release::set_rollout(&state, &app, group, req.percentage, op).await?,
+    ))
 }
 
 pub async fn complete_rollout(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, id)): ApiPath<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = release::complete_rollout(&state, &app, group_id(&id)?, &caller.token_name).await?;
-    Ok(respond(
-        &state,
-        &caller,
-        &slug,
-        "rollout.complete",
-        id.clone(),
-        format!("rollout of {id} completed"),
-        finished,
-    )
-    .await)
+    let group = group_id(&id)?;
+    let by = caller.actor();
+    let summary = format!("rollout of {id} completed");
+    let op = operation(&by, Intent::COMMIT, "rollout.complete", id, summary);
+    Ok(respond(release::complete_rollout(&state, &app, group, op).await?))
 }
 
 pub async fn revert_rollout(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, id)): ApiPath<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
     uri: Uri,
     ApiJson(req): ApiJson<SignedOperation>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = release::revert_rollout(
-        &state,
-        &app,
-        group_id(&id)?,
-        &req,
-        intent(&uri, req.allow_unsigned)?,
-        &caller.token_name,
-    )
-    .await?;
-    Ok(respond(
-        &state,
-        &caller,
-        &slug,
-        "rollout.revert",
-        id.clone(),
-        format!("rollout of {id} reverted"),
-        finished,
-    )
-    .await)
+    let group = group_id(&id)?;
+    let by = caller.actor();
+    let summary = format!("rollout of {id} reverted");
+    let op = operation(&by, intent(&uri, req.allow_unsigned)?, "rollout.revert", id, summary);
+    Ok(respond(release::revert_rollout(&state, &app, group, &req, op).await?))
 }
 
 pub async fn channel_rollout(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, name)): ApiPath<(String, String)>,
+    ApiPath((_, name)): ApiPath<(String, String)>,
     uri: Uri,
     ApiJson(req): ApiJson<ChannelRolloutRequest>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = channels::channel_rollout(
-        &state,
-        &app,
-        &name,
-        &req,
-        intent(&uri, req.allow_unsigned)?,
-        &caller.token_name,
-    )
-    .await?;
+    let intent = intent(&uri, req.allow_unsigned)?;
     let summary = format!(
         "channel {name}: branch rollout {}",
         serde_json::to_value(&req.action).unwrap_or_default()
     );
-    Ok(respond(&state, &caller, &slug, "channel.rollout", name, summary, finished).await)
+    let by = caller.actor();
+    let op = operation(&by, intent, "channel.rollout", name.clone(), summary);
+    Ok(respond(channels::channel_rollout(&state, &app, &name, &req, op).await?))
 }
 
 pub async fn delete_group(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, id)): ApiPath<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    release::delete_group(&state, &app, group_id(&id)?).await?;
-    caller.audit(&state, Some(&slug), "group.delete", id, json!({})).await;
+    let group = group_id(&id)?;
+    let entry = caller
+        .actor()
+        .entry(Some(app.slug.as_str()), "group.delete", id, json!({}));
+    release::delete_group(&state, &app, group, entry).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,9 +5,10 @@ use aloft_core::{BranchName, ChannelName, rollout};
 use aloft_store::db::apps::App;
 use aloft_store::db::channels::{self, Channel};
 use axum::http::StatusCode;
+use serde_json::json;
 
-use super::plan::{self, Finished, Ids, Intent};
-use super::{Change, release};
+use super::plan::{self, Finished, Ids, Operation};
+use super::{Actor, Change, release};
 use crate::error::ApiError;
 use crate::state::AppState;
 use aloft_store::db::updates;
@@ -22,6 +23,7 @@ pub fn branch_name(name: &str) -> Result<BranchName, ApiError> {
 
 pub async fn create_channel(
     state: &AppState,
+    by: &Actor,
     app: &App,
     name: &str,
     branch: Option<&str>,
@@ -30,12 +32,24 @@ pub async fn create_channel(
     let branch = branch_name(branch.unwrap_or(name.as_str()))?;
     let mut change = Change::begin(state).await?;
     let channel = channels::create(&mut change.tx, app.id, name.as_str(), branch.as_str()).await?;
-    change.commit(state, app.id).await?;
+    let entry = by.entry(
+        Some(app.slug.as_str()),
+        "channel.create",
+        &channel.name,
+        json!({"branch": channel.branch}),
+    );
+    change.commit(state, app.id, entry).await?;
     Ok(channel)
 }
 
 /// Points a channel at another branch: instant, nothing is republished.
-pub async fn edit_channel(state: &AppState, app: &App, name: &str, branch: &str) -> Result<Channel, ApiError> {
+pub async fn edit_channel(
+    state: &AppState,
+    by: &Actor,
+    app: &App,
+    name: &str,
+    branch: &str,
+) -> Result<Channel, ApiError> {
     let name = channel_name(name)?;
     let branch = branch_name(branch)?;
     let mut change = Change::begin(state).await?;
@@ -50,23 +64,31 @@ pub async fn edit_channel(state: &AppState, app: &App, name: &str, branch: &str)
     let branch_id = channels::branch_id(&mut change.tx, app.id, branch.as_str()).await?;
     channels::set_branch(&mut change.tx, channel.id, branch_id).await?;
     let channel = channels::get(&mut change.tx, app.id, name.as_str()).await?;
-    change.commit(state, app.id).await?;
+    let entry = by.entry(
+        Some(app.slug.as_str()),
+        "channel.edit",
+        name.as_str(),
+        json!({"branch": branch.as_str()}),
+    );
+    change.commit(state, app.id, entry).await?;
     Ok(channel)
 }
 
-pub async fn create_branch(state: &AppState, app: &App, name: &str) -> Result<(), ApiError> {
+pub async fn create_branch(state: &AppState, by: &Actor, app: &App, name: &str) -> Result<(), ApiError> {
     let name = branch_name(name)?;
     let mut change = Change::begin(state).await?;
     channels::create_branch(&mut change.tx, app.id, name.as_str()).await?;
-    change.commit(state, app.id).await?;
+    let entry = by.entry(Some(app.slug.as_str()), "branch.create", name.as_str(), json!({}));
+    change.commit(state, app.id, entry).await?;
     Ok(())
 }
 
-pub async fn delete_branch(state: &AppState, app: &App, name: &str) -> Result<(), ApiError> {
+pub async fn delete_branch(state: &AppState, by: &Actor, app: &App, name: &str) -> Result<(), ApiError> {
     let name = branch_name(name)?;
     let mut change = Change::begin(state).await?;
     channels::delete_branch(&mut change.tx, app.id, name.as_str()).await?;
-    change.commit(state, app.id).await?;
+    let entry = by.entry(Some(app.slug.as_str()), "branch.delete", name.as_str(), json!({}));
+    change.commit(state, app.id, entry).await?;
     Ok(())
 }
 
@@ -78,8 +100,7 @@ pub async fn channel_rollout(
     app: &App,
     name: &str,
     req: &ChannelRolloutRequest,
-    intent: Intent,
-    by: &str,
+    op: Operation<'_>,
 ) -> Result<Finished, ApiError> {
     let name = channel_name(name)?;
     let mut change = Change::begin(state).await?;
@@ -176,5 +197,5 @@ pub async fn channel_rollout(
                 .await?;
         }
     }
-    plan::finish(state, app, change, &ids, plan, intent, by).await
+    plan::finish(state, app, change, &ids, plan, op).await
 }

@@ -6,7 +6,7 @@
 //! operation again with the ids fixed by the prepare and the signatures; each rebuilt body must
 //! hash to what was signed, or the state changed in between and the commit is refused as stale.
 
-use aloft_core::api::{CommitInfo, PreparedGroup, PreparedUpdate, PublishedGroup, PublishedUpdate};
+use aloft_core::api::{CommitInfo, Outcome, PreparedGroup, PreparedUpdate, PublishedGroup, PublishedUpdate};
 use aloft_core::manifest::{self, AssetRef, ManifestInput};
 use aloft_core::signature::{CodeSignature, Signer};
 use aloft_core::time::Millis;
@@ -15,9 +15,10 @@ use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
 use aloft_store::db::updates::{self, BodyKind, GroupKind, NewGroup, NewUpdate, RolloutSpec, StoredUpdate};
 use axum::http::StatusCode;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::Actor;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -293,11 +294,26 @@ pub async fn republish_updates_plan(
     }))
 }
 
-/// What an operation returns before it commits.
+/// What an operation did.
 pub enum Finished {
     /// `?prepare=true`: the bodies to sign; nothing was stored.
     Prepared(PreparedGroup),
-    Committed(Option<PublishedGroup>),
+    /// Stored and recorded: the summary, and the group it published, if any.
+    Committed(Outcome),
+}
+
+/// What the audit log (and the answer) says an operation did.
+pub struct Record {
+    pub action: &'static str,
+    pub target: String,
+    pub summary: String,
+}
+
+/// An operation as asked for: by whom, to what end, and how it is recorded once committed.
+pub struct Operation<'a> {
+    pub by: &'a Actor,
+    pub intent: Intent,
+    pub record: Record,
 }
 
 /// What the caller asked an operation to do with its result.
@@ -318,16 +334,16 @@ impl Intent {
 }
 
 /// Ends an operation: rolls back and returns the bodies (prepare), or signs, stores the plan,
-/// commits and refreshes what devices are served.
+/// records the operation in the audit log, commits and refreshes what devices are served.
 pub async fn finish(
     state: &AppState,
     app: &App,
     mut change: super::Change,
     ids: &Ids<'_>,
     plan: Option<Plan>,
-    intent: Intent,
-    published_by: &str,
+    op: Operation<'_>,
 ) -> Result<Finished, ApiError> {
+    let Operation { by, intent, record } = op;
     if intent.prepare {
         drop(change);
         let updates = plan
@@ -354,7 +370,7 @@ pub async fn finish(
         None => None,
         Some(plan) => {
             let branch = plan.branch.clone();
-            let group = sign(app, plan, ids.commit, published_by)?;
+            let group = sign(app, plan, ids.commit, &by.token_name)?;
             if !intent.allow_unsigned
                 && group.updates.iter().any(|u| u.signature.is_none())
                 && updates::app_has_signed_updates(&mut change.tx, app.id).await?
@@ -374,8 +390,16 @@ pub async fn finish(
             Some(published(state, app, &group, branch))
         }
     };
-    change.commit(state, app.id).await?;
-    Ok(Finished::Committed(published))
+    let details = json!({
+        "summary": record.summary,
+        "published_group": published.as_ref().map(|p| p.group_id),
+    });
+    let entry = by.entry(Some(app.slug.as_str()), record.action, record.target, details);
+    change.commit(state, app.id, entry).await?;
+    Ok(Finished::Committed(Outcome {
+        summary: record.summary,
+        published,
+    }))
 }
 
 trait BodyName {

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use uuid::Uuid;
 
 use super::Change;
-use super::plan::{self, Finished, Ids, Intent, ManifestParts, Plan};
+use super::plan::{self, Finished, Ids, ManifestParts, Operation, Plan};
 use super::release::{self, Key};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -214,8 +214,7 @@ pub async fn publish(
     state: &AppState,
     app: &App,
     req: &PublishRequest,
-    intent: Intent,
-    published_by: &str,
+    op: Operation<'_>,
 ) -> Result<Finished, ApiError> {
     let checked = check_request(state, req).await?;
     let mut change = Change::begin(state).await?;
@@ -256,7 +255,7 @@ pub async fn publish(
         republished_from: None,
         updates: planned,
     };
-    plan::finish(state, app, change, &ids, Some(plan), intent, published_by).await
+    plan::finish(state, app, change, &ids, Some(plan), op).await
 }
 
 pub async fn republish(
@@ -264,8 +263,7 @@ pub async fn republish(
     app: &App,
     group_id: Uuid,
     req: &RepublishRequest,
-    intent: Intent,
-    published_by: &str,
+    op: Operation<'_>,
 ) -> Result<Finished, ApiError> {
     let mut change = Change::begin(state).await?;
     let source = updates::group(&mut change.tx, app.id, group_id).await?;
@@ -292,5 +290,5 @@ pub async fn republish(
         .clone()
         .unwrap_or_else(|| format!("Republish of {}: {}", source.id, source.message));
     let plan = plan::republish_plan(state, &mut change.tx, &ids, &source, branch_id, &branch, message).await?;
-    plan::finish(state, app, change, &ids, Some(plan), intent, published_by).await
+    plan::finish(state, app, change, &ids, Some(plan), op).await
 }

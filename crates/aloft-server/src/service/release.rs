@@ -8,13 +8,14 @@ use aloft_core::api::{RollbackRequest, SignedOperation};
 use aloft_core::{ChannelName, Platform, RuntimeVersion};
 use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
+use aloft_store::db::audit;
 use aloft_store::db::channels;
 use aloft_store::db::updates::{self, BodyKind, Group, GroupKind, UpdateRef};
 use axum::http::StatusCode;
 use uuid::Uuid;
 
 use super::Change;
-use super::plan::{self, Finished, Ids, Intent, Plan};
+use super::plan::{self, Finished, Ids, Operation, Plan};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -123,11 +124,10 @@ pub async fn rollback(
     state: &AppState,
     app: &App,
     req: &RollbackRequest,
-    intent: Intent,
-    by: &str,
+    op: Operation<'_>,
 ) -> Result<Finished, ApiError> {
     if req.to_embedded {
-        return rollback_to_embedded(state, app, req, intent, by).await;
+        return rollback_to_embedded(state, app, req, op).await;
     }
     let (platforms, only_rv) = rollback_filter(req)?;
     let mut change = Change::begin(state).await?;
@@ -167,7 +167,7 @@ pub async fn rollback(
         .clone()
         .unwrap_or_else(|| format!("Rollback of channel {}", req.channel));
     let plan = plan::republish_updates_plan(state, &mut change.tx, &ids, &sources, branch_id, &branch, message).await?;
-    plan::finish(state, app, change, &ids, plan, intent, by).await
+    plan::finish(state, app, change, &ids, plan, op).await
 }
 
 /// Served updates of a branch by platform and runtime version, each list newest first.
@@ -185,8 +185,7 @@ async fn rollback_to_embedded(
     state: &AppState,
     app: &App,
     req: &RollbackRequest,
-    intent: Intent,
-    by: &str,
+    op: Operation<'_>,
 ) -> Result<Finished, ApiError> {
     let (platforms, only_rv) = rollback_filter(req)?;
     let mut change = Change::begin(state).await?;
@@ -235,12 +234,11 @@ async fn rollback_to_embedded(
         republished_from: None,
         updates,
     };
-    plan::finish(state, app, change, &ids, Some(plan), intent, by).await
+    plan::finish(state, app, change, &ids, Some(plan), op).await
 }
 
 /// Stops serving `group` and, when it was what devices got, republishes the group before it so
 /// devices that already took it move off it (a device never goes back to an older `createdAt`).
-#[allow(clippy::too_many_arguments)] // the operation's inputs, passed through unchanged
 async fn withdraw(
     state: &AppState,
     app: &App,
@@ -248,8 +246,7 @@ async fn withdraw(
     group: Group,
     reason: &str,
     commit: Option<&aloft_core::api::CommitInfo>,
-    intent: Intent,
-    by: &str,
+    op: Operation<'_>,
 ) -> Result<Finished, ApiError> {
     // For each platform and runtime version where the group is what devices get, republish the
     // newest earlier update with other content.
@@ -280,7 +277,7 @@ async fn withdraw(
         message,
     )
     .await?;
-    plan::finish(state, app, change, &ids, plan, intent, by).await
+    plan::finish(state, app, change, &ids, plan, op).await
 }
 
 /// `aloft updates disable GROUP`: the emergency stop.
@@ -288,16 +285,15 @@ pub async fn disable(
     state: &AppState,
     app: &App,
     group_id: Uuid,
-    op: &SignedOperation,
-    intent: Intent,
-    by: &str,
+    signed: &SignedOperation,
+    op: Operation<'_>,
 ) -> Result<Finished, ApiError> {
     let mut change = Change::begin(state).await?;
     let group = updates::group(&mut change.tx, app.id, group_id).await?;
     if !group.is_served() {
         return Err(conflict("already_disabled", "this group is not served already"));
     }
-    withdraw(state, app, change, group, "disabled", op.commit.as_ref(), intent, by).await
+    withdraw(state, app, change, group, "disabled", signed.commit.as_ref(), op).await
 }
 
 /// `aloft rollout set GROUP N` (only upwards: a device that has an update keeps it).
@@ -306,7 +302,7 @@ pub async fn set_rollout(
     app: &App,
     group_id: Uuid,
     percentage: u8,
-    by: &str,
+    op: Operation<'_>,
 ) -> Result<Finished, ApiError> {
     if percentage > 100 {
         return Err(ApiError::bad_request(
@@ -328,16 +324,21 @@ pub async fn set_rollout(
     }
     updates::set_rollout_percentage(&mut change.tx, group_id, Some(percentage)).await?;
     let ids = Ids::fix(&mut change.tx, app.id, None).await?;
-    plan::finish(state, app, change, &ids, None, Intent::COMMIT, by).await
+    plan::finish(state, app, change, &ids, None, op).await
 }
 
 /// `aloft rollout complete GROUP`: every device gets the group.
-pub async fn complete_rollout(state: &AppState, app: &App, group_id: Uuid, by: &str) -> Result<Finished, ApiError> {
+pub async fn complete_rollout(
+    state: &AppState,
+    app: &App,
+    group_id: Uuid,
+    op: Operation<'_>,
+) -> Result<Finished, ApiError> {
     let mut change = Change::begin(state).await?;
     active_rollout_group(&mut change.tx, app, group_id).await?;
     updates::set_rollout_percentage(&mut change.tx, group_id, None).await?;
     let ids = Ids::fix(&mut change.tx, app.id, None).await?;
-    plan::finish(state, app, change, &ids, None, Intent::COMMIT, by).await
+    plan::finish(state, app, change, &ids, None, op).await
 }
 
 /// `aloft rollout revert GROUP`: the group is withdrawn; devices that got it are moved back to
@@ -346,9 +347,8 @@ pub async fn revert_rollout(
     state: &AppState,
     app: &App,
     group_id: Uuid,
-    op: &SignedOperation,
-    intent: Intent,
-    by: &str,
+    signed: &SignedOperation,
+    op: Operation<'_>,
 ) -> Result<Finished, ApiError> {
     let mut change = Change::begin(state).await?;
     let group = active_rollout_group(&mut change.tx, app, group_id).await?;
@@ -358,9 +358,8 @@ pub async fn revert_rollout(
         change,
         group,
         "rollout_reverted",
-        op.commit.as_ref(),
-        intent,
-        by,
+        signed.commit.as_ref(),
+        op,
     )
     .await
 }
@@ -373,9 +372,9 @@ async fn active_rollout_group(conn: &mut SqliteConnection, app: &App, group_id: 
     Ok(group)
 }
 
-/// Deletes a group that is no longer served (disable it first). Its files stay until `gc` finds
-/// them unreferenced, so no asset URL of a served update breaks.
-pub async fn delete_group(state: &AppState, app: &App, group_id: Uuid) -> Result<(), ApiError> {
+/// Deletes a group that is no longer served (disable it first), recorded as `entry`. Its files
+/// stay until `gc` finds them unreferenced, so no asset URL of a served update breaks.
+pub async fn delete_group(state: &AppState, app: &App, group_id: Uuid, entry: audit::Entry) -> Result<(), ApiError> {
     let mut change = Change::begin(state).await?;
     let group = updates::group(&mut change.tx, app.id, group_id).await?;
     if group.is_served() {
@@ -385,6 +384,6 @@ pub async fn delete_group(state: &AppState, app: &App, group_id: Uuid) -> Result
         ));
     }
     updates::delete_group(&mut change.tx, group_id).await?;
-    change.commit(state, app.id).await?;
+    change.commit(state, app.id, entry).await?;
     Ok(())
 }
