@@ -5,12 +5,12 @@ use aloft_core::signature::{CodeSignature, Signer};
 use aloft_store::db::apps::{self, App};
 use serde_json::json;
 
+use super::Error;
 use super::{Actor, Write};
-use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Creates an app with its channel and branch `production`, and starts serving it.
-pub async fn create_app(state: &AppState, by: &Actor, slug: &AppSlug) -> Result<App, ApiError> {
+pub async fn create_app(state: &AppState, by: &Actor, slug: &AppSlug) -> Result<App, Error> {
     let mut write = Write::begin(state).await?;
     let id = apps::insert(&mut write.tx, slug).await?;
     write
@@ -27,11 +27,11 @@ pub async fn set_signing_key(
     app: &App,
     private_key_pem: &str,
     keyid: &str,
-) -> Result<App, ApiError> {
+) -> Result<App, Error> {
     let signer = Signer::from_pem(private_key_pem).map_err(|e| unusable_key(&e))?;
     // Prove the key signs and the key id can be sent, before storing anything.
     let sig = signer.sign(b"aloft").map_err(|e| unusable_key(&e))?;
-    CodeSignature::new(sig, keyid.to_owned()).map_err(|e| ApiError::bad_request("invalid_keyid", e.to_string()))?;
+    CodeSignature::new(sig, keyid.to_owned()).map_err(|e| Error::invalid("invalid_keyid", e.to_string()))?;
     let mut write = Write::begin(state).await?;
     apps::set_signing_key(&mut write.tx, app.id, Some((private_key_pem, keyid))).await?;
     let slug = app.slug.as_str();
@@ -42,16 +42,16 @@ pub async fn set_signing_key(
 }
 
 /// The key library's reason is logged; the caller is told what is accepted.
-fn unusable_key(err: &dyn std::fmt::Display) -> ApiError {
+fn unusable_key(err: &dyn std::fmt::Display) -> Error {
     tracing::info!(error = %err, "signing key refused");
-    ApiError::bad_request(
+    Error::invalid(
         "invalid_signing_key",
         "field `private_key_pem` must be an RSA private key of 2048 to 8192 bits in PEM \
          (`BEGIN RSA PRIVATE KEY` or `BEGIN PRIVATE KEY`)",
     )
 }
 
-pub async fn delete_signing_key(state: &AppState, by: &Actor, app: &App) -> Result<App, ApiError> {
+pub async fn delete_signing_key(state: &AppState, by: &Actor, app: &App) -> Result<App, Error> {
     let mut write = Write::begin(state).await?;
     apps::set_signing_key(&mut write.tx, app.id, None).await?;
     let slug = app.slug.as_str();

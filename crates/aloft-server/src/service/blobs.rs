@@ -12,8 +12,8 @@ use aloft_core::ContentHash;
 use aloft_store::db::blobs;
 use serde_json::json;
 
+use super::Error;
 use super::{Actor, Write};
-use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Most hashes one question may ask about.
@@ -22,9 +22,9 @@ const MAX_HASHES: usize = 10_000;
 /// Which of `hashes` the server does not have yet. The ones it has are marked as offered, so
 /// `gc` leaves them alone while the publish that asked goes on; asking again changes nothing
 /// more, so this is not audited.
-pub async fn missing(state: &AppState, hashes: &[ContentHash]) -> Result<Vec<ContentHash>, ApiError> {
+pub async fn missing(state: &AppState, hashes: &[ContentHash]) -> Result<Vec<ContentHash>, Error> {
     if hashes.len() > MAX_HASHES {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "too_many_hashes",
             "ask about at most 10000 blobs at a time",
         ));
@@ -47,7 +47,7 @@ pub async fn collect_garbage(
     by: &Actor,
     grace_seconds: Option<u64>,
     forget: impl Fn(&ContentHash),
-) -> Result<Collected, ApiError> {
+) -> Result<Collected, Error> {
     let grace_ms = grace_seconds
         .unwrap_or(86_400)
         .saturating_mul(1000)

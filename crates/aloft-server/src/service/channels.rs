@@ -4,21 +4,20 @@ use aloft_core::api::{ChannelRolloutAction, ChannelRolloutRequest};
 use aloft_core::{BranchName, ChannelName, rollout};
 use aloft_store::db::apps::App;
 use aloft_store::db::channels::{self, Channel};
-use axum::http::StatusCode;
 use serde_json::json;
 
+use super::Error;
 use super::plan::{self, Finished, Ids, Operation};
 use super::{Actor, Change, release};
-use crate::error::ApiError;
 use crate::state::AppState;
 use aloft_store::db::updates;
 
-fn channel_name(name: &str) -> Result<ChannelName, ApiError> {
-    ChannelName::parse(name).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))
+fn channel_name(name: &str) -> Result<ChannelName, Error> {
+    ChannelName::parse(name).map_err(|e| Error::invalid("invalid_channel", e.to_string()))
 }
 
-pub fn branch_name(name: &str) -> Result<BranchName, ApiError> {
-    BranchName::parse(name).map_err(|e| ApiError::bad_request("invalid_branch", e.to_string()))
+pub fn branch_name(name: &str) -> Result<BranchName, Error> {
+    BranchName::parse(name).map_err(|e| Error::invalid("invalid_branch", e.to_string()))
 }
 
 pub async fn create_channel(
@@ -27,7 +26,7 @@ pub async fn create_channel(
     app: &App,
     name: &str,
     branch: Option<&str>,
-) -> Result<Channel, ApiError> {
+) -> Result<Channel, Error> {
     let name = channel_name(name)?;
     let branch = branch_name(branch.unwrap_or(name.as_str()))?;
     let mut change = Change::begin(state).await?;
@@ -43,20 +42,13 @@ pub async fn create_channel(
 }
 
 /// Points a channel at another branch: instant, nothing is republished.
-pub async fn edit_channel(
-    state: &AppState,
-    by: &Actor,
-    app: &App,
-    name: &str,
-    branch: &str,
-) -> Result<Channel, ApiError> {
+pub async fn edit_channel(state: &AppState, by: &Actor, app: &App, name: &str, branch: &str) -> Result<Channel, Error> {
     let name = channel_name(name)?;
     let branch = branch_name(branch)?;
     let mut change = Change::begin(state).await?;
     let channel = channels::get(&mut change.tx, app.id, name.as_str()).await?;
     if channel.rollout.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
+        return Err(Error::conflict(
             "channel_rollout_in_progress",
             "the channel is in a branch rollout; end or revert it first",
         ));
@@ -74,7 +66,7 @@ pub async fn edit_channel(
     Ok(channel)
 }
 
-pub async fn create_branch(state: &AppState, by: &Actor, app: &App, name: &str) -> Result<(), ApiError> {
+pub async fn create_branch(state: &AppState, by: &Actor, app: &App, name: &str) -> Result<(), Error> {
     let name = branch_name(name)?;
     let mut change = Change::begin(state).await?;
     channels::create_branch(&mut change.tx, app.id, name.as_str()).await?;
@@ -83,7 +75,7 @@ pub async fn create_branch(state: &AppState, by: &Actor, app: &App, name: &str) 
     Ok(())
 }
 
-pub async fn delete_branch(state: &AppState, by: &Actor, app: &App, name: &str) -> Result<(), ApiError> {
+pub async fn delete_branch(state: &AppState, by: &Actor, app: &App, name: &str) -> Result<(), Error> {
     let name = branch_name(name)?;
     let mut change = Change::begin(state).await?;
     channels::delete_branch(&mut change.tx, app.id, name.as_str()).await?;
@@ -101,20 +93,17 @@ pub async fn channel_rollout(
     name: &str,
     req: &ChannelRolloutRequest,
     op: Operation<'_>,
-) -> Result<Finished, ApiError> {
+) -> Result<Finished, Error> {
     let name = channel_name(name)?;
     let mut change = Change::begin(state).await?;
     let channel = channels::get(&mut change.tx, app.id, name.as_str()).await?;
-    let conflict = |code: &'static str, m: String| ApiError::new(StatusCode::CONFLICT, code, m);
+    let conflict = |code: &'static str, m: String| Error::conflict(code, m);
     let mut plan = None;
     let ids;
     match &req.action {
         ChannelRolloutAction::Start { branch, percentage } => {
             if *percentage > 100 {
-                return Err(ApiError::bad_request(
-                    "invalid_percentage",
-                    "a rollout percentage is 0 to 100",
-                ));
+                return Err(Error::invalid("invalid_percentage", "a rollout percentage is 0 to 100"));
             }
             if let Some(r) = &channel.rollout {
                 return Err(conflict(
@@ -125,7 +114,7 @@ pub async fn channel_rollout(
             let branch = branch_name(branch)?;
             let branch_id = channels::branch_id(&mut change.tx, app.id, branch.as_str()).await?;
             if branch_id == channel.branch_id {
-                return Err(ApiError::bad_request(
+                return Err(Error::invalid(
                     "same_branch",
                     "the channel already points at that branch",
                 ));
@@ -146,10 +135,7 @@ pub async fn channel_rollout(
                 ));
             };
             if *percentage > 100 {
-                return Err(ApiError::bad_request(
-                    "invalid_percentage",
-                    "a rollout percentage is 0 to 100",
-                ));
+                return Err(Error::invalid("invalid_percentage", "a rollout percentage is 0 to 100"));
             }
             if *percentage < r.percentage {
                 return Err(conflict(

@@ -6,6 +6,7 @@
 pub mod apps;
 pub mod blobs;
 pub mod channels;
+mod error;
 pub mod plan;
 pub mod publish;
 pub mod release;
@@ -17,8 +18,9 @@ use aloft_store::db::audit;
 use serde_json::Value;
 use tokio::sync::OwnedMutexGuard;
 
-use crate::error::ApiError;
 use crate::state::AppState;
+
+pub use error::Error;
 
 /// Who makes a change: named in the audit log, and as the publisher of the groups it stores.
 #[derive(Debug, Clone)]
@@ -51,7 +53,7 @@ pub struct Change {
 }
 
 impl Change {
-    pub async fn begin(state: &AppState) -> Result<Self, ApiError> {
+    pub async fn begin(state: &AppState) -> Result<Self, Error> {
         let guard = state.publish_lock.clone().lock_owned().await;
         let tx = state.db.begin_write().await?;
         Ok(Self { _guard: guard, tx })
@@ -59,7 +61,7 @@ impl Change {
 
     /// Records `entry`, bumps the app's revision (so other replicas notice), commits, and
     /// refreshes what this replica serves.
-    pub async fn commit(mut self, state: &AppState, app_id: i64, entry: audit::Entry) -> Result<(), ApiError> {
+    pub async fn commit(mut self, state: &AppState, app_id: i64, entry: audit::Entry) -> Result<(), Error> {
         audit::record(&mut self.tx, &entry).await?;
         aloft_store::db::apps::bump_revision(&mut self.tx, app_id).await?;
         self.tx.commit().await.map_err(aloft_store::DbError::from)?;
@@ -74,14 +76,14 @@ pub struct Write {
 }
 
 impl Write {
-    pub async fn begin(state: &AppState) -> Result<Self, ApiError> {
+    pub async fn begin(state: &AppState) -> Result<Self, Error> {
         Ok(Self {
             tx: state.db.begin_write().await?,
         })
     }
 
     /// Records `entry` and commits.
-    pub async fn commit(mut self, entry: audit::Entry) -> Result<(), ApiError> {
+    pub async fn commit(mut self, entry: audit::Entry) -> Result<(), Error> {
         audit::record(&mut self.tx, &entry).await?;
         self.tx.commit().await.map_err(aloft_store::DbError::from)?;
         Ok(())

@@ -14,19 +14,18 @@ use aloft_core::{ContentHash, Md5Key, Platform, RuntimeVersion, directive};
 use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
 use aloft_store::db::updates::{self, BodyKind, GroupKind, NewGroup, NewUpdate, RolloutSpec, StoredUpdate};
-use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::Actor;
-use crate::error::ApiError;
+use super::Error;
 use crate::state::AppState;
 
 /// How far ahead of the server clock a publisher-chosen `createdAt` may be.
 const MAX_CLOCK_SKEW_MS: i64 = 60_000;
 
-fn stale(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "stale_commit", message)
+fn stale(message: impl Into<String>) -> Error {
+    Error::conflict("stale_commit", message)
 }
 
 /// Ids and `createdAt` for a new group: from the commit when there is one, fresh otherwise.
@@ -37,31 +36,23 @@ pub struct Ids<'a> {
 }
 
 impl<'a> Ids<'a> {
-    pub async fn fix(
-        conn: &mut SqliteConnection,
-        app_id: i64,
-        commit: Option<&'a CommitInfo>,
-    ) -> Result<Self, ApiError> {
+    pub async fn fix(conn: &mut SqliteConnection, app_id: i64, commit: Option<&'a CommitInfo>) -> Result<Self, Error> {
         let newest = updates::newest_created_at(conn, app_id).await?;
         let (group_id, created_at) = match commit {
             Some(c) => {
                 let t = Millis::parse_iso(&c.created_at)
                     .filter(|t| t.to_iso() == c.created_at)
                     .ok_or_else(|| {
-                        ApiError::bad_request(
+                        Error::invalid(
                             "invalid_created_at",
                             "created_at must look like 2024-05-01T12:34:56.789Z",
                         )
                     })?;
                 if t.0 > Millis::now().0 + MAX_CLOCK_SKEW_MS {
-                    return Err(ApiError::bad_request(
-                        "invalid_created_at",
-                        "created_at is in the future",
-                    ));
+                    return Err(Error::invalid("invalid_created_at", "created_at is in the future"));
                 }
                 if newest.is_some_and(|n| t <= n) {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
+                    return Err(Error::conflict(
                         "stale_created_at",
                         "another update was published since prepare; prepare again",
                     ));
@@ -80,7 +71,7 @@ impl<'a> Ids<'a> {
         })
     }
 
-    pub fn update_id(&self, platform: Platform, runtime_version: &RuntimeVersion) -> Result<Uuid, ApiError> {
+    pub fn update_id(&self, platform: Platform, runtime_version: &RuntimeVersion) -> Result<Uuid, Error> {
         match self.commit {
             None => Ok(Uuid::new_v4()),
             Some(c) => c
@@ -134,7 +125,7 @@ pub fn manifest_update(
     ids: &Ids<'_>,
     platform: Platform,
     parts: ManifestParts<'_>,
-) -> Result<PlannedUpdate, ApiError> {
+) -> Result<PlannedUpdate, Error> {
     let id = ids.update_id(platform, parts.runtime_version)?;
     let metadata = Map::new();
     let body = manifest::build(&ManifestInput {
@@ -164,7 +155,7 @@ pub fn directive_update(
     ids: &Ids<'_>,
     platform: Platform,
     runtime_version: RuntimeVersion,
-) -> Result<PlannedUpdate, ApiError> {
+) -> Result<PlannedUpdate, Error> {
     let id = ids.update_id(platform, &runtime_version)?;
     Ok(PlannedUpdate {
         platform,
@@ -183,19 +174,19 @@ pub fn republished_update(
     ids: &Ids<'_>,
     stored: &StoredUpdate,
     kind: BodyKind,
-) -> Result<PlannedUpdate, ApiError> {
+) -> Result<PlannedUpdate, Error> {
     let mut planned = rebuilt(state, ids, stored, kind)?;
     planned.republished_from = Some(stored.origin);
     Ok(planned)
 }
 
-fn rebuilt(state: &AppState, ids: &Ids<'_>, stored: &StoredUpdate, kind: BodyKind) -> Result<PlannedUpdate, ApiError> {
+fn rebuilt(state: &AppState, ids: &Ids<'_>, stored: &StoredUpdate, kind: BodyKind) -> Result<PlannedUpdate, Error> {
     if kind == BodyKind::Directive {
         return directive_update(ids, stored.platform, stored.runtime_version.clone());
     }
-    let corrupt = |what: &str| ApiError::internal("a stored manifest cannot be read back", &what);
+    let corrupt = |what: &str| Error::internal("a stored manifest cannot be read back", &what);
     let m: Value = serde_json::from_slice(&stored.body).map_err(|e| corrupt(&e.to_string()))?;
-    let asset = |v: &Value| -> Result<AssetRef, ApiError> {
+    let asset = |v: &Value| -> Result<AssetRef, Error> {
         let hash = v["hash"]
             .as_str()
             .and_then(|h| ContentHash::parse(h).ok())
@@ -239,7 +230,7 @@ pub async fn republish_plan(
     branch_id: i64,
     branch: &str,
     message: String,
-) -> Result<Plan, ApiError> {
+) -> Result<Plan, Error> {
     let stored = updates::stored_updates(conn, source.id).await?;
     let updates = stored
         .iter()
@@ -269,7 +260,7 @@ pub async fn republish_updates_plan(
     branch_id: i64,
     branch: &str,
     message: String,
-) -> Result<Option<Plan>, ApiError> {
+) -> Result<Option<Plan>, Error> {
     let sources: Vec<&updates::UpdateRef> = sources.iter().filter(|s| s.kind == BodyKind::Manifest).collect();
     if sources.is_empty() {
         return Ok(None);
@@ -342,7 +333,7 @@ pub async fn finish(
     ids: &Ids<'_>,
     plan: Option<Plan>,
     op: Operation<'_>,
-) -> Result<Finished, ApiError> {
+) -> Result<Finished, Error> {
     let Operation { by, intent, record } = op;
     if intent.prepare {
         drop(change);
@@ -375,8 +366,7 @@ pub async fn finish(
                 && group.updates.iter().any(|u| u.signature.is_none())
                 && updates::app_has_signed_updates(&mut change.tx, app.id).await?
             {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
+                return Err(Error::conflict(
                     "signature_required",
                     format!(
                         "the earlier updates of app {:?} were signed, so its devices expect signatures and would \
@@ -417,10 +407,10 @@ impl BodyName for GroupKind {
 
 /// Attaches signatures: the publisher's (checked against the body digest) or the app's
 /// server-side key's.
-fn sign(app: &App, plan: Plan, commit: Option<&CommitInfo>, published_by: &str) -> Result<NewGroup, ApiError> {
+fn sign(app: &App, plan: Plan, commit: Option<&CommitInfo>, published_by: &str) -> Result<NewGroup, Error> {
     let server_key = match (&app.signing_key_pem, &app.signing_keyid) {
         (Some(pem), Some(keyid)) => Some((
-            Signer::from_pem(pem).map_err(|e| ApiError::internal("the app's signing key is unusable", &e))?,
+            Signer::from_pem(pem).map_err(|e| Error::internal("the app's signing key is unusable", &e))?,
             keyid.clone(),
         )),
         _ => None,
@@ -450,13 +440,13 @@ fn sign(app: &App, plan: Plan, commit: Option<&CommitInfo>, published_by: &str) 
         let signature = match (given.and_then(|g| g.signature.clone()), &server_key) {
             (Some(sig), _) => Some(
                 CodeSignature::new(sig.sig, sig.keyid)
-                    .map_err(|e| ApiError::bad_request("invalid_signature", e.to_string()))?,
+                    .map_err(|e| Error::invalid("invalid_signature", e.to_string()))?,
             ),
             (None, Some((signer, keyid))) => {
                 let sig = signer
                     .sign(&u.body)
-                    .map_err(|e| ApiError::internal("signing failed", &e))?;
-                Some(CodeSignature::new(sig, keyid.clone()).map_err(|e| ApiError::internal("signing failed", &e))?)
+                    .map_err(|e| Error::internal("signing failed", &e))?;
+                Some(CodeSignature::new(sig, keyid.clone()).map_err(|e| Error::internal("signing failed", &e))?)
             }
             (None, None) => None,
         };

@@ -9,13 +9,12 @@ use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
 use aloft_store::db::updates::{self, GroupKind, RolloutSpec};
 use aloft_store::db::{blobs, channels};
-use axum::http::StatusCode;
 use uuid::Uuid;
 
 use super::Change;
+use super::Error;
 use super::plan::{self, Finished, Ids, ManifestParts, Operation, Plan};
 use super::release::{self, Key};
-use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The branch a publish lands on: the channel's (a new channel gets a branch of its own name),
@@ -25,14 +24,13 @@ pub async fn resolve_target(
     app: &App,
     channel: Option<&str>,
     branch: Option<&str>,
-) -> Result<(i64, String), ApiError> {
+) -> Result<(i64, String), Error> {
     match (channel, branch) {
         (Some(c), None) => {
-            let c = ChannelName::parse(c).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
+            let c = ChannelName::parse(c).map_err(|e| Error::invalid("invalid_channel", e.to_string()))?;
             let channel = channels::ensure_channel(conn, app.id, c.as_str()).await?;
             if let Some(r) = &channel.rollout {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
+                return Err(Error::conflict(
                     "channel_rollout_in_progress",
                     format!(
                         "channel {:?} is rolling out branch {:?} to {}% of devices; publish to a branch with --branch, \
@@ -44,11 +42,11 @@ pub async fn resolve_target(
             Ok((channel.branch_id, channel.branch))
         }
         (None, Some(b)) => {
-            let b = BranchName::parse(b).map_err(|e| ApiError::bad_request("invalid_branch", e.to_string()))?;
+            let b = BranchName::parse(b).map_err(|e| Error::invalid("invalid_branch", e.to_string()))?;
             let id = channels::ensure_branch(conn, app.id, b.as_str(), aloft_core::time::Millis::now()).await?;
             Ok((id, b.to_string()))
         }
-        _ => Err(ApiError::bad_request(
+        _ => Err(Error::invalid(
             "invalid_target",
             "give exactly one of channel or branch",
         )),
@@ -65,14 +63,13 @@ pub async fn check_rollout(
     branch: &str,
     keys: &BTreeSet<Key>,
     force: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let Some(release::Blocking { groups, what }) = release::blocking_rollouts(conn, branch_id, keys).await? else {
         return Ok(());
     };
     if !force {
         let group = groups[0];
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
+        return Err(Error::conflict(
             "rollout_in_progress",
             format!(
                 "branch {branch:?} has a rollout in progress for the same platform and runtime version: {what}; \
@@ -103,7 +100,7 @@ pub async fn check_publish(
     branch: Option<&str>,
     targets: &[(Platform, RuntimeVersion)],
     force: bool,
-) -> Result<String, ApiError> {
+) -> Result<String, Error> {
     one_update_per_platform(targets.iter().map(|(p, _)| *p))?;
     let mut change = Change::begin(state).await?;
     let (branch_id, branch) = resolve_target(&mut change.tx, app, channel, branch).await?;
@@ -114,20 +111,17 @@ pub async fn check_publish(
     Ok(branch)
 }
 
-fn check_percentage(p: u8) -> Result<u8, ApiError> {
+fn check_percentage(p: u8) -> Result<u8, Error> {
     if p > 100 {
-        return Err(ApiError::bad_request(
-            "invalid_percentage",
-            "a rollout percentage is 0 to 100",
-        ));
+        return Err(Error::invalid("invalid_percentage", "a rollout percentage is 0 to 100"));
     }
     Ok(p)
 }
 
-async fn asset_ref(state: &AppState, file: &FileRef) -> Result<AssetRef, ApiError> {
+async fn asset_ref(state: &AppState, file: &FileRef) -> Result<AssetRef, Error> {
     let ext = file.ext.trim_start_matches('.');
     if !content_type::is_valid_extension(ext) {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "invalid_extension",
             format!(
                 "extension {:?} of blob {} must be 1-16 letters or digits",
@@ -136,7 +130,7 @@ async fn asset_ref(state: &AppState, file: &FileRef) -> Result<AssetRef, ApiErro
         ));
     }
     let record = blobs::get(&state.db, &file.hash).await?.ok_or_else(|| {
-        ApiError::bad_request(
+        Error::invalid(
             "missing_blob",
             format!(
                 "blob {} has not been uploaded; upload it with PUT /api/v1/blobs/{} first",
@@ -152,16 +146,13 @@ async fn asset_ref(state: &AppState, file: &FileRef) -> Result<AssetRef, ApiErro
 }
 
 /// A publish has at least one platform, each at most once.
-fn one_update_per_platform(platforms: impl ExactSizeIterator<Item = Platform>) -> Result<(), ApiError> {
+fn one_update_per_platform(platforms: impl ExactSizeIterator<Item = Platform>) -> Result<(), Error> {
     let count = platforms.len();
     if count == 0 {
-        return Err(ApiError::bad_request(
-            "no_updates",
-            "a publish needs at least one platform",
-        ));
+        return Err(Error::invalid("no_updates", "a publish needs at least one platform"));
     }
     if platforms.collect::<BTreeSet<Platform>>().len() != count {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "duplicate_platform",
             "each platform may appear once per publish",
         ));
@@ -174,10 +165,10 @@ struct Checked {
     updates: Vec<(Platform, RuntimeVersion, AssetRef, Vec<AssetRef>)>,
 }
 
-async fn check_request(state: &AppState, req: &PublishRequest) -> Result<Checked, ApiError> {
+async fn check_request(state: &AppState, req: &PublishRequest) -> Result<Checked, Error> {
     one_update_per_platform(req.updates.iter().map(|u| u.platform))?;
     if req.expo_client.as_ref().is_some_and(|v| !v.is_object()) {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "invalid_expo_client",
             "expo_client must be a JSON object (the public app config)",
         ));
@@ -194,7 +185,7 @@ async fn check_request(state: &AppState, req: &PublishRequest) -> Result<Checked
     } in &req.updates
     {
         let rv = RuntimeVersion::parse(runtime_version.as_str())
-            .map_err(|e| ApiError::bad_request("invalid_runtime_version", e.to_string()))?;
+            .map_err(|e| Error::invalid("invalid_runtime_version", e.to_string()))?;
         let launch = asset_ref(state, launch_asset).await?;
         let mut refs = Vec::with_capacity(assets.len());
         let mut seen: BTreeSet<ContentHash> = BTreeSet::new();
@@ -210,12 +201,7 @@ async fn check_request(state: &AppState, req: &PublishRequest) -> Result<Checked
     Ok(Checked { updates: out })
 }
 
-pub async fn publish(
-    state: &AppState,
-    app: &App,
-    req: &PublishRequest,
-    op: Operation<'_>,
-) -> Result<Finished, ApiError> {
+pub async fn publish(state: &AppState, app: &App, req: &PublishRequest, op: Operation<'_>) -> Result<Finished, Error> {
     let checked = check_request(state, req).await?;
     let mut change = Change::begin(state).await?;
     let (branch_id, branch) =
@@ -264,12 +250,11 @@ pub async fn republish(
     group_id: Uuid,
     req: &RepublishRequest,
     op: Operation<'_>,
-) -> Result<Finished, ApiError> {
+) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     let source = updates::group(&mut change.tx, app.id, group_id).await?;
     if source.rollout.is_some() && source.is_served() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
+        return Err(Error::conflict(
             "group_in_rollout",
             "this group is being rolled out; complete or revert the rollout before republishing it",
         ));

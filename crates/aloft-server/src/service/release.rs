@@ -11,21 +11,20 @@ use aloft_store::db::apps::App;
 use aloft_store::db::audit;
 use aloft_store::db::channels;
 use aloft_store::db::updates::{self, BodyKind, Group, GroupKind, UpdateRef};
-use axum::http::StatusCode;
 use uuid::Uuid;
 
 use super::Change;
+use super::Error;
 use super::plan::{self, Finished, Ids, Operation, Plan};
-use crate::error::ApiError;
 use crate::state::AppState;
 
-fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, code, message)
+fn conflict(code: &'static str, message: impl Into<String>) -> Error {
+    Error::conflict(code, message)
 }
 
 /// The branch a channel serves, refusing while a branch rollout splits it.
-async fn channel_branch(conn: &mut SqliteConnection, app: &App, channel: &str) -> Result<(i64, String), ApiError> {
-    let name = ChannelName::parse(channel).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
+async fn channel_branch(conn: &mut SqliteConnection, app: &App, channel: &str) -> Result<(i64, String), Error> {
+    let name = ChannelName::parse(channel).map_err(|e| Error::invalid("invalid_channel", e.to_string()))?;
     let channel = channels::get(conn, app.id, name.as_str()).await?;
     if let Some(r) = &channel.rollout {
         return Err(conflict(
@@ -57,7 +56,7 @@ pub async fn blocking_rollouts(
     conn: &mut SqliteConnection,
     branch_id: i64,
     keys: &BTreeSet<Key>,
-) -> Result<Option<Blocking>, ApiError> {
+) -> Result<Option<Blocking>, Error> {
     let mut groups: Vec<(Uuid, Vec<String>)> = Vec::new();
     for (group, platform, rv) in updates::active_rollouts(conn, branch_id).await? {
         if !keys.contains(&(platform, rv.clone())) {
@@ -89,7 +88,7 @@ async fn refuse_active_rollout(
     branch_id: i64,
     branch: &str,
     keys: &BTreeSet<Key>,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     if let Some(Blocking { groups, what }) = blocking_rollouts(conn, branch_id, keys).await? {
         let group = groups[0];
         return Err(conflict(
@@ -104,7 +103,7 @@ async fn refuse_active_rollout(
 }
 
 /// The optional platform and runtime-version filters of a rollback.
-fn rollback_filter(req: &RollbackRequest) -> Result<(Vec<Platform>, Option<RuntimeVersion>), ApiError> {
+fn rollback_filter(req: &RollbackRequest) -> Result<(Vec<Platform>, Option<RuntimeVersion>), Error> {
     let platforms = match req.platform {
         Some(p) => vec![p],
         None => Platform::ALL.to_vec(),
@@ -112,9 +111,7 @@ fn rollback_filter(req: &RollbackRequest) -> Result<(Vec<Platform>, Option<Runti
     let rv = req
         .runtime_version
         .as_deref()
-        .map(|rv| {
-            RuntimeVersion::parse(rv).map_err(|e| ApiError::bad_request("invalid_runtime_version", e.to_string()))
-        })
+        .map(|rv| RuntimeVersion::parse(rv).map_err(|e| Error::invalid("invalid_runtime_version", e.to_string())))
         .transpose()?;
     Ok((platforms, rv))
 }
@@ -125,7 +122,7 @@ pub async fn rollback(
     app: &App,
     req: &RollbackRequest,
     op: Operation<'_>,
-) -> Result<Finished, ApiError> {
+) -> Result<Finished, Error> {
     if req.to_embedded {
         return rollback_to_embedded(state, app, req, op).await;
     }
@@ -186,7 +183,7 @@ async fn rollback_to_embedded(
     app: &App,
     req: &RollbackRequest,
     op: Operation<'_>,
-) -> Result<Finished, ApiError> {
+) -> Result<Finished, Error> {
     let (platforms, only_rv) = rollback_filter(req)?;
     let mut change = Change::begin(state).await?;
     let (branch_id, branch) = channel_branch(&mut change.tx, app, &req.channel).await?;
@@ -247,7 +244,7 @@ async fn withdraw(
     reason: &str,
     commit: Option<&aloft_core::api::CommitInfo>,
     op: Operation<'_>,
-) -> Result<Finished, ApiError> {
+) -> Result<Finished, Error> {
     // For each platform and runtime version where the group is what devices get, republish the
     // newest earlier update with other content.
     let served = updates::served_updates(&mut change.tx, group.branch_id).await?;
@@ -287,7 +284,7 @@ pub async fn disable(
     group_id: Uuid,
     signed: &SignedOperation,
     op: Operation<'_>,
-) -> Result<Finished, ApiError> {
+) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     let group = updates::group(&mut change.tx, app.id, group_id).await?;
     if !group.is_served() {
@@ -303,12 +300,9 @@ pub async fn set_rollout(
     group_id: Uuid,
     percentage: u8,
     op: Operation<'_>,
-) -> Result<Finished, ApiError> {
+) -> Result<Finished, Error> {
     if percentage > 100 {
-        return Err(ApiError::bad_request(
-            "invalid_percentage",
-            "a rollout percentage is 0 to 100",
-        ));
+        return Err(Error::invalid("invalid_percentage", "a rollout percentage is 0 to 100"));
     }
     let mut change = Change::begin(state).await?;
     let group = active_rollout_group(&mut change.tx, app, group_id).await?;
@@ -333,7 +327,7 @@ pub async fn complete_rollout(
     app: &App,
     group_id: Uuid,
     op: Operation<'_>,
-) -> Result<Finished, ApiError> {
+) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     active_rollout_group(&mut change.tx, app, group_id).await?;
     updates::set_rollout_percentage(&mut change.tx, group_id, None).await?;
@@ -349,7 +343,7 @@ pub async fn revert_rollout(
     group_id: Uuid,
     signed: &SignedOperation,
     op: Operation<'_>,
-) -> Result<Finished, ApiError> {
+) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     let group = active_rollout_group(&mut change.tx, app, group_id).await?;
     withdraw(
@@ -364,7 +358,7 @@ pub async fn revert_rollout(
     .await
 }
 
-async fn active_rollout_group(conn: &mut SqliteConnection, app: &App, group_id: Uuid) -> Result<Group, ApiError> {
+async fn active_rollout_group(conn: &mut SqliteConnection, app: &App, group_id: Uuid) -> Result<Group, Error> {
     let group = updates::group(conn, app.id, group_id).await?;
     if group.rollout.is_none() || !group.is_served() {
         return Err(conflict("no_active_rollout", "this group has no rollout in progress"));
@@ -374,7 +368,7 @@ async fn active_rollout_group(conn: &mut SqliteConnection, app: &App, group_id: 
 
 /// Deletes a group that is no longer served (disable it first), recorded as `entry`. Its files
 /// stay until `gc` finds them unreferenced, so no asset URL of a served update breaks.
-pub async fn delete_group(state: &AppState, app: &App, group_id: Uuid, entry: audit::Entry) -> Result<(), ApiError> {
+pub async fn delete_group(state: &AppState, app: &App, group_id: Uuid, entry: audit::Entry) -> Result<(), Error> {
     let mut change = Change::begin(state).await?;
     let group = updates::group(&mut change.tx, app.id, group_id).await?;
     if group.is_served() {

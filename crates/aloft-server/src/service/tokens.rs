@@ -5,27 +5,27 @@ use aloft_core::time::Millis;
 use aloft_store::db::tokens::{self, Scope, Token};
 use serde_json::json;
 
+use super::Error;
 use super::{Actor, Write};
-use crate::error::ApiError;
 use crate::state::AppState;
 
-pub fn parse_scope(scope: &str, apps: &[String]) -> Result<Scope, ApiError> {
+pub fn parse_scope(scope: &str, apps: &[String]) -> Result<Scope, Error> {
     for app in apps {
-        AppSlug::parse(app.as_str()).map_err(|e| ApiError::bad_request("invalid_slug", e.to_string()))?;
+        AppSlug::parse(app.as_str()).map_err(|e| Error::invalid("invalid_slug", e.to_string()))?;
     }
     match (scope, apps.is_empty()) {
         ("admin", true) => Ok(Scope::Admin),
-        ("admin", false) => Err(ApiError::bad_request(
+        ("admin", false) => Err(Error::invalid(
             "invalid_scope",
             "an admin token is for every app; give no apps",
         )),
-        ("publish" | "read", true) => Err(ApiError::bad_request(
+        ("publish" | "read", true) => Err(Error::invalid(
             "invalid_scope",
             "a publish or read token needs the apps it is for",
         )),
         ("publish", false) => Ok(Scope::Publish(apps.to_vec())),
         ("read", false) => Ok(Scope::Read(apps.to_vec())),
-        (other, _) => Err(ApiError::bad_request(
+        (other, _) => Err(Error::invalid(
             "invalid_scope",
             format!("scope {other:?} is not admin, publish or read"),
         )),
@@ -41,12 +41,9 @@ pub async fn create_token(
     scope_text: &str,
     apps: &[String],
     expires_in_days: Option<u32>,
-) -> Result<(Token, String), ApiError> {
+) -> Result<(Token, String), Error> {
     if name.trim().is_empty() || name.len() > 100 {
-        return Err(ApiError::bad_request(
-            "invalid_name",
-            "a token name is 1-100 characters",
-        ));
+        return Err(Error::invalid("invalid_name", "a token name is 1-100 characters"));
     }
     let scope = parse_scope(scope_text, apps)?;
     let expires = expires_in_days.map(|d| Millis(Millis::now().0 + i64::from(d) * 86_400_000));
@@ -63,7 +60,7 @@ pub async fn create_token(
     Ok((token, secret))
 }
 
-pub async fn revoke_token(state: &AppState, by: &Actor, id: i64) -> Result<(), ApiError> {
+pub async fn revoke_token(state: &AppState, by: &Actor, id: i64) -> Result<(), Error> {
     let mut write = Write::begin(state).await?;
     tokens::set_revoked(&mut write.tx, id).await?;
     write
