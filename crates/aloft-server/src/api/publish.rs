@@ -5,8 +5,8 @@
 
 use aloft_core::RuntimeVersion;
 use aloft_core::api::{
-    ChannelRolloutRequest, PublishCheck, PublishCheckRequest, PublishRequest, RepublishRequest, RollbackRequest,
-    SetRollout, SignedOperation,
+    ChannelRolloutRequest, CommitInfo, PublishCheck, PublishCheckRequest, PublishRequest, RepublishRequest,
+    RollbackRequest, SetRollout, SignedOperation,
 };
 use axum::Json;
 use axum::extract::State;
@@ -18,14 +18,14 @@ use uuid::Uuid;
 use super::grant::AppWrite;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
-use crate::service::plan::{Finished, Intent, Operation, Record};
-use crate::service::{channels, publish as publishing, release};
+use crate::service::operation::{Finished, Mode, Operation, Record};
+use crate::service::{Actor, channels, publish as publishing, release};
 use crate::state::AppState;
 
 /// What the request asks for: `?prepare` is a strict boolean (`true`/`1`, `false`/`0`, or bare
 /// for true). Anything else is refused before anything is done, so a mistyped dry run never
 /// stores an update.
-fn intent(uri: &Uri, allow_unsigned: bool) -> Result<Intent, ApiError> {
+fn mode(uri: &Uri, allow_unsigned: bool) -> Result<Mode, ApiError> {
     let mut prepare = None;
     for pair in uri.query().unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (name, value) = match pair.split_once('=') {
@@ -55,33 +55,35 @@ fn intent(uri: &Uri, allow_unsigned: bool) -> Result<Intent, ApiError> {
         }
         prepare = Some(parsed);
     }
-    Ok(Intent {
-        prepare: prepare.unwrap_or(false),
-        allow_unsigned,
+    Ok(match prepare {
+        Some(true) => Mode::Prepare,
+        _ => Mode::Commit { allow_unsigned },
     })
 }
 
 /// Whether the request asks only to prepare; a malformed `prepare` is not one (the operation
 /// refuses it).
 pub(super) fn prepare(uri: &Uri) -> bool {
-    intent(uri, false).is_ok_and(|i| i.prepare)
+    mode(uri, false).is_ok_and(|m| m == Mode::Prepare)
 }
 
 fn group_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found("group_not_found", "no update group with that id"))
 }
 
-/// The operation `caller` asks for, recorded as `action` on `target` with `summary`.
+/// An operation `by` asks for, recorded as `action` on `target` with `summary`.
 fn operation<'a>(
-    by: &'a crate::service::Actor,
-    intent: Intent,
+    by: &'a Actor,
+    mode: Mode,
+    fixed: Option<&'a CommitInfo>,
     action: &'static str,
     target: String,
     summary: String,
 ) -> Operation<'a> {
     Operation {
         by,
-        intent,
+        mode,
+        fixed,
         record: Record {
             action,
             target,
@@ -117,7 +119,8 @@ pub async fn publish(
         None => format!("published to {target}"),
     };
     let by = caller.actor();
-    let op = operation(&by, intent(&uri, req.allow_unsigned)?, "publish", target, summary);
+    let mode = mode(&uri, req.allow_unsigned)?;
+    let op = operation(&by, mode, req.commit.as_ref(), "publish", target, summary);
     Ok(respond(publishing::publish(&state, &app, &req, op).await?))
 }
 
@@ -159,7 +162,8 @@ pub async fn republish(
     let group = group_id(&id)?;
     let by = caller.actor();
     let summary = format!("republished {id}");
-    let op = operation(&by, intent(&uri, req.allow_unsigned)?, "republish", id, summary);
+    let mode = mode(&uri, req.allow_unsigned)?;
+    let op = operation(&by, mode, req.commit.as_ref(), "republish", id, summary);
     Ok(respond(publishing::republish(&state, &app, group, &req, op).await?))
 }
 
@@ -169,7 +173,7 @@ pub async fn rollback(
     uri: Uri,
     ApiJson(req): ApiJson<RollbackRequest>,
 ) -> Result<Response, ApiError> {
-    let intent = intent(&uri, req.allow_unsigned)?;
+    let mode = mode(&uri, req.allow_unsigned)?;
     let summary = if req.to_embedded {
         format!("channel {} rolled back to the embedded update", req.channel)
     } else {
@@ -181,7 +185,7 @@ pub async fn rollback(
         "rollback"
     };
     let by = caller.actor();
-    let op = operation(&by, intent, action, req.channel.clone(), summary);
+    let op = operation(&by, mode, req.commit.as_ref(), action, req.channel.clone(), summary);
     Ok(respond(release::rollback(&state, &app, &req, op).await?))
 }
 
@@ -195,8 +199,9 @@ pub async fn disable_group(
     let group = group_id(&id)?;
     let by = caller.actor();
     let summary = format!("group {id} disabled");
-    let op = operation(&by, intent(&uri, req.allow_unsigned)?, "group.disable", id, summary);
-    Ok(respond(release::disable(&state, &app, group, &req, op).await?))
+    let mode = mode(&uri, req.allow_unsigned)?;
+    let op = operation(&by, mode, req.commit.as_ref(), "group.disable", id, summary);
+    Ok(respond(release::disable(&state, &app, group, op).await?))
 }
 
 pub async fn set_rollout(
@@ -208,7 +213,14 @@ pub async fn set_rollout(
     let group = group_id(&id)?;
     let by = caller.actor();
     let summary = format!("rollout of {id} set to {}%", req.percentage);
-    let op = operation(&by, Intent::COMMIT, "rollout.set", id, summary);
+    let op = Operation::commit(
+        &by,
+        Record {
+            action: "rollout.set",
+            target: id,
+            summary,
+        },
+    );
     Ok(respond(
         release::set_rollout(&state, &app, group, req.percentage, op).await?,
     ))
@@ -222,7 +234,14 @@ pub async fn complete_rollout(
     let group = group_id(&id)?;
     let by = caller.actor();
     let summary = format!("rollout of {id} completed");
-    let op = operation(&by, Intent::COMMIT, "rollout.complete", id, summary);
+    let op = Operation::commit(
+        &by,
+        Record {
+            action: "rollout.complete",
+            target: id,
+            summary,
+        },
+    );
     Ok(respond(release::complete_rollout(&state, &app, group, op).await?))
 }
 
@@ -236,8 +255,9 @@ pub async fn revert_rollout(
     let group = group_id(&id)?;
     let by = caller.actor();
     let summary = format!("rollout of {id} reverted");
-    let op = operation(&by, intent(&uri, req.allow_unsigned)?, "rollout.revert", id, summary);
-    Ok(respond(release::revert_rollout(&state, &app, group, &req, op).await?))
+    let mode = mode(&uri, req.allow_unsigned)?;
+    let op = operation(&by, mode, req.commit.as_ref(), "rollout.revert", id, summary);
+    Ok(respond(release::revert_rollout(&state, &app, group, op).await?))
 }
 
 pub async fn channel_rollout(
@@ -247,13 +267,13 @@ pub async fn channel_rollout(
     uri: Uri,
     ApiJson(req): ApiJson<ChannelRolloutRequest>,
 ) -> Result<Response, ApiError> {
-    let intent = intent(&uri, req.allow_unsigned)?;
+    let mode = mode(&uri, req.allow_unsigned)?;
     let summary = format!(
         "channel {name}: branch rollout {}",
         serde_json::to_value(&req.action).unwrap_or_default()
     );
     let by = caller.actor();
-    let op = operation(&by, intent, "channel.rollout", name.clone(), summary);
+    let op = operation(&by, mode, req.commit.as_ref(), "channel.rollout", name.clone(), summary);
     Ok(respond(channels::channel_rollout(&state, &app, &name, &req, op).await?))
 }
 

@@ -7,7 +7,7 @@ use aloft_store::db::channels::{self, Channel};
 use serde_json::json;
 
 use super::Error;
-use super::plan::{self, Finished, Ids, Operation};
+use super::operation::{self, Finished, Ids, Operation};
 use super::{Actor, Change, release};
 use crate::state::AppState;
 use aloft_store::db::updates;
@@ -166,7 +166,7 @@ pub async fn channel_rollout(
                 channels::set_branch(&mut change.tx, channel.id, r.branch_id).await?;
             }
             channels::set_rollout(&mut change.tx, channel.id, None).await?;
-            ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
+            ids = Ids::fix(&mut change.tx, app.id, op.fixed).await?;
             // Per platform and runtime version: where the losing side's devices run something newer
             // than the winning side's newest, republish the winner's so they move.
             let winners = updates::served_updates(&mut change.tx, winner).await?;
@@ -179,9 +179,10 @@ pub async fn channel_rollout(
                 .collect();
             let verb = if promote { "Promote" } else { "Restore" };
             let message = format!("{verb} branch {winner_name:?} on channel {:?}", channel.name);
-            plan = plan::republish_updates_plan(state, &mut change.tx, &ids, &sources, winner, &winner_name, message)
-                .await?;
+            plan =
+                operation::republish_updates_plan(state, &mut change.tx, &ids, &sources, winner, &winner_name, message)
+                    .await?;
         }
     }
-    plan::finish(state, app, change, &ids, plan, op).await
+    operation::finish(state, app, change, &ids, plan, op).await
 }

@@ -1,13 +1,13 @@
 //! Use-cases behind the management API, independent of HTTP extraction. Every change runs in one
 //! write transaction that also records its audit entry, so the entry exists exactly when the
-//! change does: per app under the app-wide publish lock ([`Change`], see `plan`), or for what
+//! change does: per app under the app-wide publish lock ([`Change`], see `operation`), or for what
 //! belongs to no app's served state ([`Write`]: tokens, signing keys, a new app, `gc`).
 
 pub mod apps;
 pub mod blobs;
 pub mod channels;
 mod error;
-pub mod plan;
+pub mod operation;
 pub mod publish;
 pub mod release;
 pub mod tokens;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::Change;
 use super::Error;
-use super::plan::{self, Finished, Ids, ManifestParts, Operation, Plan};
+use super::operation::{self, Finished, Ids, ManifestParts, Operation, Plan};
 use super::release::{self, Key};
 use crate::state::AppState;
 
@@ -208,10 +208,10 @@ pub async fn publish(state: &AppState, app: &App, req: &PublishRequest, op: Oper
         resolve_target(&mut change.tx, app, req.channel.as_deref(), req.branch.as_deref()).await?;
     let keys = checked.updates.iter().map(|(p, rv, _, _)| (*p, rv.clone())).collect();
     check_rollout(&mut change.tx, branch_id, &branch, &keys, req.force).await?;
-    let ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
+    let ids = Ids::fix(&mut change.tx, app.id, op.fixed).await?;
     let mut planned = Vec::new();
     for (platform, rv, launch, assets) in &checked.updates {
-        planned.push(plan::manifest_update(
+        planned.push(operation::manifest_update(
             state,
             &ids,
             *platform,
@@ -241,7 +241,7 @@ pub async fn publish(state: &AppState, app: &App, req: &PublishRequest, op: Oper
         republished_from: None,
         updates: planned,
     };
-    plan::finish(state, app, change, &ids, Some(plan), op).await
+    operation::finish(state, app, change, &ids, Some(plan), op).await
 }
 
 pub async fn republish(
@@ -269,11 +269,11 @@ pub async fn republish(
         .map(|u| (u.platform, u.runtime_version.clone()))
         .collect();
     check_rollout(&mut change.tx, branch_id, &branch, &keys, false).await?;
-    let ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
+    let ids = Ids::fix(&mut change.tx, app.id, op.fixed).await?;
     let message = req
         .message
         .clone()
         .unwrap_or_else(|| format!("Republish of {}: {}", source.id, source.message));
-    let plan = plan::republish_plan(state, &mut change.tx, &ids, &source, branch_id, &branch, message).await?;
-    plan::finish(state, app, change, &ids, Some(plan), op).await
+    let plan = operation::republish_plan(state, &mut change.tx, &ids, &source, branch_id, &branch, message).await?;
+    operation::finish(state, app, change, &ids, Some(plan), op).await
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aloft_core::api::{RollbackRequest, SignedOperation};
+use aloft_core::api::RollbackRequest;
 use aloft_core::{ChannelName, Platform, RuntimeVersion};
 use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::Change;
 use super::Error;
-use super::plan::{self, Finished, Ids, Operation, Plan};
+use super::operation::{self, Finished, Ids, Operation, Plan};
 use crate::state::AppState;
 
 fn conflict(code: &'static str, message: impl Into<String>) -> Error {
@@ -158,13 +158,14 @@ pub async fn rollback(
             format!("branch {branch:?} has no earlier update; roll back to the embedded update with --to-embedded"),
         ));
     }
-    let ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
+    let ids = Ids::fix(&mut change.tx, app.id, op.fixed).await?;
     let message = req
         .message
         .clone()
         .unwrap_or_else(|| format!("Rollback of channel {}", req.channel));
-    let plan = plan::republish_updates_plan(state, &mut change.tx, &ids, &sources, branch_id, &branch, message).await?;
-    plan::finish(state, app, change, &ids, plan, op).await
+    let plan =
+        operation::republish_updates_plan(state, &mut change.tx, &ids, &sources, branch_id, &branch, message).await?;
+    operation::finish(state, app, change, &ids, plan, op).await
 }
 
 /// Served updates of a branch by platform and runtime version, each list newest first.
@@ -212,10 +213,10 @@ async fn rollback_to_embedded(
             ),
         ));
     }
-    let ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
+    let ids = Ids::fix(&mut change.tx, app.id, op.fixed).await?;
     let updates = targets
         .into_iter()
-        .map(|(p, rv)| plan::directive_update(&ids, p, rv))
+        .map(|(p, rv)| operation::directive_update(&ids, p, rv))
         .collect::<Result<Vec<_>, _>>()?;
     let plan = Plan {
         group_id: ids.group_id,
@@ -231,7 +232,7 @@ async fn rollback_to_embedded(
         republished_from: None,
         updates,
     };
-    plan::finish(state, app, change, &ids, Some(plan), op).await
+    operation::finish(state, app, change, &ids, Some(plan), op).await
 }
 
 /// Stops serving `group` and, when it was what devices got, republishes the group before it so
@@ -242,7 +243,6 @@ async fn withdraw(
     mut change: Change,
     group: Group,
     reason: &str,
-    commit: Option<&aloft_core::api::CommitInfo>,
     op: Operation<'_>,
 ) -> Result<Finished, Error> {
     // For each platform and runtime version where the group is what devices get, republish the
@@ -262,9 +262,9 @@ async fn withdraw(
         }
     }
     updates::disable(&mut change.tx, group.id, reason).await?;
-    let ids = Ids::fix(&mut change.tx, app.id, commit).await?;
+    let ids = Ids::fix(&mut change.tx, app.id, op.fixed).await?;
     let message = format!("Re-serve the previous updates after withdrawing {}", group.id);
-    let plan = plan::republish_updates_plan(
+    let plan = operation::republish_updates_plan(
         state,
         &mut change.tx,
         &ids,
@@ -274,23 +274,17 @@ async fn withdraw(
         message,
     )
     .await?;
-    plan::finish(state, app, change, &ids, plan, op).await
+    operation::finish(state, app, change, &ids, plan, op).await
 }
 
 /// `aloft updates disable GROUP`: the emergency stop.
-pub async fn disable(
-    state: &AppState,
-    app: &App,
-    group_id: Uuid,
-    signed: &SignedOperation,
-    op: Operation<'_>,
-) -> Result<Finished, Error> {
+pub async fn disable(state: &AppState, app: &App, group_id: Uuid, op: Operation<'_>) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     let group = updates::group(&mut change.tx, app.id, group_id).await?;
     if !group.is_served() {
         return Err(conflict("already_disabled", "this group is not served already"));
     }
-    withdraw(state, app, change, group, "disabled", signed.commit.as_ref(), op).await
+    withdraw(state, app, change, group, "disabled", op).await
 }
 
 /// `aloft rollout set GROUP N` (only upwards: a device that has an update keeps it).
@@ -318,7 +312,7 @@ pub async fn set_rollout(
     }
     updates::set_rollout_percentage(&mut change.tx, group_id, Some(percentage)).await?;
     let ids = Ids::fix(&mut change.tx, app.id, None).await?;
-    plan::finish(state, app, change, &ids, None, op).await
+    operation::finish(state, app, change, &ids, None, op).await
 }
 
 /// `aloft rollout complete GROUP`: every device gets the group.
@@ -332,30 +326,15 @@ pub async fn complete_rollout(
     active_rollout_group(&mut change.tx, app, group_id).await?;
     updates::set_rollout_percentage(&mut change.tx, group_id, None).await?;
     let ids = Ids::fix(&mut change.tx, app.id, None).await?;
-    plan::finish(state, app, change, &ids, None, op).await
+    operation::finish(state, app, change, &ids, None, op).await
 }
 
 /// `aloft rollout revert GROUP`: the group is withdrawn; devices that got it are moved back to
 /// the control update by a republish of it.
-pub async fn revert_rollout(
-    state: &AppState,
-    app: &App,
-    group_id: Uuid,
-    signed: &SignedOperation,
-    op: Operation<'_>,
-) -> Result<Finished, Error> {
+pub async fn revert_rollout(state: &AppState, app: &App, group_id: Uuid, op: Operation<'_>) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     let group = active_rollout_group(&mut change.tx, app, group_id).await?;
-    withdraw(
-        state,
-        app,
-        change,
-        group,
-        "rollout_reverted",
-        signed.commit.as_ref(),
-        op,
-    )
-    .await
+    withdraw(state, app, change, group, "rollout_reverted", op).await
 }
 
 async fn active_rollout_group(conn: &mut SqliteConnection, app: &App, group_id: Uuid) -> Result<Group, Error> {

@@ -1,10 +1,12 @@
-//! What every operation that creates updates shares: fixing ids and `createdAt`, building bodies,
-//! signing them (or taking the publisher's signatures over them), and committing.
+//! Operations that may publish (publish, republish, rollbacks, disabling, rollouts), and what
+//! they share: fixing ids and `createdAt`, planning bodies, signing them (or taking the
+//! publisher's signatures over them), and committing with the audit entry.
 //!
-//! An operation runs in one write transaction. With `prepare`, it runs exactly as it would and
-//! the transaction is rolled back; the caller gets the bodies to sign. The commit call runs the
-//! operation again with the ids fixed by the prepare and the signatures; each rebuilt body must
-//! hash to what was signed, or the state changed in between and the commit is refused as stale.
+//! An [`Operation`] runs in one write transaction. [`Mode::Prepare`] runs it exactly as it would
+//! run and rolls the transaction back; the caller gets the bodies to sign. The commit runs the
+//! operation again with the ids fixed by the prepare and the signatures
+//! ([`Operation::fixed`]); each rebuilt body must hash to what was signed, or the state changed
+//! in between and the commit is refused as stale.
 
 use aloft_core::api::{CommitInfo, Outcome, PreparedGroup, PreparedUpdate, PublishedGroup, PublishedUpdate};
 use aloft_core::manifest::{self, AssetRef, ManifestInput};
@@ -300,28 +302,36 @@ pub struct Record {
     pub summary: String,
 }
 
-/// An operation as asked for: by whom, to what end, and how it is recorded once committed.
+/// What the caller asks an operation to do with its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Only return the bodies to sign (`?prepare=true`); store nothing.
+    Prepare,
+    /// Store the result. `allow_unsigned`: store unsigned updates even on an app whose earlier
+    /// updates were signed.
+    Commit { allow_unsigned: bool },
+}
+
+/// An operation as asked for: by whom, to what end, with what an earlier prepare fixed, and how
+/// it is recorded once committed.
 pub struct Operation<'a> {
     pub by: &'a Actor,
-    pub intent: Intent,
+    pub mode: Mode,
+    /// The ids, `createdAt` and signatures of an earlier prepare (the request's `commit`).
+    pub fixed: Option<&'a CommitInfo>,
     pub record: Record,
 }
 
-/// What the caller asked an operation to do with its result.
-#[derive(Debug, Clone, Copy)]
-pub struct Intent {
-    /// Only return the bodies to sign (`?prepare=true`); store nothing.
-    pub prepare: bool,
-    /// Store unsigned updates even on an app whose earlier updates were signed.
-    pub allow_unsigned: bool,
-}
-
-impl Intent {
-    /// Store the result (the operations that never need a signature).
-    pub const COMMIT: Intent = Intent {
-        prepare: false,
-        allow_unsigned: false,
-    };
+impl<'a> Operation<'a> {
+    /// An operation that never needs a signature: it is stored as soon as it is asked for.
+    pub fn commit(by: &'a Actor, record: Record) -> Self {
+        Self {
+            by,
+            mode: Mode::Commit { allow_unsigned: false },
+            fixed: None,
+            record,
+        }
+    }
 }
 
 /// Ends an operation: rolls back and returns the bodies (prepare), or signs, stores the plan,
@@ -334,35 +344,20 @@ pub async fn finish(
     plan: Option<Plan>,
     op: Operation<'_>,
 ) -> Result<Finished, Error> {
-    let Operation { by, intent, record } = op;
-    if intent.prepare {
-        drop(change);
-        let updates = plan
-            .map(|p| {
-                p.updates
-                    .into_iter()
-                    .map(|u| PreparedUpdate {
-                        platform: u.platform,
-                        id: u.id,
-                        runtime_version: u.runtime_version.to_string(),
-                        kind: p.kind.body_name().to_owned(),
-                        body: String::from_utf8_lossy(&u.body).into_owned(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        return Ok(Finished::Prepared(PreparedGroup {
-            group_id: ids.group_id,
-            created_at: ids.created_at.to_iso(),
-            updates,
-        }));
-    }
+    let Operation { by, mode, record, .. } = op;
+    let allow_unsigned = match mode {
+        Mode::Commit { allow_unsigned } => allow_unsigned,
+        Mode::Prepare => {
+            drop(change);
+            return Ok(Finished::Prepared(prepared(ids, plan)));
+        }
+    };
     let published = match plan {
         None => None,
         Some(plan) => {
             let branch = plan.branch.clone();
             let group = sign(app, plan, ids.commit, &by.token_name)?;
-            if !intent.allow_unsigned
+            if !allow_unsigned
                 && group.updates.iter().any(|u| u.signature.is_none())
                 && updates::app_has_signed_updates(&mut change.tx, app.id).await?
             {
@@ -390,6 +385,29 @@ pub async fn finish(
         summary: record.summary,
         published,
     }))
+}
+
+/// The bodies a prepare returns, for signing.
+fn prepared(ids: &Ids<'_>, plan: Option<Plan>) -> PreparedGroup {
+    let updates = plan
+        .map(|p| {
+            p.updates
+                .into_iter()
+                .map(|u| PreparedUpdate {
+                    platform: u.platform,
+                    id: u.id,
+                    runtime_version: u.runtime_version.to_string(),
+                    kind: p.kind.body_name().to_owned(),
+                    body: String::from_utf8_lossy(&u.body).into_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    PreparedGroup {
+        group_id: ids.group_id,
+        created_at: ids.created_at.to_iso(),
+        updates,
+    }
 }
 
 trait BodyName {
