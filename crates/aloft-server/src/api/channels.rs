@@ -8,6 +8,7 @@ use super::grant::{AppRead, AppWrite};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::service::channels as service;
+use crate::service::input::{branch_name, channel_name};
 use crate::state::AppState;
 
 pub fn channel_info(c: Channel) -> ChannelInfo {
@@ -39,7 +40,9 @@ pub async fn create_channel(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateChannel>,
 ) -> Result<(StatusCode, Json<ChannelInfo>), ApiError> {
-    let channel = service::create_channel(&state, &caller.actor(), &app, &req.name, req.branch.as_deref()).await?;
+    let name = channel_name(&req.name)?;
+    let branch = req.branch.as_deref().map(branch_name).transpose()?;
+    let channel = service::create_channel(&state, &caller.actor(), &app, &name, branch.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(channel_info(channel))))
 }
 
@@ -49,7 +52,8 @@ pub async fn edit_channel(
     ApiPath((_, name)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<EditChannel>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
-    let channel = service::edit_channel(&state, &caller.actor(), &app, &name, &req.branch).await?;
+    let (name, branch) = (channel_name(&name)?, branch_name(&req.branch)?);
+    let channel = service::edit_channel(&state, &caller.actor(), &app, &name, &branch).await?;
     Ok(Json(channel_info(channel)))
 }
 
@@ -76,7 +80,7 @@ pub async fn create_branch(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateBranch>,
 ) -> Result<StatusCode, ApiError> {
-    service::create_branch(&state, &caller.actor(), &app, &req.name).await?;
+    service::create_branch(&state, &caller.actor(), &app, &branch_name(&req.name)?).await?;
     Ok(StatusCode::CREATED)
 }
 
@@ -85,6 +89,6 @@ pub async fn delete_branch(
     State(state): State<AppState>,
     ApiPath((_, name)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    service::delete_branch(&state, &caller.actor(), &app, &name).await?;
+    service::delete_branch(&state, &caller.actor(), &app, &branch_name(&name)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }

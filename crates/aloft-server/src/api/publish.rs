@@ -3,7 +3,6 @@
 //! nothing, and `allow_unsigned` in its body, without which unsigned updates are refused on an
 //! app whose earlier updates were signed.
 
-use aloft_core::RuntimeVersion;
 use aloft_core::api::{
     ChannelRolloutRequest, CommitInfo, PublishCheck, PublishCheckRequest, PublishRequest, RepublishRequest,
     RollbackRequest, SetRollout, SignedOperation,
@@ -19,7 +18,7 @@ use super::grant::AppWrite;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::service::operation::{Finished, Mode, Operation, Record};
-use crate::service::{Actor, channels, publish as publishing, release};
+use crate::service::{Actor, channels, input, publish as publishing, release};
 use crate::state::AppState;
 
 /// What the request asks for: `?prepare` is a strict boolean (`true`/`1`, `false`/`0`, or bare
@@ -131,24 +130,15 @@ pub async fn check_publish(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<PublishCheckRequest>,
 ) -> Result<Json<PublishCheck>, ApiError> {
-    let targets = req
+    // In the order the publish refuses them: runtime versions, platforms, then the target.
+    let updates = req
         .updates
         .iter()
-        .map(|u| {
-            RuntimeVersion::parse(u.runtime_version.as_str())
-                .map(|rv| (u.platform, rv))
-                .map_err(|e| ApiError::bad_request("invalid_runtime_version", e.to_string()))
-        })
+        .map(|u| input::runtime_version(&u.runtime_version).map(|rv| (u.platform, rv)))
         .collect::<Result<Vec<_>, _>>()?;
-    let branch = publishing::check_publish(
-        &state,
-        &app,
-        req.channel.as_deref(),
-        req.branch.as_deref(),
-        &targets,
-        req.force,
-    )
-    .await?;
+    let updates = publishing::Updates::new(updates)?;
+    let target = input::Target::parse(req.channel.as_deref(), req.branch.as_deref())?;
+    let branch = publishing::check_publish(&state, &app, &target, &updates, req.force).await?;
     Ok(Json(PublishCheck { branch }))
 }
 
@@ -185,8 +175,16 @@ pub async fn rollback(
         "rollback"
     };
     let by = caller.actor();
+    let runtime_version = req.runtime_version.as_deref().map(input::runtime_version).transpose()?;
+    let rollback = release::Rollback {
+        channel: input::channel_name(&req.channel)?,
+        to_embedded: req.to_embedded,
+        platform: req.platform,
+        runtime_version,
+        message: req.message.clone(),
+    };
     let op = operation(&by, mode, req.commit.as_ref(), action, req.channel.clone(), summary);
-    Ok(respond(release::rollback(&state, &app, &req, op).await?))
+    Ok(respond(release::rollback(&state, &app, &rollback, op).await?))
 }
 
 pub async fn disable_group(
@@ -273,8 +271,11 @@ pub async fn channel_rollout(
         serde_json::to_value(&req.action).unwrap_or_default()
     );
     let by = caller.actor();
-    let op = operation(&by, mode, req.commit.as_ref(), "channel.rollout", name.clone(), summary);
-    Ok(respond(channels::channel_rollout(&state, &app, &name, &req, op).await?))
+    let channel = input::channel_name(&name)?;
+    let op = operation(&by, mode, req.commit.as_ref(), "channel.rollout", name, summary);
+    Ok(respond(
+        channels::channel_rollout(&state, &app, &channel, &req, op).await?,
+    ))
 }
 
 pub async fn delete_group(

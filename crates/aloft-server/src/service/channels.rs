@@ -7,28 +7,24 @@ use aloft_store::db::channels::{self, Channel};
 use serde_json::json;
 
 use super::Error;
+use super::input::branch_name;
 use super::operation::{self, Finished, Ids, Operation};
 use super::{Actor, Change, release};
 use crate::state::AppState;
 use aloft_store::db::updates;
 
-fn channel_name(name: &str) -> Result<ChannelName, Error> {
-    ChannelName::parse(name).map_err(|e| Error::invalid("invalid_channel", e.to_string()))
-}
-
-pub fn branch_name(name: &str) -> Result<BranchName, Error> {
-    BranchName::parse(name).map_err(|e| Error::invalid("invalid_branch", e.to_string()))
-}
-
 pub async fn create_channel(
     state: &AppState,
     by: &Actor,
     app: &App,
-    name: &str,
-    branch: Option<&str>,
+    name: &ChannelName,
+    branch: Option<&BranchName>,
 ) -> Result<Channel, Error> {
-    let name = channel_name(name)?;
-    let branch = branch_name(branch.unwrap_or(name.as_str()))?;
+    // By default, a branch of the channel's name (the two kinds of name follow the same rule).
+    let branch = match branch {
+        Some(b) => b.clone(),
+        None => branch_name(name.as_str())?,
+    };
     let mut change = Change::begin(state).await?;
     let channel = channels::create(&mut change.tx, app.id, name.as_str(), branch.as_str()).await?;
     let entry = by.entry(
@@ -42,9 +38,13 @@ pub async fn create_channel(
 }
 
 /// Points a channel at another branch: instant, nothing is republished.
-pub async fn edit_channel(state: &AppState, by: &Actor, app: &App, name: &str, branch: &str) -> Result<Channel, Error> {
-    let name = channel_name(name)?;
-    let branch = branch_name(branch)?;
+pub async fn edit_channel(
+    state: &AppState,
+    by: &Actor,
+    app: &App,
+    name: &ChannelName,
+    branch: &BranchName,
+) -> Result<Channel, Error> {
     let mut change = Change::begin(state).await?;
     let channel = channels::get(&mut change.tx, app.id, name.as_str()).await?;
     if channel.rollout.is_some() {
@@ -66,8 +66,7 @@ pub async fn edit_channel(state: &AppState, by: &Actor, app: &App, name: &str, b
     Ok(channel)
 }
 
-pub async fn create_branch(state: &AppState, by: &Actor, app: &App, name: &str) -> Result<(), Error> {
-    let name = branch_name(name)?;
+pub async fn create_branch(state: &AppState, by: &Actor, app: &App, name: &BranchName) -> Result<(), Error> {
     let mut change = Change::begin(state).await?;
     channels::create_branch(&mut change.tx, app.id, name.as_str()).await?;
     let entry = by.entry(Some(app.slug.as_str()), "branch.create", name.as_str(), json!({}));
@@ -75,8 +74,7 @@ pub async fn create_branch(state: &AppState, by: &Actor, app: &App, name: &str) 
     Ok(())
 }
 
-pub async fn delete_branch(state: &AppState, by: &Actor, app: &App, name: &str) -> Result<(), Error> {
-    let name = branch_name(name)?;
+pub async fn delete_branch(state: &AppState, by: &Actor, app: &App, name: &BranchName) -> Result<(), Error> {
     let mut change = Change::begin(state).await?;
     channels::delete_branch(&mut change.tx, app.id, name.as_str()).await?;
     let entry = by.entry(Some(app.slug.as_str()), "branch.delete", name.as_str(), json!({}));
@@ -90,11 +88,10 @@ pub async fn delete_branch(state: &AppState, by: &Actor, app: &App, name: &str) 
 pub async fn channel_rollout(
     state: &AppState,
     app: &App,
-    name: &str,
+    name: &ChannelName,
     req: &ChannelRolloutRequest,
     op: Operation<'_>,
 ) -> Result<Finished, Error> {
-    let name = channel_name(name)?;
     let mut change = Change::begin(state).await?;
     let channel = channels::get(&mut change.tx, app.id, name.as_str()).await?;
     let conflict = |code: &'static str, m: String| Error::conflict(code, m);

@@ -7,6 +7,7 @@ pub mod apps;
 pub mod blobs;
 pub mod channels;
 mod error;
+pub mod input;
 pub mod operation;
 pub mod publish;
 pub mod release;

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use aloft_core::api::{FileRef, PlatformUpdate, PublishRequest, RepublishRequest};
 use aloft_core::manifest::AssetRef;
-use aloft_core::{BranchName, ChannelName, ContentHash, Platform, RuntimeVersion, content_type, rollout};
+use aloft_core::{ContentHash, Platform, RuntimeVersion, content_type, rollout};
 use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
 use aloft_store::db::updates::{self, GroupKind, RolloutSpec};
@@ -13,21 +13,16 @@ use uuid::Uuid;
 
 use super::Change;
 use super::Error;
+use super::input::{self, Target};
 use super::operation::{self, Finished, Ids, ManifestParts, Operation, Plan};
 use super::release::{self, Key};
 use crate::state::AppState;
 
 /// The branch a publish lands on: the channel's (a new channel gets a branch of its own name),
 /// or the named branch (created if new).
-pub async fn resolve_target(
-    conn: &mut SqliteConnection,
-    app: &App,
-    channel: Option<&str>,
-    branch: Option<&str>,
-) -> Result<(i64, String), Error> {
-    match (channel, branch) {
-        (Some(c), None) => {
-            let c = ChannelName::parse(c).map_err(|e| Error::invalid("invalid_channel", e.to_string()))?;
+pub async fn resolve_target(conn: &mut SqliteConnection, app: &App, target: &Target) -> Result<(i64, String), Error> {
+    match target {
+        Target::Channel(c) => {
             let channel = channels::ensure_channel(conn, app.id, c.as_str()).await?;
             if let Some(r) = &channel.rollout {
                 return Err(Error::conflict(
@@ -41,15 +36,10 @@ pub async fn resolve_target(
             }
             Ok((channel.branch_id, channel.branch))
         }
-        (None, Some(b)) => {
-            let b = BranchName::parse(b).map_err(|e| Error::invalid("invalid_branch", e.to_string()))?;
+        Target::Branch(b) => {
             let id = channels::ensure_branch(conn, app.id, b.as_str(), aloft_core::time::Millis::now()).await?;
             Ok((id, b.to_string()))
         }
-        _ => Err(Error::invalid(
-            "invalid_target",
-            "give exactly one of channel or branch",
-        )),
     }
 }
 
@@ -84,10 +74,9 @@ pub async fn check_rollout(
     Ok(())
 }
 
-/// What a publish of `targets` (platform, runtime version) to `channel` or `branch` would be
-/// refused for because of where it goes, found without changing anything, so that the CLI can
-/// ask before it uploads a file: an invalid channel or branch name, a channel rollout, a group
-/// rollout in progress (unless forced). Answers the branch the publish would land on.
+/// What a publish of `updates` to `target` would be refused for because of where it goes, found without changing anything, so that the CLI can
+/// ask before it uploads a file: a channel rollout, a group rollout in progress (unless forced).
+/// The names were checked as the publish checks them when `target` was parsed. Answers the branch the publish would land on.
 ///
 /// It runs the publish's own steps, [`resolve_target`] and [`check_rollout`], in a transaction
 /// that is rolled back (as `?prepare=true` does), so its answer is the publish's: same status,
@@ -96,15 +85,13 @@ pub async fn check_rollout(
 pub async fn check_publish(
     state: &AppState,
     app: &App,
-    channel: Option<&str>,
-    branch: Option<&str>,
-    targets: &[(Platform, RuntimeVersion)],
+    target: &Target,
+    updates: &Updates,
     force: bool,
 ) -> Result<String, Error> {
-    one_update_per_platform(targets.iter().map(|(p, _)| *p))?;
     let mut change = Change::begin(state).await?;
-    let (branch_id, branch) = resolve_target(&mut change.tx, app, channel, branch).await?;
-    let keys = targets.iter().cloned().collect();
+    let (branch_id, branch) = resolve_target(&mut change.tx, app, target).await?;
+    let keys = updates.0.iter().cloned().collect();
     check_rollout(&mut change.tx, branch_id, &branch, &keys, force).await?;
     // Dropping the transaction rolls it back.
     drop(change);
@@ -143,6 +130,17 @@ async fn asset_ref(state: &AppState, file: &FileRef) -> Result<AssetRef, Error> 
         key: record.md5,
         ext: ext.to_owned(),
     })
+}
+
+/// What one publish updates, each a platform and runtime version: at least one platform, each
+/// at most once.
+pub struct Updates(Vec<Key>);
+
+impl Updates {
+    pub fn new(updates: Vec<Key>) -> Result<Self, Error> {
+        one_update_per_platform(updates.iter().map(|(p, _)| *p))?;
+        Ok(Self(updates))
+    }
 }
 
 /// A publish has at least one platform, each at most once.
@@ -184,8 +182,7 @@ async fn check_request(state: &AppState, req: &PublishRequest) -> Result<Checked
         assets,
     } in &req.updates
     {
-        let rv = RuntimeVersion::parse(runtime_version.as_str())
-            .map_err(|e| Error::invalid("invalid_runtime_version", e.to_string()))?;
+        let rv = input::runtime_version(runtime_version)?;
         let launch = asset_ref(state, launch_asset).await?;
         let mut refs = Vec::with_capacity(assets.len());
         let mut seen: BTreeSet<ContentHash> = BTreeSet::new();
@@ -204,8 +201,8 @@ async fn check_request(state: &AppState, req: &PublishRequest) -> Result<Checked
 pub async fn publish(state: &AppState, app: &App, req: &PublishRequest, op: Operation<'_>) -> Result<Finished, Error> {
     let checked = check_request(state, req).await?;
     let mut change = Change::begin(state).await?;
-    let (branch_id, branch) =
-        resolve_target(&mut change.tx, app, req.channel.as_deref(), req.branch.as_deref()).await?;
+    let target = Target::parse(req.channel.as_deref(), req.branch.as_deref())?;
+    let (branch_id, branch) = resolve_target(&mut change.tx, app, &target).await?;
     let keys = checked.updates.iter().map(|(p, rv, _, _)| (*p, rv.clone())).collect();
     check_rollout(&mut change.tx, branch_id, &branch, &keys, req.force).await?;
     let ids = Ids::fix(&mut change.tx, app.id, op.fixed).await?;
@@ -261,7 +258,7 @@ pub async fn republish(
     }
     let (branch_id, branch) = match (&req.channel, &req.branch) {
         (None, None) => (source.branch_id, source.branch.clone()),
-        (c, b) => resolve_target(&mut change.tx, app, c.as_deref(), b.as_deref()).await?,
+        (c, b) => resolve_target(&mut change.tx, app, &Target::parse(c.as_deref(), b.as_deref())?).await?,
     };
     let keys = source
         .updates

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aloft_core::api::RollbackRequest;
 use aloft_core::{ChannelName, Platform, RuntimeVersion};
 use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
@@ -23,9 +22,8 @@ fn conflict(code: &'static str, message: impl Into<String>) -> Error {
 }
 
 /// The branch a channel serves, refusing while a branch rollout splits it.
-async fn channel_branch(conn: &mut SqliteConnection, app: &App, channel: &str) -> Result<(i64, String), Error> {
-    let name = ChannelName::parse(channel).map_err(|e| Error::invalid("invalid_channel", e.to_string()))?;
-    let channel = channels::get(conn, app.id, name.as_str()).await?;
+async fn channel_branch(conn: &mut SqliteConnection, app: &App, channel: &ChannelName) -> Result<(i64, String), Error> {
+    let channel = channels::get(conn, app.id, channel.as_str()).await?;
     if let Some(r) = &channel.rollout {
         return Err(conflict(
             "channel_rollout_in_progress",
@@ -102,31 +100,33 @@ async fn refuse_active_rollout(
     Ok(())
 }
 
-/// The optional platform and runtime-version filters of a rollback.
-fn rollback_filter(req: &RollbackRequest) -> Result<(Vec<Platform>, Option<RuntimeVersion>), Error> {
-    let platforms = match req.platform {
-        Some(p) => vec![p],
-        None => Platform::ALL.to_vec(),
-    };
-    let rv = req
-        .runtime_version
-        .as_deref()
-        .map(|rv| RuntimeVersion::parse(rv).map_err(|e| Error::invalid("invalid_runtime_version", e.to_string())))
-        .transpose()?;
-    Ok((platforms, rv))
+/// A rollback of a channel, as asked for.
+pub struct Rollback {
+    pub channel: ChannelName,
+    /// To the build's embedded update instead of the previous group.
+    pub to_embedded: bool,
+    /// Only this platform (default: both).
+    pub platform: Option<Platform>,
+    /// Only this runtime version (default: every one the channel serves).
+    pub runtime_version: Option<RuntimeVersion>,
+    pub message: Option<String>,
+}
+
+impl Rollback {
+    fn platforms(&self) -> Vec<Platform> {
+        match self.platform {
+            Some(p) => vec![p],
+            None => Platform::ALL.to_vec(),
+        }
+    }
 }
 
 /// `aloft rollback --channel C`: republish the group before the one devices run now.
-pub async fn rollback(
-    state: &AppState,
-    app: &App,
-    req: &RollbackRequest,
-    op: Operation<'_>,
-) -> Result<Finished, Error> {
+pub async fn rollback(state: &AppState, app: &App, req: &Rollback, op: Operation<'_>) -> Result<Finished, Error> {
     if req.to_embedded {
         return rollback_to_embedded(state, app, req, op).await;
     }
-    let (platforms, only_rv) = rollback_filter(req)?;
+    let (platforms, only_rv) = (req.platforms(), req.runtime_version.clone());
     let mut change = Change::begin(state).await?;
     let (branch_id, branch) = channel_branch(&mut change.tx, app, &req.channel).await?;
     // Per platform and runtime version (those asked for): withdraw what devices get now, and
@@ -182,10 +182,10 @@ pub fn by_key(served: &[UpdateRef]) -> BTreeMap<(Platform, RuntimeVersion), Vec<
 async fn rollback_to_embedded(
     state: &AppState,
     app: &App,
-    req: &RollbackRequest,
+    req: &Rollback,
     op: Operation<'_>,
 ) -> Result<Finished, Error> {
-    let (platforms, only_rv) = rollback_filter(req)?;
+    let (platforms, only_rv) = (req.platforms(), req.runtime_version.clone());
     let mut change = Change::begin(state).await?;
     let (branch_id, branch) = channel_branch(&mut change.tx, app, &req.channel).await?;
     let mut targets: BTreeSet<Key> = BTreeSet::new();
@@ -209,7 +209,7 @@ async fn rollback_to_embedded(
             "nothing_to_roll_back",
             format!(
                 "channel {:?} serves no update to roll back from; give --runtime-version",
-                req.channel
+                req.channel.as_str()
             ),
         ));
     }
