@@ -211,6 +211,7 @@ pub async fn set_rollout(
     let group = group_id(&id)?;
     let by = caller.actor();
     let summary = format!("rollout of {id} set to {}%", req.percentage);
+    let percentage = input::Percentage::new(req.percentage)?;
     let op = Operation::commit(
         &by,
         Record {
@@ -220,7 +221,7 @@ pub async fn set_rollout(
         },
     );
     Ok(respond(
-        release::set_rollout(&state, &app, group, req.percentage, op).await?,
+        release::set_rollout(&state, &app, group, percentage, op).await?,
     ))
 }
 

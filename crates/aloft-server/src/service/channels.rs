@@ -7,7 +7,7 @@ use aloft_store::db::channels::{self, Channel};
 use serde_json::json;
 
 use super::Error;
-use super::input::branch_name;
+use super::input::{Percentage, branch_name};
 use super::operation::{self, Finished, Ids, Operation};
 use super::{Actor, Change, release};
 use crate::state::AppState;
@@ -99,9 +99,7 @@ pub async fn channel_rollout(
     let ids;
     match &req.action {
         ChannelRolloutAction::Start { branch, percentage } => {
-            if *percentage > 100 {
-                return Err(Error::invalid("invalid_percentage", "a rollout percentage is 0 to 100"));
-            }
+            let percentage = Percentage::new(*percentage)?.get();
             if let Some(r) = &channel.rollout {
                 return Err(conflict(
                     "channel_rollout_in_progress",
@@ -119,7 +117,7 @@ pub async fn channel_rollout(
             channels::set_rollout(
                 &mut change.tx,
                 channel.id,
-                Some((branch_id, *percentage, &rollout::new_salt())),
+                Some((branch_id, percentage, &rollout::new_salt())),
             )
             .await?;
             ids = Ids::fix(&mut change.tx, app.id, None).await?;
@@ -131,10 +129,8 @@ pub async fn channel_rollout(
                     "the channel has no branch rollout; start one with --branch".into(),
                 ));
             };
-            if *percentage > 100 {
-                return Err(Error::invalid("invalid_percentage", "a rollout percentage is 0 to 100"));
-            }
-            if *percentage < r.percentage {
+            let percentage = Percentage::new(*percentage)?.get();
+            if percentage < r.percentage {
                 return Err(conflict(
                     "rollout_cannot_shrink",
                     format!(
@@ -143,7 +139,7 @@ pub async fn channel_rollout(
                     ),
                 ));
             }
-            channels::set_rollout(&mut change.tx, channel.id, Some((r.branch_id, *percentage, &r.salt))).await?;
+            channels::set_rollout(&mut change.tx, channel.id, Some((r.branch_id, percentage, &r.salt))).await?;
             ids = Ids::fix(&mut change.tx, app.id, None).await?;
         }
         ChannelRolloutAction::End | ChannelRolloutAction::Revert => {

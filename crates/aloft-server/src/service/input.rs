@@ -20,6 +20,23 @@ pub fn runtime_version(value: &str) -> Result<RuntimeVersion, Error> {
     RuntimeVersion::parse(value).map_err(|e| Error::invalid("invalid_runtime_version", e.to_string()))
 }
 
+/// A rollout's share of devices: 0 to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Percentage(u8);
+
+impl Percentage {
+    pub fn new(value: u8) -> Result<Self, Error> {
+        if value > 100 {
+            return Err(Error::invalid("invalid_percentage", "a rollout percentage is 0 to 100"));
+        }
+        Ok(Self(value))
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
 /// Where a publish goes: the branch a channel points at, or a branch.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -65,5 +82,7 @@ mod tests {
         assert_eq!(code(Target::parse(None, None).unwrap_err()), "invalid_target");
         assert_eq!(code(Target::parse(Some("a"), Some("b")).unwrap_err()), "invalid_target");
         assert_eq!(code(runtime_version("1 0").unwrap_err()), "invalid_runtime_version");
+        assert_eq!(Percentage::new(100).unwrap().get(), 100);
+        assert_eq!(code(Percentage::new(101).unwrap_err()), "invalid_percentage");
     }
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::Change;
 use super::Error;
-use super::input::{self, Target};
+use super::input::{self, Percentage, Target};
 use super::operation::{self, Finished, Ids, ManifestParts, Operation, Plan};
 use super::release::{self, Key};
 use crate::state::AppState;
@@ -98,13 +98,6 @@ pub async fn check_publish(
     Ok(branch)
 }
 
-fn check_percentage(p: u8) -> Result<u8, Error> {
-    if p > 100 {
-        return Err(Error::invalid("invalid_percentage", "a rollout percentage is 0 to 100"));
-    }
-    Ok(p)
-}
-
 async fn asset_ref(state: &AppState, file: &FileRef) -> Result<AssetRef, Error> {
     let ext = file.ext.trim_start_matches('.');
     if !content_type::is_valid_extension(ext) {
@@ -172,7 +165,7 @@ async fn check_request(state: &AppState, req: &PublishRequest) -> Result<Checked
         ));
     }
     if let Some(p) = req.rollout_percentage {
-        check_percentage(p)?;
+        Percentage::new(p)?;
     }
     let mut out = Vec::new();
     for PlatformUpdate {

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::Change;
 use super::Error;
+use super::input::Percentage;
 use super::operation::{self, Finished, Ids, Operation, Plan};
 use crate::state::AppState;
 
@@ -292,12 +293,10 @@ pub async fn set_rollout(
     state: &AppState,
     app: &App,
     group_id: Uuid,
-    percentage: u8,
+    percentage: Percentage,
     op: Operation<'_>,
 ) -> Result<Finished, Error> {
-    if percentage > 100 {
-        return Err(Error::invalid("invalid_percentage", "a rollout percentage is 0 to 100"));
-    }
+    let percentage = percentage.get();
     let mut change = Change::begin(state).await?;
     let group = active_rollout_group(&mut change.tx, app, group_id).await?;
     let current = group.rollout.as_ref().map_or(100, |r| r.percentage);
