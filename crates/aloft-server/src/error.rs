@@ -125,6 +125,20 @@ impl From<DbError> for ApiError {
     }
 }
 
+/// The one place a use-case's refusal becomes an HTTP status; its code and message go unchanged.
+impl From<crate::service::error::Error> for ApiError {
+    fn from(err: crate::service::error::Error) -> Self {
+        use crate::service::error::Error;
+        match err {
+            Error::Invalid { code, message } => ApiError::bad_request(code, message),
+            Error::NotFound { code, message } => ApiError::not_found(code, message),
+            Error::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            Error::Internal { context, detail } => ApiError::internal(context, &detail),
+            Error::Store(e) => e.into(),
+        }
+    }
+}
+
 /// The operator's view of a database in trouble, when that is what `err` is: what is wrong and
 /// what to fix, as the status, code and message of the answer. Nothing is logged here.
 pub fn database_trouble(err: &DbError) -> Option<ApiError> {
@@ -266,6 +280,49 @@ mod tests {
         let (parts, body) = response.into_parts();
         let bytes = body.collect().await.unwrap().to_bytes();
         (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn each_kind_of_service_error_is_one_status_with_its_code_and_message() {
+        use crate::service::Error;
+        for (err, status, code, message) in [
+            (
+                Error::invalid("invalid_percentage", "a rollout percentage is 0 to 100"),
+                StatusCode::BAD_REQUEST,
+                "invalid_percentage",
+                "a rollout percentage is 0 to 100",
+            ),
+            (
+                Error::not_found("group_not_found", "no update group with that id"),
+                StatusCode::NOT_FOUND,
+                "group_not_found",
+                "no update group with that id",
+            ),
+            (
+                Error::conflict("stale_commit", "prepare again"),
+                StatusCode::CONFLICT,
+                "stale_commit",
+                "prepare again",
+            ),
+            (
+                Error::internal("signing failed", &"key library said no"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "signing failed; see the server log",
+            ),
+            (
+                Error::from(DbError::NoSuchChannel),
+                StatusCode::NOT_FOUND,
+                "channel_not_found",
+                "no channel with that name",
+            ),
+        ] {
+            let (got, _, body) = render(err.into()).await;
+            assert_eq!(
+                (got, &body["error"]["code"], &body["error"]["message"]),
+                (status, &code.into(), &message.into())
+            );
+        }
     }
 
     #[tokio::test]

@@ -1,21 +1,36 @@
-//! Bearer-token authentication, scopes, and the audit trail of who changed what.
+//! Bearer-token authentication and scopes, enforced by the route table.
 //!
-//! A token scoped to some apps cannot tell another app from a missing one: both are
-//! `404 app_not_found`. A token that can see an app but not change it gets `403 forbidden`.
+//! Every route of [`super::endpoints`] is built with the gate of its [`Access`] class
+//! ([`admit`], a route layer) and a handler whose first argument is that class's grant (a type
+//! of [`grant`] of the same name; [`guarded`] refuses any other at compile time). The gate
+//! authenticates the caller, resolves the app of the `{slug}` segment and checks the scope before
+//! any other part of the request is read; it leaves its result in the request's extensions,
+//! where only the grant extractors look for it. A handler therefore cannot run without its check,
+//! nor ask for more than its route declares.
+//!
+//! The order of refusals: `401 unauthorized` (no valid token), then `400 invalid_path` (a slug
+//! that is not UTF-8), then `404 app_not_found`, then `403 forbidden`, then whatever the handler
+//! refuses (the body, the query). A token scoped to some apps cannot tell another app from a
+//! missing one: both are `404 app_not_found`. A token that can see an app but not change it gets
+//! `403 forbidden`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use aloft_core::AppSlug;
-use aloft_core::time::Millis;
 use aloft_store::db::apps::{self, App};
-use aloft_store::db::audit;
 use aloft_store::db::tokens::{self, Scope};
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::handler::Handler;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use serde_json::Value;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
+use super::Access;
 use crate::error::ApiError;
+use crate::extract::ApiPath;
+use crate::service::Actor;
 use crate::state::AppState;
 
 /// The authenticated caller of a management route.
@@ -44,7 +59,8 @@ fn no_such_app(slug: &str) -> ApiError {
 }
 
 impl Caller {
-    fn sees(&self, slug: &str) -> bool {
+    /// Whether this caller may see the app `slug` (whether or not it exists).
+    pub fn sees(&self, slug: &str) -> bool {
         match &self.scope {
             Scope::Admin => true,
             Scope::Publish(apps) | Scope::Read(apps) => apps.iter().any(|a| a == slug),
@@ -72,41 +88,24 @@ impl Caller {
     }
 
     /// Uploading blobs is part of publishing.
-    pub fn uploader(&self) -> Result<(), ApiError> {
+    fn uploader(&self) -> Result<(), ApiError> {
         match self.scope {
             Scope::Read(_) => Err(forbidden("a read-only token cannot upload")),
             _ => Ok(()),
         }
     }
 
-    /// Records a change. A failure to record is logged; the change itself already happened.
-    pub async fn audit(
-        &self,
-        state: &AppState,
-        app: Option<&str>,
-        action: &str,
-        target: impl Into<String>,
-        details: Value,
-    ) {
-        let entry = audit::Entry {
-            at: Millis::now(),
-            actor: format!("{} (token {})", self.token_name, self.token_id),
-            app: app.map(str::to_owned),
-            action: action.to_owned(),
-            target: target.into(),
-            details,
+    /// Who the changes this caller makes are by.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            token_id: self.token_id,
+            token_name: self.token_name.clone(),
             remote: self.remote.clone(),
-        };
-        if let Err(e) = audit::record(&state.db, &entry).await {
-            tracing::error!(error = %e, action, "writing the audit log failed");
         }
     }
-}
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    /// The caller the `authorization` header names, or `401 unauthorized`.
+    pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let secret = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -140,4 +139,191 @@ impl FromRequestParts<AppState> for Caller {
             remote,
         })
     }
+}
+
+/// The gate of one route: its access class, and whether its path names an app.
+#[derive(Clone)]
+pub struct Gate {
+    pub state: AppState,
+    pub access: Access,
+    pub app_in_path: bool,
+}
+
+/// What a gate let through, for the route's grant extractor.
+#[derive(Clone)]
+struct Granted {
+    caller: Caller,
+    app: Option<App>,
+}
+
+impl Gate {
+    async fn check(&self, parts: &mut Parts) -> Result<Option<Granted>, ApiError> {
+        if self.access == Access::Public {
+            return Ok(None);
+        }
+        let caller = Caller::authenticate(parts, &self.state).await?;
+        let need = match self.access {
+            Access::AppRead => Need::Read,
+            // An admin route about an app: a tenant that cannot see it is told it does not exist.
+            Access::AppWrite | Access::Admin => Need::Write,
+            Access::Public | Access::AnyToken | Access::Upload => Need::Read,
+        };
+        let app = match self.app_in_path {
+            true => {
+                let ApiPath(params) =
+                    ApiPath::<HashMap<String, String>>::from_request_parts(parts, &self.state).await?;
+                let slug = params
+                    .get("slug")
+                    .ok_or_else(|| ApiError::internal("a route's access", &"its path has no {slug}"))?;
+                Some(caller.app(&self.state, slug, need).await?)
+            }
+            false => None,
+        };
+        match self.access {
+            Access::AppRead | Access::AppWrite if app.is_none() => {
+                return Err(ApiError::internal("a route's access", &"an app route without {slug}"));
+            }
+            Access::Admin => caller.admin()?,
+            Access::Upload => caller.uploader()?,
+            _ => {}
+        }
+        Ok(Some(Granted { caller, app }))
+    }
+}
+
+/// The route layer of every management route: refuses the request, or lets it through with its
+/// grant (see the module documentation).
+pub async fn admit(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match gate.check(&mut parts).await {
+        Ok(granted) => {
+            if let Some(granted) = granted {
+                parts.extensions.insert(granted);
+            }
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The grants handlers take as their first argument, one per [`Access`] class and named after
+/// it. Each is only ever made from what the route's gate let through.
+pub mod grant {
+    use super::*;
+
+    /// Anyone (no token is looked at).
+    pub struct Public;
+    /// Any valid token; the handler shows only what it may see.
+    pub struct AnyToken(pub Caller);
+    /// A token that may read `app`.
+    pub struct AppRead {
+        pub caller: Caller,
+        pub app: App,
+    }
+    /// A token that may change `app`.
+    pub struct AppWrite {
+        pub caller: Caller,
+        pub app: App,
+    }
+    /// A publish or admin token.
+    pub struct Upload(pub Caller);
+    /// An admin token; with the app of the path, when the route names one.
+    pub struct Admin {
+        pub caller: Caller,
+        app: Option<App>,
+    }
+
+    impl Admin {
+        /// The app of the path.
+        pub fn app(&self) -> Result<&App, ApiError> {
+            self.app
+                .as_ref()
+                .ok_or_else(|| ApiError::internal("a route's access", &"an admin route without {slug}"))
+        }
+    }
+
+    fn granted(parts: &mut Parts) -> Result<Granted, ApiError> {
+        parts
+            .extensions
+            .remove::<Granted>()
+            .ok_or_else(|| ApiError::internal("a route's access", &"the route has no gate"))
+    }
+
+    fn with_app(parts: &mut Parts) -> Result<(Caller, App), ApiError> {
+        let Granted { caller, app } = granted(parts)?;
+        let app = app.ok_or_else(|| ApiError::internal("a route's access", &"an app route without {slug}"))?;
+        Ok((caller, app))
+    }
+
+    impl<S: Send + Sync> FromRequestParts<S> for Public {
+        type Rejection = ApiError;
+        async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, ApiError> {
+            Ok(Public)
+        }
+    }
+
+    impl<S: Send + Sync> FromRequestParts<S> for AnyToken {
+        type Rejection = ApiError;
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+            Ok(AnyToken(granted(parts)?.caller))
+        }
+    }
+
+    impl<S: Send + Sync> FromRequestParts<S> for AppRead {
+        type Rejection = ApiError;
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+            let (caller, app) = with_app(parts)?;
+            Ok(AppRead { caller, app })
+        }
+    }
+
+    impl<S: Send + Sync> FromRequestParts<S> for AppWrite {
+        type Rejection = ApiError;
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+            let (caller, app) = with_app(parts)?;
+            Ok(AppWrite { caller, app })
+        }
+    }
+
+    impl<S: Send + Sync> FromRequestParts<S> for Upload {
+        type Rejection = ApiError;
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+            Ok(Upload(granted(parts)?.caller))
+        }
+    }
+
+    impl<S: Send + Sync> FromRequestParts<S> for Admin {
+        type Rejection = ApiError;
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+            let Granted { caller, app } = granted(parts)?;
+            Ok(Admin { caller, app })
+        }
+    }
+}
+
+/// Argument lists (as axum's [`Handler`] sees them: a marker, then the arguments) whose first
+/// argument is `G`.
+pub trait FirstArgument<G> {}
+
+macro_rules! first_argument {
+    ($($t:ident),*) => {
+        impl<M, G, $($t),*> FirstArgument<G> for (M, G, $($t),*) {}
+    };
+}
+
+first_argument!();
+first_argument!(T1);
+first_argument!(T1, T2);
+first_argument!(T1, T2, T3);
+first_argument!(T1, T2, T3, T4);
+first_argument!(T1, T2, T3, T4, T5);
+first_argument!(T1, T2, T3, T4, T5, T6);
+
+/// `handler`, if its first argument is the grant `G`; anything else does not compile.
+pub fn guarded<G, T, H>(handler: H) -> H
+where
+    H: Handler<T, AppState>,
+    T: FirstArgument<G>,
+{
+    handler
 }

@@ -7,40 +7,33 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use futures::StreamExt;
-use serde_json::json;
 
-use super::auth::Caller;
+use super::grant::{Admin, Upload};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
+use crate::service::blobs as service;
 use crate::state::AppState;
 
 /// Which of the given blobs the server does not have yet.
 pub async fn missing_blobs(
+    _: Upload,
     State(state): State<AppState>,
-    caller: Caller,
     ApiJson(body): ApiJson<MissingBlobsRequest>,
 ) -> Result<Json<MissingBlobsResponse>, ApiError> {
-    caller.uploader()?;
-    if body.hashes.len() > 10_000 {
-        return Err(ApiError::bad_request(
-            "too_many_hashes",
-            "ask about at most 10000 blobs at a time",
-        ));
-    }
     Ok(Json(MissingBlobsResponse {
-        missing: blobs::missing(&state.db, &body.hashes).await?,
+        missing: service::missing(&state, &body.hashes).await?,
     }))
 }
 
-/// Streams one blob in. The server re-hashes the bytes and refuses a mismatch.
+/// Streams one blob in. The server re-hashes the bytes and refuses a mismatch. Not a
+/// transaction and not audited: see `service::blobs` for why an upload needs neither.
 pub async fn upload_blob(
+    _: Upload,
     State(state): State<AppState>,
-    caller: Caller,
     ApiPath(hash): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<BlobInfo>), ApiError> {
-    caller.uploader()?;
     let hash = ContentHash::parse(&hash).map_err(|e| ApiError::bad_request("invalid_hash", e.to_string()))?;
     let max = state.config.max_upload_bytes;
     let declared = headers
@@ -123,39 +116,16 @@ async fn drain(stream: &mut axum::body::BodyDataStream, max: u64) {
 /// Removes blobs no update references and nobody touched for the grace period, and the partial
 /// files interrupted writes left that are older than it.
 pub async fn collect_garbage(
+    Admin { caller, .. }: Admin,
     State(state): State<AppState>,
-    caller: Caller,
     ApiJson(body): ApiJson<GcRequest>,
 ) -> Result<Json<GcResult>, ApiError> {
-    caller.admin()?;
-    let grace_ms = body
-        .grace_seconds
-        .unwrap_or(86_400)
-        .saturating_mul(1000)
-        .min(i64::MAX as u64) as i64;
-    let removed = blobs::collect_garbage(&state.db, grace_ms).await?;
-    for hash in &removed {
+    let collected = service::collect_garbage(&state, &caller.actor(), body.grace_seconds, |hash| {
         state.assets.forget(hash);
-        if let Err(e) = state.blobs.delete(hash).await {
-            // The record is gone, so the blob is unreachable; its bytes are left behind.
-            tracing::warn!(%hash, error = %e, "removing an unreferenced blob's bytes failed");
-        }
-    }
-    let leftovers_removed = state
-        .blobs
-        .remove_leftovers(std::time::Duration::from_millis(grace_ms as u64))
-        .await as u64;
-    caller
-        .audit(
-            &state,
-            None,
-            "gc",
-            "",
-            json!({"removed": removed.len(), "leftovers_removed": leftovers_removed, "grace_ms": grace_ms}),
-        )
-        .await;
+    })
+    .await?;
     Ok(Json(GcResult {
-        removed,
-        leftovers_removed,
+        removed: collected.removed,
+        leftovers_removed: collected.leftovers_removed,
     }))
 }

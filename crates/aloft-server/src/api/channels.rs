@@ -3,12 +3,12 @@ use aloft_store::db::channels::{self, Channel};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::json;
 
-use super::auth::{Caller, Need};
+use super::grant::{AppRead, AppWrite};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::service::channels as service;
+use crate::service::input::{branch_name, channel_name};
 use crate::state::AppState;
 
 pub fn channel_info(c: Channel) -> ChannelInfo {
@@ -23,11 +23,9 @@ pub fn channel_info(c: Channel) -> ChannelInfo {
 }
 
 pub async fn list_channels(
+    AppRead { app, .. }: AppRead,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(slug): ApiPath<String>,
 ) -> Result<Json<Vec<ChannelInfo>>, ApiError> {
-    let app = caller.app(&state, &slug, Need::Read).await?;
     Ok(Json(
         channels::list(&state.db, app.id)
             .await?
@@ -38,51 +36,31 @@ pub async fn list_channels(
 }
 
 pub async fn create_channel(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(slug): ApiPath<String>,
     ApiJson(req): ApiJson<CreateChannel>,
 ) -> Result<(StatusCode, Json<ChannelInfo>), ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let channel = service::create_channel(&state, &app, &req.name, req.branch.as_deref()).await?;
-    caller
-        .audit(
-            &state,
-            Some(&slug),
-            "channel.create",
-            &channel.name,
-            json!({"branch": channel.branch}),
-        )
-        .await;
+    let name = channel_name(&req.name)?;
+    let branch = req.branch.as_deref().map(branch_name).transpose()?;
+    let channel = service::create_channel(&state, &caller.actor(), &app, &name, branch.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(channel_info(channel))))
 }
 
 pub async fn edit_channel(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, name)): ApiPath<(String, String)>,
+    ApiPath((_, name)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<EditChannel>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let channel = service::edit_channel(&state, &app, &name, &req.branch).await?;
-    caller
-        .audit(
-            &state,
-            Some(&slug),
-            "channel.edit",
-            &name,
-            json!({"branch": req.branch}),
-        )
-        .await;
+    let (name, branch) = (channel_name(&name)?, branch_name(&req.branch)?);
+    let channel = service::edit_channel(&state, &caller.actor(), &app, &name, &branch).await?;
     Ok(Json(channel_info(channel)))
 }
 
 pub async fn list_branches(
+    AppRead { app, .. }: AppRead,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(slug): ApiPath<String>,
 ) -> Result<Json<Vec<BranchInfo>>, ApiError> {
-    let app = caller.app(&state, &slug, Need::Read).await?;
     Ok(Json(
         channels::list_branches(&state.db, app.id)
             .await?
@@ -98,28 +76,19 @@ pub async fn list_branches(
 }
 
 pub async fn create_branch(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(slug): ApiPath<String>,
     ApiJson(req): ApiJson<CreateBranch>,
 ) -> Result<StatusCode, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    service::create_branch(&state, &app, &req.name).await?;
-    caller
-        .audit(&state, Some(&slug), "branch.create", &req.name, json!({}))
-        .await;
+    service::create_branch(&state, &caller.actor(), &app, &branch_name(&req.name)?).await?;
     Ok(StatusCode::CREATED)
 }
 
 pub async fn delete_branch(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, name)): ApiPath<(String, String)>,
+    ApiPath((_, name)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    service::delete_branch(&state, &app, &name).await?;
-    caller
-        .audit(&state, Some(&slug), "branch.delete", &name, json!({}))
-        .await;
+    service::delete_branch(&state, &caller.actor(), &app, &branch_name(&name)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -19,7 +19,7 @@ use aloft_core::ContentHash;
 use aloft_core::time::Millis;
 use aloft_store::db::idempotency::{self, Claim, Stored};
 use axum::body::Body;
-use axum::extract::{FromRequestParts, OriginalUri, Request, State};
+use axum::extract::{OriginalUri, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -58,8 +58,8 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     if super::publish::prepare(request.uri()) {
         return next.run(request).await;
     }
-    let (mut parts, body) = request.into_parts();
-    let Ok(caller) = Caller::from_request_parts(&mut parts, &state).await else {
+    let (parts, body) = request.into_parts();
+    let Ok(caller) = Caller::authenticate(&parts, &state).await else {
         // The route refuses the caller itself, exactly as it would without a key.
         return next.run(Request::from_parts(parts, body)).await;
     };

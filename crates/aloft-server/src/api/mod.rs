@@ -1,6 +1,15 @@
 //! The management API under `/api/v1`. One table, [`endpoints`], lists every route with its
-//! handler and documentation; both the router and `/api/v1/openapi.json` are built from it, so
-//! the document cannot drift from the routes.
+//! handler, access class and documentation; the router, its access checks and
+//! `/api/v1/openapi.json` are all built from it, so neither the document nor the checks can
+//! drift from the routes.
+//!
+//! Access is enforced by construction. [`routes`] wraps each route in the gate of its declared
+//! [`Access`] (`auth::admit`, a route layer that authenticates, resolves the `{slug}` app and
+//! checks the scope before the handler's own extractors run), and the `endpoint!` macro accepts
+//! a handler only if its first argument is the grant of that same class (`auth::grant::AppWrite`
+//! for `AppWrite`, ...; checked at compile time by `auth::guarded`). A grant is made only from
+//! what the gate let through, so a handler can neither run unchecked nor assume more access than
+//! its row declares: there is no check to forget.
 
 mod apps;
 mod auth;
@@ -15,14 +24,14 @@ use aloft_core::api as body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::Method;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use crate::state::AppState;
 
-pub use auth::{Caller, Need};
+pub use auth::{Caller, Need, grant};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +76,10 @@ pub struct Endpoint {
     handler: MethodRouter<AppState>,
 }
 
+/// One row of the table. The handler must take the grant of `$access` first (see the module
+/// documentation); `layer:` adds a layer to its method router (the upload's body limit).
 macro_rules! endpoint {
-    ($method:ident $path:literal, $summary:literal, $access:ident, $handler:expr,
+    ($method:ident $path:literal, $summary:literal, $access:ident, $handler:expr $(, layer: $layer:expr)?,
      req: $req:expr, res: $res:expr, status: $status:literal $(, prepare: $prepare:literal)?
      $(, replays: $replays:literal)?) => {
         Endpoint {
@@ -81,7 +92,7 @@ macro_rules! endpoint {
             request: $req,
             response: $res,
             status: $status,
-            handler: $handler,
+            handler: on(MethodFilter::$method, auth::guarded::<grant::$access, _, _>($handler))$(.layer($layer))?,
         }
     };
 }
@@ -95,57 +106,65 @@ fn writes(method: &Method) -> bool {
 pub fn endpoints() -> Vec<Endpoint> {
     use body::*;
     vec![
-        endpoint!(GET "/openapi.json", "This document", Public, get(openapi_json), req: None, res: None, status: 200),
-        endpoint!(GET "/apps", "List the apps the token can see", AnyToken, get(apps::list_apps), req: None, res: json::<Vec<AppInfo>>(), status: 200),
-        endpoint!(POST "/apps", "Create an app (with channel and branch `production`)", Admin, post(apps::create_app), req: json::<CreateApp>(), res: json::<AppInfo>(), status: 201),
-        endpoint!(GET "/apps/{slug}", "Show an app and its manifest URL", AppRead, get(apps::show_app), req: None, res: json::<AppInfo>(), status: 200),
-        endpoint!(PUT "/apps/{slug}/signing-key", "Give the app a server-side signing key", Admin, put(apps::set_signing_key), req: json::<SetSigningKey>(), res: json::<AppInfo>(), status: 200),
-        endpoint!(DELETE "/apps/{slug}/signing-key", "Remove the app's server-side signing key", Admin, delete(apps::delete_signing_key), req: None, res: json::<AppInfo>(), status: 200),
-        endpoint!(POST "/apps/{slug}/publish", "Publish an update group (optionally as a rollout)", AppWrite, post(publish::publish), req: json::<PublishRequest>(), res: json::<Outcome>(), status: 201, prepare: true),
-        endpoint!(POST "/apps/{slug}/publish/check", "Whether a publish to this channel or branch, of these platforms and runtime versions, would be refused (as the publish would refuse it); changes nothing", AppWrite, post(publish::check_publish), req: json::<PublishCheckRequest>(), res: json::<PublishCheck>(), status: 200, replays: false),
-        endpoint!(GET "/apps/{slug}/groups", "List update groups, newest first (?branch= or ?channel=, ?limit=)", AppRead, get(updates::list_groups), req: None, res: json::<Vec<GroupInfo>>(), status: 200),
-        endpoint!(GET "/apps/{slug}/groups/{group}", "Show an update group", AppRead, get(updates::show_group), req: None, res: json::<GroupInfo>(), status: 200),
-        endpoint!(DELETE "/apps/{slug}/groups/{group}", "Delete a group that is no longer served", AppWrite, delete(publish::delete_group), req: None, res: None, status: 204),
-        endpoint!(POST "/apps/{slug}/groups/{group}/republish", "Republish a group: new ids and createdAt, same assets", AppWrite, post(publish::republish), req: json::<RepublishRequest>(), res: json::<Outcome>(), status: 201, prepare: true),
-        endpoint!(POST "/apps/{slug}/groups/{group}/disable", "Stop serving a group; re-serve the previous one if it was current", AppWrite, post(publish::disable_group), req: json::<SignedOperation>(), res: json::<Outcome>(), status: 200, prepare: true),
-        endpoint!(PUT "/apps/{slug}/groups/{group}/rollout", "Raise a group's rollout percentage", AppWrite, put(publish::set_rollout), req: json::<SetRollout>(), res: json::<Outcome>(), status: 200),
-        endpoint!(POST "/apps/{slug}/groups/{group}/rollout/complete", "Complete a rollout: every device gets the group", AppWrite, post(publish::complete_rollout), req: None, res: json::<Outcome>(), status: 200),
-        endpoint!(POST "/apps/{slug}/groups/{group}/rollout/revert", "Revert a rollout: withdraw the group, move devices back to the control", AppWrite, post(publish::revert_rollout), req: json::<SignedOperation>(), res: json::<Outcome>(), status: 200, prepare: true),
-        endpoint!(POST "/apps/{slug}/rollbacks", "Roll a channel back to its previous group, or to the embedded update", AppWrite, post(publish::rollback), req: json::<RollbackRequest>(), res: json::<Outcome>(), status: 201, prepare: true),
-        endpoint!(GET "/apps/{slug}/channels", "List channels", AppRead, get(channels::list_channels), req: None, res: json::<Vec<ChannelInfo>>(), status: 200),
-        endpoint!(POST "/apps/{slug}/channels", "Create a channel", AppWrite, post(channels::create_channel), req: json::<CreateChannel>(), res: json::<ChannelInfo>(), status: 201),
-        endpoint!(PUT "/apps/{slug}/channels/{channel}", "Point a channel at another branch", AppWrite, put(channels::edit_channel), req: json::<EditChannel>(), res: json::<ChannelInfo>(), status: 200),
-        endpoint!(POST "/apps/{slug}/channels/{channel}/rollout", "Start, raise, end or revert a channel's branch rollout", AppWrite, post(publish::channel_rollout), req: json::<ChannelRolloutRequest>(), res: json::<Outcome>(), status: 200, prepare: true),
-        endpoint!(GET "/apps/{slug}/branches", "List branches", AppRead, get(channels::list_branches), req: None, res: json::<Vec<BranchInfo>>(), status: 200),
-        endpoint!(POST "/apps/{slug}/branches", "Create a branch", AppWrite, post(channels::create_branch), req: json::<CreateBranch>(), res: None, status: 201),
-        endpoint!(DELETE "/apps/{slug}/branches/{branch}", "Delete a branch no channel uses, with its groups", AppWrite, delete(channels::delete_branch), req: None, res: None, status: 204),
+        endpoint!(GET "/openapi.json", "This document", Public, openapi_json, req: None, res: None, status: 200),
+        endpoint!(GET "/apps", "List the apps the token can see", AnyToken, apps::list_apps, req: None, res: json::<Vec<AppInfo>>(), status: 200),
+        endpoint!(POST "/apps", "Create an app (with channel and branch `production`)", Admin, apps::create_app, req: json::<CreateApp>(), res: json::<AppInfo>(), status: 201),
+        endpoint!(GET "/apps/{slug}", "Show an app and its manifest URL", AppRead, apps::show_app, req: None, res: json::<AppInfo>(), status: 200),
+        endpoint!(PUT "/apps/{slug}/signing-key", "Give the app a server-side signing key", Admin, apps::set_signing_key, req: json::<SetSigningKey>(), res: json::<AppInfo>(), status: 200),
+        endpoint!(DELETE "/apps/{slug}/signing-key", "Remove the app's server-side signing key", Admin, apps::delete_signing_key, req: None, res: json::<AppInfo>(), status: 200),
+        endpoint!(POST "/apps/{slug}/publish", "Publish an update group (optionally as a rollout)", AppWrite, publish::publish, req: json::<PublishRequest>(), res: json::<Outcome>(), status: 201, prepare: true),
+        endpoint!(POST "/apps/{slug}/publish/check", "Whether a publish to this channel or branch, of these platforms and runtime versions, would be refused (as the publish would refuse it); changes nothing", AppWrite, publish::check_publish, req: json::<PublishCheckRequest>(), res: json::<PublishCheck>(), status: 200, replays: false),
+        endpoint!(GET "/apps/{slug}/groups", "List update groups, newest first (?branch= or ?channel=, ?limit=)", AppRead, updates::list_groups, req: None, res: json::<Vec<GroupInfo>>(), status: 200),
+        endpoint!(GET "/apps/{slug}/groups/{group}", "Show an update group", AppRead, updates::show_group, req: None, res: json::<GroupInfo>(), status: 200),
+        endpoint!(DELETE "/apps/{slug}/groups/{group}", "Delete a group that is no longer served", AppWrite, publish::delete_group, req: None, res: None, status: 204),
+        endpoint!(POST "/apps/{slug}/groups/{group}/republish", "Republish a group: new ids and createdAt, same assets", AppWrite, publish::republish, req: json::<RepublishRequest>(), res: json::<Outcome>(), status: 201, prepare: true),
+        endpoint!(POST "/apps/{slug}/groups/{group}/disable", "Stop serving a group; re-serve the previous one if it was current", AppWrite, publish::disable_group, req: json::<SignedOperation>(), res: json::<Outcome>(), status: 200, prepare: true),
+        endpoint!(PUT "/apps/{slug}/groups/{group}/rollout", "Raise a group's rollout percentage", AppWrite, publish::set_rollout, req: json::<SetRollout>(), res: json::<Outcome>(), status: 200),
+        endpoint!(POST "/apps/{slug}/groups/{group}/rollout/complete", "Complete a rollout: every device gets the group", AppWrite, publish::complete_rollout, req: None, res: json::<Outcome>(), status: 200),
+        endpoint!(POST "/apps/{slug}/groups/{group}/rollout/revert", "Revert a rollout: withdraw the group, move devices back to the control", AppWrite, publish::revert_rollout, req: json::<SignedOperation>(), res: json::<Outcome>(), status: 200, prepare: true),
+        endpoint!(POST "/apps/{slug}/rollbacks", "Roll a channel back to its previous group, or to the embedded update", AppWrite, publish::rollback, req: json::<RollbackRequest>(), res: json::<Outcome>(), status: 201, prepare: true),
+        endpoint!(GET "/apps/{slug}/channels", "List channels", AppRead, channels::list_channels, req: None, res: json::<Vec<ChannelInfo>>(), status: 200),
+        endpoint!(POST "/apps/{slug}/channels", "Create a channel", AppWrite, channels::create_channel, req: json::<CreateChannel>(), res: json::<ChannelInfo>(), status: 201),
+        endpoint!(PUT "/apps/{slug}/channels/{channel}", "Point a channel at another branch", AppWrite, channels::edit_channel, req: json::<EditChannel>(), res: json::<ChannelInfo>(), status: 200),
+        endpoint!(POST "/apps/{slug}/channels/{channel}/rollout", "Start, raise, end or revert a channel's branch rollout", AppWrite, publish::channel_rollout, req: json::<ChannelRolloutRequest>(), res: json::<Outcome>(), status: 200, prepare: true),
+        endpoint!(GET "/apps/{slug}/branches", "List branches", AppRead, channels::list_branches, req: None, res: json::<Vec<BranchInfo>>(), status: 200),
+        endpoint!(POST "/apps/{slug}/branches", "Create a branch", AppWrite, channels::create_branch, req: json::<CreateBranch>(), res: None, status: 201),
+        endpoint!(DELETE "/apps/{slug}/branches/{branch}", "Delete a branch no channel uses, with its groups", AppWrite, channels::delete_branch, req: None, res: None, status: 204),
         // A question (that also marks the blobs as offered, which repeating does not change).
-        endpoint!(POST "/blobs/missing", "Which of these blobs the server lacks", Upload, post(blobs::missing_blobs), req: json::<MissingBlobsRequest>(), res: json::<MissingBlobsResponse>(), status: 200, replays: false),
+        endpoint!(POST "/blobs/missing", "Which of these blobs the server lacks", Upload, blobs::missing_blobs, req: json::<MissingBlobsRequest>(), res: json::<MissingBlobsResponse>(), status: 200, replays: false),
         // Uploads stream to disk under their own size limit; being content-addressed, they are
         // idempotent already, and are never held in memory to be recorded.
-        endpoint!(PUT "/blobs/{hash}", "Upload one blob; its bytes must hash to the name", Upload, put(blobs::upload_blob).layer(DefaultBodyLimit::disable()), req: None, res: json::<BlobInfo>(), status: 201, replays: false),
-        endpoint!(POST "/gc", "Remove blobs no update references, after a grace period", Admin, post(blobs::collect_garbage), req: json::<GcRequest>(), res: json::<GcResult>(), status: 200),
-        endpoint!(GET "/tokens", "List tokens", Admin, get(tokens::list_tokens), req: None, res: json::<Vec<TokenInfo>>(), status: 200),
+        endpoint!(PUT "/blobs/{hash}", "Upload one blob; its bytes must hash to the name", Upload, blobs::upload_blob, layer: DefaultBodyLimit::disable(), req: None, res: json::<BlobInfo>(), status: 201, replays: false),
+        endpoint!(POST "/gc", "Remove blobs no update references, after a grace period", Admin, blobs::collect_garbage, req: json::<GcRequest>(), res: json::<GcResult>(), status: 200),
+        endpoint!(GET "/tokens", "List tokens", Admin, tokens::list_tokens, req: None, res: json::<Vec<TokenInfo>>(), status: 200),
         // The answer holds the secret, which is never stored.
-        endpoint!(POST "/tokens", "Create a token (the secret is shown once)", Admin, post(tokens::create_token), req: json::<CreateToken>(), res: json::<CreatedToken>(), status: 201, replays: false),
-        endpoint!(DELETE "/tokens/{id}", "Revoke a token", Admin, delete(tokens::revoke_token), req: None, res: None, status: 204),
-        endpoint!(GET "/audit", "The audit log (?app= for one app, else admin only; ?limit=)", AnyToken, get(tokens::list_audit), req: None, res: json::<Vec<AuditEntry>>(), status: 200),
+        endpoint!(POST "/tokens", "Create a token (the secret is shown once)", Admin, tokens::create_token, req: json::<CreateToken>(), res: json::<CreatedToken>(), status: 201, replays: false),
+        endpoint!(DELETE "/tokens/{id}", "Revoke a token", Admin, tokens::revoke_token, req: None, res: None, status: 204),
+        endpoint!(GET "/audit", "The audit log (?app= for one app, else admin only; ?limit=)", AnyToken, tokens::list_audit, req: None, res: json::<Vec<AuditEntry>>(), status: 200),
     ]
 }
 
+/// The router of [`endpoints`]: each route behind the gate of its access class, and the routes
+/// that replay behind the idempotency guard, outside the gate (as a refused request is answered
+/// the same way on a retry).
 pub fn routes(state: &AppState) -> Router<AppState> {
     endpoints().into_iter().fold(Router::new(), |router, e| {
+        let gate = auth::Gate {
+            state: state.clone(),
+            access: e.access,
+            app_in_path: e.path.contains("{slug}"),
+        };
+        let handler = e.handler.route_layer(from_fn_with_state(gate, auth::admit));
         let handler = if e.replays {
-            e.handler
-                .route_layer(from_fn_with_state(state.clone(), idempotency::guard))
+            handler.route_layer(from_fn_with_state(state.clone(), idempotency::guard))
         } else {
-            e.handler
+            handler
         };
         router.route(e.path, handler)
     })
 }
 
-async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
+async fn openapi_json(_: grant::Public, State(state): State<AppState>) -> Json<Value> {
     Json(openapi(&state.config.public_url))
 }
 

@@ -3,9 +3,8 @@
 //! nothing, and `allow_unsigned` in its body, without which unsigned updates are refused on an
 //! app whose earlier updates were signed.
 
-use aloft_core::RuntimeVersion;
 use aloft_core::api::{
-    ChannelRolloutRequest, Outcome, PublishCheck, PublishCheckRequest, PublishRequest, RepublishRequest,
+    ChannelRolloutRequest, CommitInfo, PublishCheck, PublishCheckRequest, PublishRequest, RepublishRequest,
     RollbackRequest, SetRollout, SignedOperation,
 };
 use axum::Json;
@@ -15,17 +14,17 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::auth::{Caller, Need};
+use super::grant::AppWrite;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
-use crate::service::plan::{Finished, Intent};
-use crate::service::{channels, publish as publishing, release};
+use crate::service::operation::{Finished, Mode, Operation, Record};
+use crate::service::{Actor, channels, input, publish as publishing, release};
 use crate::state::AppState;
 
 /// What the request asks for: `?prepare` is a strict boolean (`true`/`1`, `false`/`0`, or bare
 /// for true). Anything else is refused before anything is done, so a mistyped dry run never
 /// stores an update.
-fn intent(uri: &Uri, allow_unsigned: bool) -> Result<Intent, ApiError> {
+fn mode(uri: &Uri, allow_unsigned: bool) -> Result<Mode, ApiError> {
     let mut prepare = None;
     for pair in uri.query().unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (name, value) = match pair.split_once('=') {
@@ -55,149 +54,116 @@ fn intent(uri: &Uri, allow_unsigned: bool) -> Result<Intent, ApiError> {
         }
         prepare = Some(parsed);
     }
-    Ok(Intent {
-        prepare: prepare.unwrap_or(false),
-        allow_unsigned,
+    Ok(match prepare {
+        Some(true) => Mode::Prepare,
+        _ => Mode::Commit { allow_unsigned },
     })
 }
 
 /// Whether the request asks only to prepare; a malformed `prepare` is not one (the operation
 /// refuses it).
 pub(super) fn prepare(uri: &Uri) -> bool {
-    intent(uri, false).is_ok_and(|i| i.prepare)
+    mode(uri, false).is_ok_and(|m| m == Mode::Prepare)
 }
 
 fn group_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found("group_not_found", "no update group with that id"))
 }
 
-/// Renders what an operation did, and records it.
-async fn respond(
-    state: &AppState,
-    caller: &Caller,
-    app: &str,
-    action: &str,
+/// An operation `by` asks for, recorded as `action` on `target` with `summary`.
+fn operation<'a>(
+    by: &'a Actor,
+    mode: Mode,
+    fixed: Option<&'a CommitInfo>,
+    action: &'static str,
     target: String,
     summary: String,
-    finished: Finished,
-) -> Response {
+) -> Operation<'a> {
+    Operation {
+        by,
+        mode,
+        fixed,
+        record: Record {
+            action,
+            target,
+            summary,
+        },
+    }
+}
+
+/// Renders what an operation did.
+fn respond(finished: Finished) -> Response {
     match finished {
         Finished::Prepared(prepared) => Json(prepared).into_response(),
-        Finished::Committed(published) => {
-            let details = json!({
-                "summary": summary,
-                "published_group": published.as_ref().map(|p| p.group_id),
-            });
-            caller.audit(state, Some(app), action, target, details).await;
-            let status = if published.is_some() {
+        Finished::Committed(outcome) => {
+            let status = if outcome.published.is_some() {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             };
-            (status, Json(Outcome { summary, published })).into_response()
+            (status, Json(outcome)).into_response()
         }
     }
 }
 
 pub async fn publish(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(slug): ApiPath<String>,
     uri: Uri,
     ApiJson(req): ApiJson<PublishRequest>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = publishing::publish(
-        &state,
-        &app,
-        &req,
-        intent(&uri, req.allow_unsigned)?,
-        &caller.token_name,
-    )
-    .await?;
     let target = req.channel.clone().or(req.branch.clone()).unwrap_or_default();
     let summary = match req.rollout_percentage.filter(|p| *p < 100) {
         Some(p) => format!("published to {target} as a {p}% rollout"),
         None => format!("published to {target}"),
     };
-    Ok(respond(&state, &caller, &slug, "publish", target, summary, finished).await)
+    let by = caller.actor();
+    let mode = mode(&uri, req.allow_unsigned)?;
+    let op = operation(&by, mode, req.commit.as_ref(), "publish", target, summary);
+    Ok(respond(publishing::publish(&state, &app, &req, op).await?))
 }
 
 /// Whether a publish to this target would be refused, before anything is uploaded; read-only,
 /// so not audited.
 pub async fn check_publish(
+    AppWrite { app, .. }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(slug): ApiPath<String>,
     ApiJson(req): ApiJson<PublishCheckRequest>,
 ) -> Result<Json<PublishCheck>, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let targets = req
+    // In the order the publish refuses them: runtime versions, platforms, then the target.
+    let updates = req
         .updates
         .iter()
-        .map(|u| {
-            RuntimeVersion::parse(u.runtime_version.as_str())
-                .map(|rv| (u.platform, rv))
-                .map_err(|e| ApiError::bad_request("invalid_runtime_version", e.to_string()))
-        })
+        .map(|u| input::runtime_version(&u.runtime_version).map(|rv| (u.platform, rv)))
         .collect::<Result<Vec<_>, _>>()?;
-    let branch = publishing::check_publish(
-        &state,
-        &app,
-        req.channel.as_deref(),
-        req.branch.as_deref(),
-        &targets,
-        req.force,
-    )
-    .await?;
+    let updates = publishing::Updates::new(updates)?;
+    let target = input::Target::parse(req.channel.as_deref(), req.branch.as_deref())?;
+    let branch = publishing::check_publish(&state, &app, &target, &updates, req.force).await?;
     Ok(Json(PublishCheck { branch }))
 }
 
 pub async fn republish(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, id)): ApiPath<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
     uri: Uri,
     ApiJson(req): ApiJson<RepublishRequest>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = publishing::republish(
-        &state,
-        &app,
-        group_id(&id)?,
-        &req,
-        intent(&uri, req.allow_unsigned)?,
-        &caller.token_name,
-    )
-    .await?;
-    Ok(respond(
-        &state,
-        &caller,
-        &slug,
-        "republish",
-        id.clone(),
-        format!("republished {id}"),
-        finished,
-    )
-    .await)
+    let group = group_id(&id)?;
+    let by = caller.actor();
+    let summary = format!("republished {id}");
+    let mode = mode(&uri, req.allow_unsigned)?;
+    let op = operation(&by, mode, req.commit.as_ref(), "republish", id, summary);
+    Ok(respond(publishing::republish(&state, &app, group, &req, op).await?))
 }
 
 pub async fn rollback(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(slug): ApiPath<String>,
     uri: Uri,
     ApiJson(req): ApiJson<RollbackRequest>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = release::rollback(
-        &state,
-        &app,
-        &req,
-        intent(&uri, req.allow_unsigned)?,
-        &caller.token_name,
-    )
-    .await?;
+    let mode = mode(&uri, req.allow_unsigned)?;
     let summary = if req.to_embedded {
         format!("channel {} rolled back to the embedded update", req.channel)
     } else {
@@ -208,129 +174,120 @@ pub async fn rollback(
     } else {
         "rollback"
     };
-    Ok(respond(&state, &caller, &slug, action, req.channel.clone(), summary, finished).await)
+    let by = caller.actor();
+    let runtime_version = req.runtime_version.as_deref().map(input::runtime_version).transpose()?;
+    let rollback = release::Rollback {
+        channel: input::channel_name(&req.channel)?,
+        to_embedded: req.to_embedded,
+        platform: req.platform,
+        runtime_version,
+        message: req.message.clone(),
+    };
+    let op = operation(&by, mode, req.commit.as_ref(), action, req.channel.clone(), summary);
+    Ok(respond(release::rollback(&state, &app, &rollback, op).await?))
 }
 
 pub async fn disable_group(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, id)): ApiPath<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
     uri: Uri,
     ApiJson(req): ApiJson<SignedOperation>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = release::disable(
-        &state,
-        &app,
-        group_id(&id)?,
-        &req,
-        intent(&uri, req.allow_unsigned)?,
-        &caller.token_name,
-    )
-    .await?;
-    Ok(respond(
-        &state,
-        &caller,
-        &slug,
-        "group.disable",
-        id.clone(),
-        format!("group {id} disabled"),
-        finished,
-    )
-    .await)
+    let group = group_id(&id)?;
+    let by = caller.actor();
+    let summary = format!("group {id} disabled");
+    let mode = mode(&uri, req.allow_unsigned)?;
+    let op = operation(&by, mode, req.commit.as_ref(), "group.disable", id, summary);
+    Ok(respond(release::disable(&state, &app, group, op).await?))
 }
 
 pub async fn set_rollout(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, id)): ApiPath<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<SetRollout>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = release::set_rollout(&state, &app, group_id(&id)?, req.percentage, &caller.token_name).await?;
+    let group = group_id(&id)?;
+    let by = caller.actor();
     let summary = format!("rollout of {id} set to {}%", req.percentage);
-    Ok(respond(&state, &caller, &slug, "rollout.set", id, summary, finished).await)
+    let percentage = input::Percentage::new(req.percentage)?;
+    let op = Operation::commit(
+        &by,
+        Record {
+            action: "rollout.set",
+            target: id,
+            summary,
+        },
+    );
+    Ok(respond(
+        release::set_rollout(&state, &app, group, percentage, op).await?,
+    ))
 }
 
 pub async fn complete_rollout(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, id)): ApiPath<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = release::complete_rollout(&state, &app, group_id(&id)?, &caller.token_name).await?;
-    Ok(respond(
-        &state,
-        &caller,
-        &slug,
-        "rollout.complete",
-        id.clone(),
-        format!("rollout of {id} completed"),
-        finished,
-    )
-    .await)
+    let group = group_id(&id)?;
+    let by = caller.actor();
+    let summary = format!("rollout of {id} completed");
+    let op = Operation::commit(
+        &by,
+        Record {
+            action: "rollout.complete",
+            target: id,
+            summary,
+        },
+    );
+    Ok(respond(release::complete_rollout(&state, &app, group, op).await?))
 }
 
 pub async fn revert_rollout(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, id)): ApiPath<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
     uri: Uri,
     ApiJson(req): ApiJson<SignedOperation>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = release::revert_rollout(
-        &state,
-        &app,
-        group_id(&id)?,
-        &req,
-        intent(&uri, req.allow_unsigned)?,
-        &caller.token_name,
-    )
-    .await?;
-    Ok(respond(
-        &state,
-        &caller,
-        &slug,
-        "rollout.revert",
-        id.clone(),
-        format!("rollout of {id} reverted"),
-        finished,
-    )
-    .await)
+    let group = group_id(&id)?;
+    let by = caller.actor();
+    let summary = format!("rollout of {id} reverted");
+    let mode = mode(&uri, req.allow_unsigned)?;
+    let op = operation(&by, mode, req.commit.as_ref(), "rollout.revert", id, summary);
+    Ok(respond(release::revert_rollout(&state, &app, group, op).await?))
 }
 
 pub async fn channel_rollout(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, name)): ApiPath<(String, String)>,
+    ApiPath((_, name)): ApiPath<(String, String)>,
     uri: Uri,
     ApiJson(req): ApiJson<ChannelRolloutRequest>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    let finished = channels::channel_rollout(
-        &state,
-        &app,
-        &name,
-        &req,
-        intent(&uri, req.allow_unsigned)?,
-        &caller.token_name,
-    )
-    .await?;
+    let mode = mode(&uri, req.allow_unsigned)?;
     let summary = format!(
         "channel {name}: branch rollout {}",
         serde_json::to_value(&req.action).unwrap_or_default()
     );
-    Ok(respond(&state, &caller, &slug, "channel.rollout", name, summary, finished).await)
+    let by = caller.actor();
+    let channel = input::channel_name(&name)?;
+    let op = operation(&by, mode, req.commit.as_ref(), "channel.rollout", name, summary);
+    Ok(respond(
+        channels::channel_rollout(&state, &app, &channel, &req, op).await?,
+    ))
 }
 
 pub async fn delete_group(
+    AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, id)): ApiPath<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let app = caller.app(&state, &slug, Need::Write).await?;
-    release::delete_group(&state, &app, group_id(&id)?).await?;
-    caller.audit(&state, Some(&slug), "group.delete", id, json!({})).await;
+    let group = group_id(&id)?;
+    let entry = caller
+        .actor()
+        .entry(Some(app.slug.as_str()), "group.delete", id, json!({}));
+    release::delete_group(&state, &app, group, entry).await?;
     Ok(StatusCode::NO_CONTENT)
 }

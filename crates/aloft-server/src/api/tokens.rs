@@ -1,4 +1,3 @@
-use aloft_core::AppSlug;
 use aloft_core::api::{AuditEntry, CreateToken, CreatedToken, TokenInfo};
 use aloft_core::time::Millis;
 use aloft_store::db::audit;
@@ -8,11 +7,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
 
-use super::auth::{Caller, Need};
+use super::Need;
+use super::grant::{Admin, AnyToken};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::service::tokens as service;
 use crate::state::AppState;
 
 pub fn token_info(t: Token) -> TokenInfo {
@@ -32,55 +32,20 @@ pub fn token_info(t: Token) -> TokenInfo {
     }
 }
 
-pub fn parse_scope(scope: &str, apps: &[String]) -> Result<Scope, ApiError> {
-    for app in apps {
-        AppSlug::parse(app.as_str()).map_err(|e| ApiError::bad_request("invalid_slug", e.to_string()))?;
-    }
-    match (scope, apps.is_empty()) {
-        ("admin", true) => Ok(Scope::Admin),
-        ("admin", false) => Err(ApiError::bad_request(
-            "invalid_scope",
-            "an admin token is for every app; give no apps",
-        )),
-        ("publish" | "read", true) => Err(ApiError::bad_request(
-            "invalid_scope",
-            "a publish or read token needs the apps it is for",
-        )),
-        ("publish", false) => Ok(Scope::Publish(apps.to_vec())),
-        ("read", false) => Ok(Scope::Read(apps.to_vec())),
-        (other, _) => Err(ApiError::bad_request(
-            "invalid_scope",
-            format!("scope {other:?} is not admin, publish or read"),
-        )),
-    }
-}
-
 pub async fn create_token(
+    Admin { caller, .. }: Admin,
     State(state): State<AppState>,
-    caller: Caller,
     ApiJson(req): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    caller.admin()?;
-    if req.name.trim().is_empty() || req.name.len() > 100 {
-        return Err(ApiError::bad_request(
-            "invalid_name",
-            "a token name is 1-100 characters",
-        ));
-    }
-    let scope = parse_scope(&req.scope, &req.apps)?;
-    let expires = req
-        .expires_in_days
-        .map(|d| Millis(Millis::now().0 + i64::from(d) * 86_400_000));
-    let (token, secret) = tokens::create(&state.db, &req.name, &scope, expires).await?;
-    caller
-        .audit(
-            &state,
-            None,
-            "token.create",
-            format!("{}", token.id),
-            json!({"name": req.name, "scope": req.scope, "apps": req.apps}),
-        )
-        .await;
+    let (token, secret) = service::create_token(
+        &state,
+        &caller.actor(),
+        &req.name,
+        &req.scope,
+        &req.apps,
+        req.expires_in_days,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -90,8 +55,7 @@ pub async fn create_token(
     ))
 }
 
-pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<TokenInfo>>, ApiError> {
-    caller.admin()?;
+pub async fn list_tokens(_: Admin, State(state): State<AppState>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     Ok(Json(
         tokens::list(&state.db).await?.into_iter().map(token_info).collect(),
     ))
@@ -104,15 +68,11 @@ pub struct TokenPath {
 }
 
 pub async fn revoke_token(
+    Admin { caller, .. }: Admin,
     State(state): State<AppState>,
-    caller: Caller,
     ApiPath(TokenPath { id }): ApiPath<TokenPath>,
 ) -> Result<StatusCode, ApiError> {
-    caller.admin()?;
-    tokens::revoke(&state.db, id).await?;
-    caller
-        .audit(&state, None, "token.revoke", id.to_string(), json!({}))
-        .await;
+    service::revoke_token(&state, &caller.actor(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -125,8 +85,8 @@ pub struct AuditQuery {
 
 /// The audit log: of one app (for anyone who may read it), or of everything (admin).
 pub async fn list_audit(
+    AnyToken(caller): AnyToken,
     State(state): State<AppState>,
-    caller: Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     match &q.app {

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::auth::{Caller, Need};
+use super::grant::AppRead;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
@@ -45,12 +45,10 @@ pub struct ListQuery {
 
 /// Update groups, newest first; of a branch, or of the branch a channel points at.
 pub async fn list_groups(
+    AppRead { app, .. }: AppRead,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(slug): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<GroupInfo>>, ApiError> {
-    let app = caller.app(&state, &slug, Need::Read).await?;
     let mut conn = state.db.conn().await?;
     let branch_id = match (&q.branch, &q.channel) {
         (Some(_), Some(_)) => {
@@ -69,11 +67,10 @@ pub async fn list_groups(
 }
 
 pub async fn show_group(
+    AppRead { app, .. }: AppRead,
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((slug, id)): ApiPath<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
 ) -> Result<Json<GroupInfo>, ApiError> {
-    let app = caller.app(&state, &slug, Need::Read).await?;
     let id =
         Uuid::parse_str(&id).map_err(|_| ApiError::not_found("group_not_found", "no update group with that id"))?;
     let mut conn = state.db.conn().await?;

@@ -4,45 +4,51 @@ use aloft_core::api::{ChannelRolloutAction, ChannelRolloutRequest};
 use aloft_core::{BranchName, ChannelName, rollout};
 use aloft_store::db::apps::App;
 use aloft_store::db::channels::{self, Channel};
-use axum::http::StatusCode;
+use serde_json::json;
 
-use super::plan::{self, Finished, Ids, Intent};
-use super::{Change, release};
-use crate::error::ApiError;
+use super::Error;
+use super::input::{Percentage, branch_name};
+use super::operation::{self, Finished, Ids, Operation};
+use super::{Actor, Change, release};
 use crate::state::AppState;
 use aloft_store::db::updates;
 
-fn channel_name(name: &str) -> Result<ChannelName, ApiError> {
-    ChannelName::parse(name).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))
-}
-
-pub fn branch_name(name: &str) -> Result<BranchName, ApiError> {
-    BranchName::parse(name).map_err(|e| ApiError::bad_request("invalid_branch", e.to_string()))
-}
-
 pub async fn create_channel(
     state: &AppState,
+    by: &Actor,
     app: &App,
-    name: &str,
-    branch: Option<&str>,
-) -> Result<Channel, ApiError> {
-    let name = channel_name(name)?;
-    let branch = branch_name(branch.unwrap_or(name.as_str()))?;
+    name: &ChannelName,
+    branch: Option<&BranchName>,
+) -> Result<Channel, Error> {
+    // By default, a branch of the channel's name (the two kinds of name follow the same rule).
+    let branch = match branch {
+        Some(b) => b.clone(),
+        None => branch_name(name.as_str())?,
+    };
     let mut change = Change::begin(state).await?;
     let channel = channels::create(&mut change.tx, app.id, name.as_str(), branch.as_str()).await?;
-    change.commit(state, app.id).await?;
+    let entry = by.entry(
+        Some(app.slug.as_str()),
+        "channel.create",
+        &channel.name,
+        json!({"branch": channel.branch}),
+    );
+    change.commit(state, app.id, entry).await?;
     Ok(channel)
 }
 
 /// Points a channel at another branch: instant, nothing is republished.
-pub async fn edit_channel(state: &AppState, app: &App, name: &str, branch: &str) -> Result<Channel, ApiError> {
-    let name = channel_name(name)?;
-    let branch = branch_name(branch)?;
+pub async fn edit_channel(
+    state: &AppState,
+    by: &Actor,
+    app: &App,
+    name: &ChannelName,
+    branch: &BranchName,
+) -> Result<Channel, Error> {
     let mut change = Change::begin(state).await?;
     let channel = channels::get(&mut change.tx, app.id, name.as_str()).await?;
     if channel.rollout.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
+        return Err(Error::conflict(
             "channel_rollout_in_progress",
             "the channel is in a branch rollout; end or revert it first",
         ));
@@ -50,23 +56,29 @@ pub async fn edit_channel(state: &AppState, app: &App, name: &str, branch: &str)
     let branch_id = channels::branch_id(&mut change.tx, app.id, branch.as_str()).await?;
     channels::set_branch(&mut change.tx, channel.id, branch_id).await?;
     let channel = channels::get(&mut change.tx, app.id, name.as_str()).await?;
-    change.commit(state, app.id).await?;
+    let entry = by.entry(
+        Some(app.slug.as_str()),
+        "channel.edit",
+        name.as_str(),
+        json!({"branch": branch.as_str()}),
+    );
+    change.commit(state, app.id, entry).await?;
     Ok(channel)
 }
 
-pub async fn create_branch(state: &AppState, app: &App, name: &str) -> Result<(), ApiError> {
-    let name = branch_name(name)?;
+pub async fn create_branch(state: &AppState, by: &Actor, app: &App, name: &BranchName) -> Result<(), Error> {
     let mut change = Change::begin(state).await?;
     channels::create_branch(&mut change.tx, app.id, name.as_str()).await?;
-    change.commit(state, app.id).await?;
+    let entry = by.entry(Some(app.slug.as_str()), "branch.create", name.as_str(), json!({}));
+    change.commit(state, app.id, entry).await?;
     Ok(())
 }
 
-pub async fn delete_branch(state: &AppState, app: &App, name: &str) -> Result<(), ApiError> {
-    let name = branch_name(name)?;
+pub async fn delete_branch(state: &AppState, by: &Actor, app: &App, name: &BranchName) -> Result<(), Error> {
     let mut change = Change::begin(state).await?;
     channels::delete_branch(&mut change.tx, app.id, name.as_str()).await?;
-    change.commit(state, app.id).await?;
+    let entry = by.entry(Some(app.slug.as_str()), "branch.delete", name.as_str(), json!({}));
+    change.commit(state, app.id, entry).await?;
     Ok(())
 }
 
@@ -76,25 +88,18 @@ pub async fn delete_branch(state: &AppState, app: &App, name: &str) -> Result<()
 pub async fn channel_rollout(
     state: &AppState,
     app: &App,
-    name: &str,
+    name: &ChannelName,
     req: &ChannelRolloutRequest,
-    intent: Intent,
-    by: &str,
-) -> Result<Finished, ApiError> {
-    let name = channel_name(name)?;
+    op: Operation<'_>,
+) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     let channel = channels::get(&mut change.tx, app.id, name.as_str()).await?;
-    let conflict = |code: &'static str, m: String| ApiError::new(StatusCode::CONFLICT, code, m);
+    let conflict = |code: &'static str, m: String| Error::conflict(code, m);
     let mut plan = None;
     let ids;
     match &req.action {
         ChannelRolloutAction::Start { branch, percentage } => {
-            if *percentage > 100 {
-                return Err(ApiError::bad_request(
-                    "invalid_percentage",
-                    "a rollout percentage is 0 to 100",
-                ));
-            }
+            let percentage = Percentage::new(*percentage)?.get();
             if let Some(r) = &channel.rollout {
                 return Err(conflict(
                     "channel_rollout_in_progress",
@@ -104,7 +109,7 @@ pub async fn channel_rollout(
             let branch = branch_name(branch)?;
             let branch_id = channels::branch_id(&mut change.tx, app.id, branch.as_str()).await?;
             if branch_id == channel.branch_id {
-                return Err(ApiError::bad_request(
+                return Err(Error::invalid(
                     "same_branch",
                     "the channel already points at that branch",
                 ));
@@ -112,7 +117,7 @@ pub async fn channel_rollout(
             channels::set_rollout(
                 &mut change.tx,
                 channel.id,
-                Some((branch_id, *percentage, &rollout::new_salt())),
+                Some((branch_id, percentage, &rollout::new_salt())),
             )
             .await?;
             ids = Ids::fix(&mut change.tx, app.id, None).await?;
@@ -124,13 +129,8 @@ pub async fn channel_rollout(
                     "the channel has no branch rollout; start one with --branch".into(),
                 ));
             };
-            if *percentage > 100 {
-                return Err(ApiError::bad_request(
-                    "invalid_percentage",
-                    "a rollout percentage is 0 to 100",
-                ));
-            }
-            if *percentage < r.percentage {
+            let percentage = Percentage::new(*percentage)?.get();
+            if percentage < r.percentage {
                 return Err(conflict(
                     "rollout_cannot_shrink",
                     format!(
@@ -139,7 +139,7 @@ pub async fn channel_rollout(
                     ),
                 ));
             }
-            channels::set_rollout(&mut change.tx, channel.id, Some((r.branch_id, *percentage, &r.salt))).await?;
+            channels::set_rollout(&mut change.tx, channel.id, Some((r.branch_id, percentage, &r.salt))).await?;
             ids = Ids::fix(&mut change.tx, app.id, None).await?;
         }
         ChannelRolloutAction::End | ChannelRolloutAction::Revert => {
@@ -159,7 +159,7 @@ pub async fn channel_rollout(
                 channels::set_branch(&mut change.tx, channel.id, r.branch_id).await?;
             }
             channels::set_rollout(&mut change.tx, channel.id, None).await?;
-            ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
+            ids = Ids::fix(&mut change.tx, app.id, op.fixed).await?;
             // Per platform and runtime version: where the losing side's devices run something newer
             // than the winning side's newest, republish the winner's so they move.
             let winners = updates::served_updates(&mut change.tx, winner).await?;
@@ -172,9 +172,10 @@ pub async fn channel_rollout(
                 .collect();
             let verb = if promote { "Promote" } else { "Restore" };
             let message = format!("{verb} branch {winner_name:?} on channel {:?}", channel.name);
-            plan = plan::republish_updates_plan(state, &mut change.tx, &ids, &sources, winner, &winner_name, message)
-                .await?;
+            plan =
+                operation::republish_updates_plan(state, &mut change.tx, &ids, &sources, winner, &winner_name, message)
+                    .await?;
         }
     }
-    plan::finish(state, app, change, &ids, plan, intent, by).await
+    operation::finish(state, app, change, &ids, plan, op).await
 }

@@ -1,36 +1,92 @@
-//! Use-cases behind the management API, independent of HTTP extraction. Every change runs under
-//! the app-wide publish lock in one write transaction (see `plan`).
+//! Use-cases behind the management API, independent of HTTP extraction. Every change runs in one
+//! write transaction that also records its audit entry, so the entry exists exactly when the
+//! change does: per app under the app-wide publish lock ([`Change`], see `operation`), or for what
+//! belongs to no app's served state ([`Write`]: tokens, signing keys, a new app, `gc`).
 
+pub mod apps;
+pub mod blobs;
 pub mod channels;
-pub mod plan;
+pub(crate) mod error;
+pub mod input;
+pub mod operation;
 pub mod publish;
 pub mod release;
+pub mod tokens;
 
+use aloft_core::time::Millis;
 use aloft_store::db::WriteTx;
+use aloft_store::db::audit;
+use serde_json::Value;
 use tokio::sync::OwnedMutexGuard;
 
-use crate::error::ApiError;
 use crate::state::AppState;
 
-/// A change in progress: the publish lock and an open write transaction.
+pub use error::Error;
+
+/// Who makes a change: named in the audit log, and as the publisher of the groups it stores.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub token_id: i64,
+    pub token_name: String,
+    /// Where the request came from, as the audit log shows it.
+    pub remote: String,
+}
+
+impl Actor {
+    /// The audit entry of a change this actor makes now.
+    pub fn entry(&self, app: Option<&str>, action: &str, target: impl Into<String>, details: Value) -> audit::Entry {
+        audit::Entry {
+            at: Millis::now(),
+            actor: format!("{} (token {})", self.token_name, self.token_id),
+            app: app.map(str::to_owned),
+            action: action.to_owned(),
+            target: target.into(),
+            details,
+            remote: self.remote.clone(),
+        }
+    }
+}
+
+/// A change to an app in progress: the publish lock and an open write transaction.
 pub struct Change {
     _guard: OwnedMutexGuard<()>,
     pub tx: WriteTx,
 }
 
 impl Change {
-    pub async fn begin(state: &AppState) -> Result<Self, ApiError> {
+    pub async fn begin(state: &AppState) -> Result<Self, Error> {
         let guard = state.publish_lock.clone().lock_owned().await;
         let tx = state.db.begin_write().await?;
         Ok(Self { _guard: guard, tx })
     }
 
-    /// Bumps the app's revision (so other replicas notice), commits, and refreshes what this
-    /// replica serves.
-    pub async fn commit(mut self, state: &AppState, app_id: i64) -> Result<(), ApiError> {
+    /// Records `entry`, bumps the app's revision (so other replicas notice), commits, and
+    /// refreshes what this replica serves.
+    pub async fn commit(mut self, state: &AppState, app_id: i64, entry: audit::Entry) -> Result<(), Error> {
+        audit::record(&mut self.tx, &entry).await?;
         aloft_store::db::apps::bump_revision(&mut self.tx, app_id).await?;
         self.tx.commit().await.map_err(aloft_store::DbError::from)?;
         state.served.refresh(&state.db, app_id).await?;
+        Ok(())
+    }
+}
+
+/// A change outside any app's served state: a write transaction, committed with its audit entry.
+pub struct Write {
+    pub tx: WriteTx,
+}
+
+impl Write {
+    pub async fn begin(state: &AppState) -> Result<Self, Error> {
+        Ok(Self {
+            tx: state.db.begin_write().await?,
+        })
+    }
+
+    /// Records `entry` and commits.
+    pub async fn commit(mut self, entry: audit::Entry) -> Result<(), Error> {
+        audit::record(&mut self.tx, &entry).await?;
+        self.tx.commit().await.map_err(aloft_store::DbError::from)?;
         Ok(())
     }
 }

@@ -4,35 +4,28 @@ use std::collections::BTreeSet;
 
 use aloft_core::api::{FileRef, PlatformUpdate, PublishRequest, RepublishRequest};
 use aloft_core::manifest::AssetRef;
-use aloft_core::{BranchName, ChannelName, ContentHash, Platform, RuntimeVersion, content_type, rollout};
+use aloft_core::{ContentHash, Platform, RuntimeVersion, content_type, rollout};
 use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
 use aloft_store::db::updates::{self, GroupKind, RolloutSpec};
 use aloft_store::db::{blobs, channels};
-use axum::http::StatusCode;
 use uuid::Uuid;
 
 use super::Change;
-use super::plan::{self, Finished, Ids, Intent, ManifestParts, Plan};
+use super::Error;
+use super::input::{self, Percentage, Target};
+use super::operation::{self, Finished, Ids, ManifestParts, Operation, Plan};
 use super::release::{self, Key};
-use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The branch a publish lands on: the channel's (a new channel gets a branch of its own name),
 /// or the named branch (created if new).
-pub async fn resolve_target(
-    conn: &mut SqliteConnection,
-    app: &App,
-    channel: Option<&str>,
-    branch: Option<&str>,
-) -> Result<(i64, String), ApiError> {
-    match (channel, branch) {
-        (Some(c), None) => {
-            let c = ChannelName::parse(c).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
+pub async fn resolve_target(conn: &mut SqliteConnection, app: &App, target: &Target) -> Result<(i64, String), Error> {
+    match target {
+        Target::Channel(c) => {
             let channel = channels::ensure_channel(conn, app.id, c.as_str()).await?;
             if let Some(r) = &channel.rollout {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
+                return Err(Error::conflict(
                     "channel_rollout_in_progress",
                     format!(
                         "channel {:?} is rolling out branch {:?} to {}% of devices; publish to a branch with --branch, \
@@ -43,15 +36,10 @@ pub async fn resolve_target(
             }
             Ok((channel.branch_id, channel.branch))
         }
-        (None, Some(b)) => {
-            let b = BranchName::parse(b).map_err(|e| ApiError::bad_request("invalid_branch", e.to_string()))?;
+        Target::Branch(b) => {
             let id = channels::ensure_branch(conn, app.id, b.as_str(), aloft_core::time::Millis::now()).await?;
             Ok((id, b.to_string()))
         }
-        _ => Err(ApiError::bad_request(
-            "invalid_target",
-            "give exactly one of channel or branch",
-        )),
     }
 }
 
@@ -65,14 +53,13 @@ pub async fn check_rollout(
     branch: &str,
     keys: &BTreeSet<Key>,
     force: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let Some(release::Blocking { groups, what }) = release::blocking_rollouts(conn, branch_id, keys).await? else {
         return Ok(());
     };
     if !force {
         let group = groups[0];
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
+        return Err(Error::conflict(
             "rollout_in_progress",
             format!(
                 "branch {branch:?} has a rollout in progress for the same platform and runtime version: {what}; \
@@ -87,10 +74,9 @@ pub async fn check_rollout(
     Ok(())
 }
 
-/// What a publish of `targets` (platform, runtime version) to `channel` or `branch` would be
-/// refused for because of where it goes, found without changing anything, so that the CLI can
-/// ask before it uploads a file: an invalid channel or branch name, a channel rollout, a group
-/// rollout in progress (unless forced). Answers the branch the publish would land on.
+/// What a publish of `updates` to `target` would be refused for because of where it goes, found without changing anything, so that the CLI can
+/// ask before it uploads a file: a channel rollout, a group rollout in progress (unless forced).
+/// The names were checked as the publish checks them when `target` was parsed. Answers the branch the publish would land on.
 ///
 /// It runs the publish's own steps, [`resolve_target`] and [`check_rollout`], in a transaction
 /// that is rolled back (as `?prepare=true` does), so its answer is the publish's: same status,
@@ -99,35 +85,23 @@ pub async fn check_rollout(
 pub async fn check_publish(
     state: &AppState,
     app: &App,
-    channel: Option<&str>,
-    branch: Option<&str>,
-    targets: &[(Platform, RuntimeVersion)],
+    target: &Target,
+    updates: &Updates,
     force: bool,
-) -> Result<String, ApiError> {
-    one_update_per_platform(targets.iter().map(|(p, _)| *p))?;
+) -> Result<String, Error> {
     let mut change = Change::begin(state).await?;
-    let (branch_id, branch) = resolve_target(&mut change.tx, app, channel, branch).await?;
-    let keys = targets.iter().cloned().collect();
+    let (branch_id, branch) = resolve_target(&mut change.tx, app, target).await?;
+    let keys = updates.0.iter().cloned().collect();
     check_rollout(&mut change.tx, branch_id, &branch, &keys, force).await?;
     // Dropping the transaction rolls it back.
     drop(change);
     Ok(branch)
 }
 
-fn check_percentage(p: u8) -> Result<u8, ApiError> {
-    if p > 100 {
-        return Err(ApiError::bad_request(
-            "invalid_percentage",
-            "a rollout percentage is 0 to 100",
-        ));
-    }
-    Ok(p)
-}
-
-async fn asset_ref(state: &AppState, file: &FileRef) -> Result<AssetRef, ApiError> {
+async fn asset_ref(state: &AppState, file: &FileRef) -> Result<AssetRef, Error> {
     let ext = file.ext.trim_start_matches('.');
     if !content_type::is_valid_extension(ext) {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "invalid_extension",
             format!(
                 "extension {:?} of blob {} must be 1-16 letters or digits",
@@ -136,7 +110,7 @@ async fn asset_ref(state: &AppState, file: &FileRef) -> Result<AssetRef, ApiErro
         ));
     }
     let record = blobs::get(&state.db, &file.hash).await?.ok_or_else(|| {
-        ApiError::bad_request(
+        Error::invalid(
             "missing_blob",
             format!(
                 "blob {} has not been uploaded; upload it with PUT /api/v1/blobs/{} first",
@@ -151,17 +125,25 @@ async fn asset_ref(state: &AppState, file: &FileRef) -> Result<AssetRef, ApiErro
     })
 }
 
+/// What one publish updates, each a platform and runtime version: at least one platform, each
+/// at most once.
+pub struct Updates(Vec<Key>);
+
+impl Updates {
+    pub fn new(updates: Vec<Key>) -> Result<Self, Error> {
+        one_update_per_platform(updates.iter().map(|(p, _)| *p))?;
+        Ok(Self(updates))
+    }
+}
+
 /// A publish has at least one platform, each at most once.
-fn one_update_per_platform(platforms: impl ExactSizeIterator<Item = Platform>) -> Result<(), ApiError> {
+fn one_update_per_platform(platforms: impl ExactSizeIterator<Item = Platform>) -> Result<(), Error> {
     let count = platforms.len();
     if count == 0 {
-        return Err(ApiError::bad_request(
-            "no_updates",
-            "a publish needs at least one platform",
-        ));
+        return Err(Error::invalid("no_updates", "a publish needs at least one platform"));
     }
     if platforms.collect::<BTreeSet<Platform>>().len() != count {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "duplicate_platform",
             "each platform may appear once per publish",
         ));
@@ -174,16 +156,16 @@ struct Checked {
     updates: Vec<(Platform, RuntimeVersion, AssetRef, Vec<AssetRef>)>,
 }
 
-async fn check_request(state: &AppState, req: &PublishRequest) -> Result<Checked, ApiError> {
+async fn check_request(state: &AppState, req: &PublishRequest) -> Result<Checked, Error> {
     one_update_per_platform(req.updates.iter().map(|u| u.platform))?;
     if req.expo_client.as_ref().is_some_and(|v| !v.is_object()) {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "invalid_expo_client",
             "expo_client must be a JSON object (the public app config)",
         ));
     }
     if let Some(p) = req.rollout_percentage {
-        check_percentage(p)?;
+        Percentage::new(p)?;
     }
     let mut out = Vec::new();
     for PlatformUpdate {
@@ -193,8 +175,7 @@ async fn check_request(state: &AppState, req: &PublishRequest) -> Result<Checked
         assets,
     } in &req.updates
     {
-        let rv = RuntimeVersion::parse(runtime_version.as_str())
-            .map_err(|e| ApiError::bad_request("invalid_runtime_version", e.to_string()))?;
+        let rv = input::runtime_version(runtime_version)?;
         let launch = asset_ref(state, launch_asset).await?;
         let mut refs = Vec::with_capacity(assets.len());
         let mut seen: BTreeSet<ContentHash> = BTreeSet::new();
@@ -210,23 +191,17 @@ async fn check_request(state: &AppState, req: &PublishRequest) -> Result<Checked
     Ok(Checked { updates: out })
 }
 
-pub async fn publish(
-    state: &AppState,
-    app: &App,
-    req: &PublishRequest,
-    intent: Intent,
-    published_by: &str,
-) -> Result<Finished, ApiError> {
+pub async fn publish(state: &AppState, app: &App, req: &PublishRequest, op: Operation<'_>) -> Result<Finished, Error> {
     let checked = check_request(state, req).await?;
     let mut change = Change::begin(state).await?;
-    let (branch_id, branch) =
-        resolve_target(&mut change.tx, app, req.channel.as_deref(), req.branch.as_deref()).await?;
+    let target = Target::parse(req.channel.as_deref(), req.branch.as_deref())?;
+    let (branch_id, branch) = resolve_target(&mut change.tx, app, &target).await?;
     let keys = checked.updates.iter().map(|(p, rv, _, _)| (*p, rv.clone())).collect();
     check_rollout(&mut change.tx, branch_id, &branch, &keys, req.force).await?;
-    let ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
+    let ids = Ids::fix(&mut change.tx, app.id, op.fixed).await?;
     let mut planned = Vec::new();
     for (platform, rv, launch, assets) in &checked.updates {
-        planned.push(plan::manifest_update(
+        planned.push(operation::manifest_update(
             state,
             &ids,
             *platform,
@@ -256,7 +231,7 @@ pub async fn publish(
         republished_from: None,
         updates: planned,
     };
-    plan::finish(state, app, change, &ids, Some(plan), intent, published_by).await
+    operation::finish(state, app, change, &ids, Some(plan), op).await
 }
 
 pub async fn republish(
@@ -264,21 +239,19 @@ pub async fn republish(
     app: &App,
     group_id: Uuid,
     req: &RepublishRequest,
-    intent: Intent,
-    published_by: &str,
-) -> Result<Finished, ApiError> {
+    op: Operation<'_>,
+) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     let source = updates::group(&mut change.tx, app.id, group_id).await?;
     if source.rollout.is_some() && source.is_served() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
+        return Err(Error::conflict(
             "group_in_rollout",
             "this group is being rolled out; complete or revert the rollout before republishing it",
         ));
     }
     let (branch_id, branch) = match (&req.channel, &req.branch) {
         (None, None) => (source.branch_id, source.branch.clone()),
-        (c, b) => resolve_target(&mut change.tx, app, c.as_deref(), b.as_deref()).await?,
+        (c, b) => resolve_target(&mut change.tx, app, &Target::parse(c.as_deref(), b.as_deref())?).await?,
     };
     let keys = source
         .updates
@@ -286,11 +259,11 @@ pub async fn republish(
         .map(|u| (u.platform, u.runtime_version.clone()))
         .collect();
     check_rollout(&mut change.tx, branch_id, &branch, &keys, false).await?;
-    let ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
+    let ids = Ids::fix(&mut change.tx, app.id, op.fixed).await?;
     let message = req
         .message
         .clone()
         .unwrap_or_else(|| format!("Republish of {}: {}", source.id, source.message));
-    let plan = plan::republish_plan(state, &mut change.tx, &ids, &source, branch_id, &branch, message).await?;
-    plan::finish(state, app, change, &ids, Some(plan), intent, published_by).await
+    let plan = operation::republish_plan(state, &mut change.tx, &ids, &source, branch_id, &branch, message).await?;
+    operation::finish(state, app, change, &ids, Some(plan), op).await
 }

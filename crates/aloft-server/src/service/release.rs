@@ -4,28 +4,27 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aloft_core::api::{RollbackRequest, SignedOperation};
 use aloft_core::{ChannelName, Platform, RuntimeVersion};
 use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
+use aloft_store::db::audit;
 use aloft_store::db::channels;
 use aloft_store::db::updates::{self, BodyKind, Group, GroupKind, UpdateRef};
-use axum::http::StatusCode;
 use uuid::Uuid;
 
 use super::Change;
-use super::plan::{self, Finished, Ids, Intent, Plan};
-use crate::error::ApiError;
+use super::Error;
+use super::input::Percentage;
+use super::operation::{self, Finished, Ids, Operation, Plan};
 use crate::state::AppState;
 
-fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, code, message)
+fn conflict(code: &'static str, message: impl Into<String>) -> Error {
+    Error::conflict(code, message)
 }
 
 /// The branch a channel serves, refusing while a branch rollout splits it.
-async fn channel_branch(conn: &mut SqliteConnection, app: &App, channel: &str) -> Result<(i64, String), ApiError> {
-    let name = ChannelName::parse(channel).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
-    let channel = channels::get(conn, app.id, name.as_str()).await?;
+async fn channel_branch(conn: &mut SqliteConnection, app: &App, channel: &ChannelName) -> Result<(i64, String), Error> {
+    let channel = channels::get(conn, app.id, channel.as_str()).await?;
     if let Some(r) = &channel.rollout {
         return Err(conflict(
             "channel_rollout_in_progress",
@@ -56,7 +55,7 @@ pub async fn blocking_rollouts(
     conn: &mut SqliteConnection,
     branch_id: i64,
     keys: &BTreeSet<Key>,
-) -> Result<Option<Blocking>, ApiError> {
+) -> Result<Option<Blocking>, Error> {
     let mut groups: Vec<(Uuid, Vec<String>)> = Vec::new();
     for (group, platform, rv) in updates::active_rollouts(conn, branch_id).await? {
         if !keys.contains(&(platform, rv.clone())) {
@@ -88,7 +87,7 @@ async fn refuse_active_rollout(
     branch_id: i64,
     branch: &str,
     keys: &BTreeSet<Key>,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     if let Some(Blocking { groups, what }) = blocking_rollouts(conn, branch_id, keys).await? {
         let group = groups[0];
         return Err(conflict(
@@ -102,34 +101,33 @@ async fn refuse_active_rollout(
     Ok(())
 }
 
-/// The optional platform and runtime-version filters of a rollback.
-fn rollback_filter(req: &RollbackRequest) -> Result<(Vec<Platform>, Option<RuntimeVersion>), ApiError> {
-    let platforms = match req.platform {
-        Some(p) => vec![p],
-        None => Platform::ALL.to_vec(),
-    };
-    let rv = req
-        .runtime_version
-        .as_deref()
-        .map(|rv| {
-            RuntimeVersion::parse(rv).map_err(|e| ApiError::bad_request("invalid_runtime_version", e.to_string()))
-        })
-        .transpose()?;
-    Ok((platforms, rv))
+/// A rollback of a channel, as asked for.
+pub struct Rollback {
+    pub channel: ChannelName,
+    /// To the build's embedded update instead of the previous group.
+    pub to_embedded: bool,
+    /// Only this platform (default: both).
+    pub platform: Option<Platform>,
+    /// Only this runtime version (default: every one the channel serves).
+    pub runtime_version: Option<RuntimeVersion>,
+    pub message: Option<String>,
+}
+
+impl Rollback {
+    fn platforms(&self) -> Vec<Platform> {
+        match self.platform {
+            Some(p) => vec![p],
+            None => Platform::ALL.to_vec(),
+        }
+    }
 }
 
 /// `aloft rollback --channel C`: republish the group before the one devices run now.
-pub async fn rollback(
-    state: &AppState,
-    app: &App,
-    req: &RollbackRequest,
-    intent: Intent,
-    by: &str,
-) -> Result<Finished, ApiError> {
+pub async fn rollback(state: &AppState, app: &App, req: &Rollback, op: Operation<'_>) -> Result<Finished, Error> {
     if req.to_embedded {
-        return rollback_to_embedded(state, app, req, intent, by).await;
+        return rollback_to_embedded(state, app, req, op).await;
     }
-    let (platforms, only_rv) = rollback_filter(req)?;
+    let (platforms, only_rv) = (req.platforms(), req.runtime_version.clone());
     let mut change = Change::begin(state).await?;
     let (branch_id, branch) = channel_branch(&mut change.tx, app, &req.channel).await?;
     // Per platform and runtime version (those asked for): withdraw what devices get now, and
@@ -161,13 +159,14 @@ pub async fn rollback(
             format!("branch {branch:?} has no earlier update; roll back to the embedded update with --to-embedded"),
         ));
     }
-    let ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
+    let ids = Ids::fix(&mut change.tx, app.id, op.fixed).await?;
     let message = req
         .message
         .clone()
         .unwrap_or_else(|| format!("Rollback of channel {}", req.channel));
-    let plan = plan::republish_updates_plan(state, &mut change.tx, &ids, &sources, branch_id, &branch, message).await?;
-    plan::finish(state, app, change, &ids, plan, intent, by).await
+    let plan =
+        operation::republish_updates_plan(state, &mut change.tx, &ids, &sources, branch_id, &branch, message).await?;
+    operation::finish(state, app, change, &ids, plan, op).await
 }
 
 /// Served updates of a branch by platform and runtime version, each list newest first.
@@ -184,11 +183,10 @@ pub fn by_key(served: &[UpdateRef]) -> BTreeMap<(Platform, RuntimeVersion), Vec<
 async fn rollback_to_embedded(
     state: &AppState,
     app: &App,
-    req: &RollbackRequest,
-    intent: Intent,
-    by: &str,
-) -> Result<Finished, ApiError> {
-    let (platforms, only_rv) = rollback_filter(req)?;
+    req: &Rollback,
+    op: Operation<'_>,
+) -> Result<Finished, Error> {
+    let (platforms, only_rv) = (req.platforms(), req.runtime_version.clone());
     let mut change = Change::begin(state).await?;
     let (branch_id, branch) = channel_branch(&mut change.tx, app, &req.channel).await?;
     let mut targets: BTreeSet<Key> = BTreeSet::new();
@@ -212,14 +210,14 @@ async fn rollback_to_embedded(
             "nothing_to_roll_back",
             format!(
                 "channel {:?} serves no update to roll back from; give --runtime-version",
-                req.channel
+                req.channel.as_str()
             ),
         ));
     }
-    let ids = Ids::fix(&mut change.tx, app.id, req.commit.as_ref()).await?;
+    let ids = Ids::fix(&mut change.tx, app.id, op.fixed).await?;
     let updates = targets
         .into_iter()
-        .map(|(p, rv)| plan::directive_update(&ids, p, rv))
+        .map(|(p, rv)| operation::directive_update(&ids, p, rv))
         .collect::<Result<Vec<_>, _>>()?;
     let plan = Plan {
         group_id: ids.group_id,
@@ -235,22 +233,19 @@ async fn rollback_to_embedded(
         republished_from: None,
         updates,
     };
-    plan::finish(state, app, change, &ids, Some(plan), intent, by).await
+    operation::finish(state, app, change, &ids, Some(plan), op).await
 }
 
 /// Stops serving `group` and, when it was what devices got, republishes the group before it so
 /// devices that already took it move off it (a device never goes back to an older `createdAt`).
-#[allow(clippy::too_many_arguments)] // the operation's inputs, passed through unchanged
 async fn withdraw(
     state: &AppState,
     app: &App,
     mut change: Change,
     group: Group,
     reason: &str,
-    commit: Option<&aloft_core::api::CommitInfo>,
-    intent: Intent,
-    by: &str,
-) -> Result<Finished, ApiError> {
+    op: Operation<'_>,
+) -> Result<Finished, Error> {
     // For each platform and runtime version where the group is what devices get, republish the
     // newest earlier update with other content.
     let served = updates::served_updates(&mut change.tx, group.branch_id).await?;
@@ -268,9 +263,9 @@ async fn withdraw(
         }
     }
     updates::disable(&mut change.tx, group.id, reason).await?;
-    let ids = Ids::fix(&mut change.tx, app.id, commit).await?;
+    let ids = Ids::fix(&mut change.tx, app.id, op.fixed).await?;
     let message = format!("Re-serve the previous updates after withdrawing {}", group.id);
-    let plan = plan::republish_updates_plan(
+    let plan = operation::republish_updates_plan(
         state,
         &mut change.tx,
         &ids,
@@ -280,24 +275,17 @@ async fn withdraw(
         message,
     )
     .await?;
-    plan::finish(state, app, change, &ids, plan, intent, by).await
+    operation::finish(state, app, change, &ids, plan, op).await
 }
 
 /// `aloft updates disable GROUP`: the emergency stop.
-pub async fn disable(
-    state: &AppState,
-    app: &App,
-    group_id: Uuid,
-    op: &SignedOperation,
-    intent: Intent,
-    by: &str,
-) -> Result<Finished, ApiError> {
+pub async fn disable(state: &AppState, app: &App, group_id: Uuid, op: Operation<'_>) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     let group = updates::group(&mut change.tx, app.id, group_id).await?;
     if !group.is_served() {
         return Err(conflict("already_disabled", "this group is not served already"));
     }
-    withdraw(state, app, change, group, "disabled", op.commit.as_ref(), intent, by).await
+    withdraw(state, app, change, group, "disabled", op).await
 }
 
 /// `aloft rollout set GROUP N` (only upwards: a device that has an update keeps it).
@@ -305,15 +293,10 @@ pub async fn set_rollout(
     state: &AppState,
     app: &App,
     group_id: Uuid,
-    percentage: u8,
-    by: &str,
-) -> Result<Finished, ApiError> {
-    if percentage > 100 {
-        return Err(ApiError::bad_request(
-            "invalid_percentage",
-            "a rollout percentage is 0 to 100",
-        ));
-    }
+    percentage: Percentage,
+    op: Operation<'_>,
+) -> Result<Finished, Error> {
+    let percentage = percentage.get();
     let mut change = Change::begin(state).await?;
     let group = active_rollout_group(&mut change.tx, app, group_id).await?;
     let current = group.rollout.as_ref().map_or(100, |r| r.percentage);
@@ -328,44 +311,32 @@ pub async fn set_rollout(
     }
     updates::set_rollout_percentage(&mut change.tx, group_id, Some(percentage)).await?;
     let ids = Ids::fix(&mut change.tx, app.id, None).await?;
-    plan::finish(state, app, change, &ids, None, Intent::COMMIT, by).await
+    operation::finish(state, app, change, &ids, None, op).await
 }
 
 /// `aloft rollout complete GROUP`: every device gets the group.
-pub async fn complete_rollout(state: &AppState, app: &App, group_id: Uuid, by: &str) -> Result<Finished, ApiError> {
+pub async fn complete_rollout(
+    state: &AppState,
+    app: &App,
+    group_id: Uuid,
+    op: Operation<'_>,
+) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     active_rollout_group(&mut change.tx, app, group_id).await?;
     updates::set_rollout_percentage(&mut change.tx, group_id, None).await?;
     let ids = Ids::fix(&mut change.tx, app.id, None).await?;
-    plan::finish(state, app, change, &ids, None, Intent::COMMIT, by).await
+    operation::finish(state, app, change, &ids, None, op).await
 }
 
 /// `aloft rollout revert GROUP`: the group is withdrawn; devices that got it are moved back to
 /// the control update by a republish of it.
-pub async fn revert_rollout(
-    state: &AppState,
-    app: &App,
-    group_id: Uuid,
-    op: &SignedOperation,
-    intent: Intent,
-    by: &str,
-) -> Result<Finished, ApiError> {
+pub async fn revert_rollout(state: &AppState, app: &App, group_id: Uuid, op: Operation<'_>) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     let group = active_rollout_group(&mut change.tx, app, group_id).await?;
-    withdraw(
-        state,
-        app,
-        change,
-        group,
-        "rollout_reverted",
-        op.commit.as_ref(),
-        intent,
-        by,
-    )
-    .await
+    withdraw(state, app, change, group, "rollout_reverted", op).await
 }
 
-async fn active_rollout_group(conn: &mut SqliteConnection, app: &App, group_id: Uuid) -> Result<Group, ApiError> {
+async fn active_rollout_group(conn: &mut SqliteConnection, app: &App, group_id: Uuid) -> Result<Group, Error> {
     let group = updates::group(conn, app.id, group_id).await?;
     if group.rollout.is_none() || !group.is_served() {
         return Err(conflict("no_active_rollout", "this group has no rollout in progress"));
@@ -373,9 +344,9 @@ async fn active_rollout_group(conn: &mut SqliteConnection, app: &App, group_id: 
     Ok(group)
 }
 
-/// Deletes a group that is no longer served (disable it first). Its files stay until `gc` finds
-/// them unreferenced, so no asset URL of a served update breaks.
-pub async fn delete_group(state: &AppState, app: &App, group_id: Uuid) -> Result<(), ApiError> {
+/// Deletes a group that is no longer served (disable it first), recorded as `entry`. Its files
+/// stay until `gc` finds them unreferenced, so no asset URL of a served update breaks.
+pub async fn delete_group(state: &AppState, app: &App, group_id: Uuid, entry: audit::Entry) -> Result<(), Error> {
     let mut change = Change::begin(state).await?;
     let group = updates::group(&mut change.tx, app.id, group_id).await?;
     if group.is_served() {
@@ -385,6 +356,6 @@ pub async fn delete_group(state: &AppState, app: &App, group_id: Uuid) -> Result
         ));
     }
     updates::delete_group(&mut change.tx, group_id).await?;
-    change.commit(state, app.id).await?;
+    change.commit(state, app.id, entry).await?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use aloft_core::{AppSlug, ChannelName};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::{Database, DbError, is_unique_violation};
+use super::{Conn, Database, DbError, is_unique_violation};
 
 #[derive(Debug, Clone)]
 pub struct App {
@@ -45,15 +45,22 @@ macro_rules! select_apps {
 /// Creates an app with its default channel and the branch of the same name, so a device asking
 /// before the first publish gets the no-update answer.
 pub async fn create(db: &Database, slug: &AppSlug) -> Result<App, DbError> {
+    let mut tx = db.begin_write().await?;
+    let id = insert(&mut tx, slug).await?;
+    tx.commit().await?;
+    by_id(db, id).await
+}
+
+/// [`create`] inside a transaction the caller commits; returns the new app's id.
+pub async fn insert(conn: &mut Conn, slug: &AppSlug) -> Result<i64, DbError> {
     let now = Millis::now().0;
     let default_channel = "production";
-    let mut tx = db.begin_write().await?;
     let id: i64 =
         sqlx::query_scalar("INSERT INTO apps (slug, default_channel, created_at) VALUES ($1, $2, $3) RETURNING id")
             .bind(slug.as_str())
             .bind(default_channel)
             .bind(now)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *conn)
             .await
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -67,17 +74,16 @@ pub async fn create(db: &Database, slug: &AppSlug) -> Result<App, DbError> {
             .bind(id)
             .bind(default_channel)
             .bind(now)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *conn)
             .await?;
     sqlx::query("INSERT INTO channels (app_id, name, branch_id, created_at) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(default_channel)
         .bind(branch_id)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    tx.commit().await?;
-    by_id(db, id).await
+    Ok(id)
 }
 
 pub async fn by_slug(db: &Database, slug: &AppSlug) -> Result<App, DbError> {
@@ -104,13 +110,13 @@ pub async fn list(db: &Database) -> Result<Vec<App>, DbError> {
 }
 
 /// Stores (or, with `None`, removes) the app's server-side signing key.
-pub async fn set_signing_key(db: &Database, app_id: i64, key: Option<(&str, &str)>) -> Result<(), DbError> {
+pub async fn set_signing_key(conn: &mut Conn, app_id: i64, key: Option<(&str, &str)>) -> Result<(), DbError> {
     let (pem, keyid) = key.unzip();
     let done = sqlx::query("UPDATE apps SET signing_key_pem = $1, signing_keyid = $2 WHERE id = $3")
         .bind(pem)
         .bind(keyid)
         .bind(app_id)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
     if done.rows_affected() == 0 {
         return Err(DbError::NoSuchApp);

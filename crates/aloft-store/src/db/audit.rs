@@ -4,7 +4,7 @@ use aloft_core::time::Millis;
 use serde_json::Value;
 use sqlx::Row;
 
-use super::{Database, DbError};
+use super::{Conn, Database, DbError};
 
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -17,7 +17,9 @@ pub struct Entry {
     pub remote: String,
 }
 
-pub async fn record(db: &Database, entry: &Entry) -> Result<(), DbError> {
+/// Records an entry inside the transaction of the change it describes, so that the entry
+/// exists exactly when the change does.
+pub async fn record(conn: &mut Conn, entry: &Entry) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO audit_log (at, actor, app, action, target, details, remote) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -28,7 +30,7 @@ pub async fn record(db: &Database, entry: &Entry) -> Result<(), DbError> {
     .bind(&entry.target)
     .bind(entry.details.to_string())
     .bind(&entry.remote)
-    .execute(db.pool())
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

@@ -4,7 +4,7 @@ use aloft_core::time::Millis;
 use aloft_core::{ContentHash, Md5Key};
 use sqlx::Row;
 
-use super::{Database, DbError};
+use super::{Conn, Database, DbError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobRecord {
@@ -83,17 +83,15 @@ pub async fn missing(db: &Database, hashes: &[ContentHash]) -> Result<Vec<Conten
 
 /// Deletes the records of blobs no update references and nobody touched for `grace`, and returns
 /// their hashes; the caller then removes the bytes. A blob that is referenced is never chosen:
-/// the check and the delete happen in one write transaction.
-pub async fn collect_garbage(db: &Database, grace_ms: i64) -> Result<Vec<ContentHash>, DbError> {
-    let mut tx = db.begin_write().await?;
+/// the check and the delete happen in the caller's write transaction.
+pub async fn collect_garbage(conn: &mut Conn, grace_ms: i64) -> Result<Vec<ContentHash>, DbError> {
     let cutoff = Millis::now().0 - grace_ms;
     let rows: Vec<String> = sqlx::query_scalar(
         "DELETE FROM blobs WHERE created_at < $1 AND NOT EXISTS          (SELECT 1 FROM update_assets a WHERE a.blob_hash = blobs.hash) RETURNING hash",
     )
     .bind(cutoff)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
-    tx.commit().await?;
     Ok(rows.iter().filter_map(|h| ContentHash::parse(h).ok()).collect())
 }
 

@@ -9,8 +9,7 @@
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::updates::{decode, uuid};
-use super::{Database, DbError};
+use super::{Database, DbError, decode, uuid};
 
 /// What a device did with an update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -55,6 +55,16 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// A stored value that does not read back as its type.
+pub(crate) fn decode(e: impl std::fmt::Display) -> DbError {
+    DbError::Sqlx(sqlx::Error::Decode(e.to_string().into()))
+}
+
+/// A stored UUID.
+pub(crate) fn uuid(s: &str) -> Result<uuid::Uuid, DbError> {
+    uuid::Uuid::parse_str(s).map_err(decode)
+}
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -6,8 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
-use super::DbError;
-use super::updates::{decode, uuid};
+use super::{DbError, decode, uuid};
 
 /// An active per-group rollout: who gets the group is decided by hashing the device id with
 /// `salt`; `percentage` of devices do.

@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Database, DbError};
+use super::{Conn, Database, DbError};
 
 /// What a token may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +77,19 @@ pub async fn create(
     scope: &Scope,
     expires_at: Option<Millis>,
 ) -> Result<(Token, String), DbError> {
+    let mut tx = db.begin_write().await?;
+    let created = insert(&mut tx, name, scope, expires_at).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// [`create`] inside a transaction the caller commits.
+pub async fn insert(
+    conn: &mut Conn,
+    name: &str,
+    scope: &Scope,
+    expires_at: Option<Millis>,
+) -> Result<(Token, String), DbError> {
     let secret = new_secret();
     let (scope_text, apps) = scope.columns();
     let id: i64 = sqlx::query_scalar(
@@ -88,11 +101,11 @@ pub async fn create(
     .bind(apps)
     .bind(Millis::now().0)
     .bind(expires_at.map(|t| t.0))
-    .fetch_one(db.pool())
+    .fetch_one(&mut *conn)
     .await?;
     let row = sqlx::query("SELECT * FROM tokens WHERE id = $1")
         .bind(id)
-        .fetch_one(db.pool())
+        .fetch_one(&mut *conn)
         .await?;
     Ok((from_row(&row)?, secret))
 }
@@ -105,10 +118,18 @@ pub async fn list(db: &Database) -> Result<Vec<Token>, DbError> {
 }
 
 pub async fn revoke(db: &Database, id: i64) -> Result<(), DbError> {
+    let mut tx = db.begin_write().await?;
+    set_revoked(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`revoke`] inside a transaction the caller commits.
+pub async fn set_revoked(conn: &mut Conn, id: i64) -> Result<(), DbError> {
     let done = sqlx::query("UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
         .bind(Millis::now().0)
         .bind(id)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
     if done.rows_affected() == 0 {
         return Err(DbError::NoSuchToken);

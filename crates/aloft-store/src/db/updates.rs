@@ -10,7 +10,7 @@ use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 pub use super::rollouts::{RolloutSpec, active_rollouts, set_rollout_percentage};
-use super::{Database, DbError, is_unique_violation};
+use super::{Database, DbError, decode, is_unique_violation, uuid};
 
 /// What a group's updates carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,14 +223,6 @@ pub struct StoredUpdate {
     pub runtime_version: RuntimeVersion,
     pub body: Vec<u8>,
     pub signature: Option<CodeSignature>,
-}
-
-pub(super) fn decode(e: impl std::fmt::Display) -> DbError {
-    DbError::Sqlx(sqlx::Error::Decode(e.to_string().into()))
-}
-
-pub(super) fn uuid(s: &str) -> Result<Uuid, DbError> {
-    Uuid::parse_str(s).map_err(decode)
 }
 
 fn group_from_row(r: &AnyRow) -> Result<Group, DbError> {

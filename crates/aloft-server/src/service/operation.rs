@@ -1,12 +1,14 @@
-//! What every operation that creates updates shares: fixing ids and `createdAt`, building bodies,
-//! signing them (or taking the publisher's signatures over them), and committing.
+//! Operations that may publish (publish, republish, rollbacks, disabling, rollouts), and what
+//! they share: fixing ids and `createdAt`, planning bodies, signing them (or taking the
+//! publisher's signatures over them), and committing with the audit entry.
 //!
-//! An operation runs in one write transaction. With `prepare`, it runs exactly as it would and
-//! the transaction is rolled back; the caller gets the bodies to sign. The commit call runs the
-//! operation again with the ids fixed by the prepare and the signatures; each rebuilt body must
-//! hash to what was signed, or the state changed in between and the commit is refused as stale.
+//! An [`Operation`] runs in one write transaction. [`Mode::Prepare`] runs it exactly as it would
+//! run and rolls the transaction back; the caller gets the bodies to sign. The commit runs the
+//! operation again with the ids fixed by the prepare and the signatures
+//! ([`Operation::fixed`]); each rebuilt body must hash to what was signed, or the state changed
+//! in between and the commit is refused as stale.
 
-use aloft_core::api::{CommitInfo, PreparedGroup, PreparedUpdate, PublishedGroup, PublishedUpdate};
+use aloft_core::api::{CommitInfo, Outcome, PreparedGroup, PreparedUpdate, PublishedGroup, PublishedUpdate};
 use aloft_core::manifest::{self, AssetRef, ManifestInput};
 use aloft_core::signature::{CodeSignature, Signer};
 use aloft_core::time::Millis;
@@ -14,18 +16,18 @@ use aloft_core::{ContentHash, Md5Key, Platform, RuntimeVersion, directive};
 use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
 use aloft_store::db::updates::{self, BodyKind, GroupKind, NewGroup, NewUpdate, RolloutSpec, StoredUpdate};
-use axum::http::StatusCode;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use super::Actor;
+use super::Error;
 use crate::state::AppState;
 
 /// How far ahead of the server clock a publisher-chosen `createdAt` may be.
 const MAX_CLOCK_SKEW_MS: i64 = 60_000;
 
-fn stale(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "stale_commit", message)
+fn stale(message: impl Into<String>) -> Error {
+    Error::conflict("stale_commit", message)
 }
 
 /// Ids and `createdAt` for a new group: from the commit when there is one, fresh otherwise.
@@ -36,31 +38,23 @@ pub struct Ids<'a> {
 }
 
 impl<'a> Ids<'a> {
-    pub async fn fix(
-        conn: &mut SqliteConnection,
-        app_id: i64,
-        commit: Option<&'a CommitInfo>,
-    ) -> Result<Self, ApiError> {
+    pub async fn fix(conn: &mut SqliteConnection, app_id: i64, commit: Option<&'a CommitInfo>) -> Result<Self, Error> {
         let newest = updates::newest_created_at(conn, app_id).await?;
         let (group_id, created_at) = match commit {
             Some(c) => {
                 let t = Millis::parse_iso(&c.created_at)
                     .filter(|t| t.to_iso() == c.created_at)
                     .ok_or_else(|| {
-                        ApiError::bad_request(
+                        Error::invalid(
                             "invalid_created_at",
                             "created_at must look like 2024-05-01T12:34:56.789Z",
                         )
                     })?;
                 if t.0 > Millis::now().0 + MAX_CLOCK_SKEW_MS {
-                    return Err(ApiError::bad_request(
-                        "invalid_created_at",
-                        "created_at is in the future",
-                    ));
+                    return Err(Error::invalid("invalid_created_at", "created_at is in the future"));
                 }
                 if newest.is_some_and(|n| t <= n) {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
+                    return Err(Error::conflict(
                         "stale_created_at",
                         "another update was published since prepare; prepare again",
                     ));
@@ -79,7 +73,7 @@ impl<'a> Ids<'a> {
         })
     }
 
-    pub fn update_id(&self, platform: Platform, runtime_version: &RuntimeVersion) -> Result<Uuid, ApiError> {
+    pub fn update_id(&self, platform: Platform, runtime_version: &RuntimeVersion) -> Result<Uuid, Error> {
         match self.commit {
             None => Ok(Uuid::new_v4()),
             Some(c) => c
@@ -133,7 +127,7 @@ pub fn manifest_update(
     ids: &Ids<'_>,
     platform: Platform,
     parts: ManifestParts<'_>,
-) -> Result<PlannedUpdate, ApiError> {
+) -> Result<PlannedUpdate, Error> {
     let id = ids.update_id(platform, parts.runtime_version)?;
     let metadata = Map::new();
     let body = manifest::build(&ManifestInput {
@@ -163,7 +157,7 @@ pub fn directive_update(
     ids: &Ids<'_>,
     platform: Platform,
     runtime_version: RuntimeVersion,
-) -> Result<PlannedUpdate, ApiError> {
+) -> Result<PlannedUpdate, Error> {
     let id = ids.update_id(platform, &runtime_version)?;
     Ok(PlannedUpdate {
         platform,
@@ -182,19 +176,19 @@ pub fn republished_update(
     ids: &Ids<'_>,
     stored: &StoredUpdate,
     kind: BodyKind,
-) -> Result<PlannedUpdate, ApiError> {
+) -> Result<PlannedUpdate, Error> {
     let mut planned = rebuilt(state, ids, stored, kind)?;
     planned.republished_from = Some(stored.origin);
     Ok(planned)
 }
 
-fn rebuilt(state: &AppState, ids: &Ids<'_>, stored: &StoredUpdate, kind: BodyKind) -> Result<PlannedUpdate, ApiError> {
+fn rebuilt(state: &AppState, ids: &Ids<'_>, stored: &StoredUpdate, kind: BodyKind) -> Result<PlannedUpdate, Error> {
     if kind == BodyKind::Directive {
         return directive_update(ids, stored.platform, stored.runtime_version.clone());
     }
-    let corrupt = |what: &str| ApiError::internal("a stored manifest cannot be read back", &what);
+    let corrupt = |what: &str| Error::internal("a stored manifest cannot be read back", &what);
     let m: Value = serde_json::from_slice(&stored.body).map_err(|e| corrupt(&e.to_string()))?;
-    let asset = |v: &Value| -> Result<AssetRef, ApiError> {
+    let asset = |v: &Value| -> Result<AssetRef, Error> {
         let hash = v["hash"]
             .as_str()
             .and_then(|h| ContentHash::parse(h).ok())
@@ -238,7 +232,7 @@ pub async fn republish_plan(
     branch_id: i64,
     branch: &str,
     message: String,
-) -> Result<Plan, ApiError> {
+) -> Result<Plan, Error> {
     let stored = updates::stored_updates(conn, source.id).await?;
     let updates = stored
         .iter()
@@ -268,7 +262,7 @@ pub async fn republish_updates_plan(
     branch_id: i64,
     branch: &str,
     message: String,
-) -> Result<Option<Plan>, ApiError> {
+) -> Result<Option<Plan>, Error> {
     let sources: Vec<&updates::UpdateRef> = sources.iter().filter(|s| s.kind == BodyKind::Manifest).collect();
     if sources.is_empty() {
         return Ok(None);
@@ -293,74 +287,81 @@ pub async fn republish_updates_plan(
     }))
 }
 
-/// What an operation returns before it commits.
+/// What an operation did.
 pub enum Finished {
     /// `?prepare=true`: the bodies to sign; nothing was stored.
     Prepared(PreparedGroup),
-    Committed(Option<PublishedGroup>),
+    /// Stored and recorded: the summary, and the group it published, if any.
+    Committed(Outcome),
 }
 
-/// What the caller asked an operation to do with its result.
-#[derive(Debug, Clone, Copy)]
-pub struct Intent {
+/// What the audit log (and the answer) says an operation did.
+pub struct Record {
+    pub action: &'static str,
+    pub target: String,
+    pub summary: String,
+}
+
+/// What the caller asks an operation to do with its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
     /// Only return the bodies to sign (`?prepare=true`); store nothing.
-    pub prepare: bool,
-    /// Store unsigned updates even on an app whose earlier updates were signed.
-    pub allow_unsigned: bool,
+    Prepare,
+    /// Store the result. `allow_unsigned`: store unsigned updates even on an app whose earlier
+    /// updates were signed.
+    Commit { allow_unsigned: bool },
 }
 
-impl Intent {
-    /// Store the result (the operations that never need a signature).
-    pub const COMMIT: Intent = Intent {
-        prepare: false,
-        allow_unsigned: false,
-    };
+/// An operation as asked for: by whom, to what end, with what an earlier prepare fixed, and how
+/// it is recorded once committed.
+pub struct Operation<'a> {
+    pub by: &'a Actor,
+    pub mode: Mode,
+    /// The ids, `createdAt` and signatures of an earlier prepare (the request's `commit`).
+    pub fixed: Option<&'a CommitInfo>,
+    pub record: Record,
+}
+
+impl<'a> Operation<'a> {
+    /// An operation that never needs a signature: it is stored as soon as it is asked for.
+    pub fn commit(by: &'a Actor, record: Record) -> Self {
+        Self {
+            by,
+            mode: Mode::Commit { allow_unsigned: false },
+            fixed: None,
+            record,
+        }
+    }
 }
 
 /// Ends an operation: rolls back and returns the bodies (prepare), or signs, stores the plan,
-/// commits and refreshes what devices are served.
+/// records the operation in the audit log, commits and refreshes what devices are served.
 pub async fn finish(
     state: &AppState,
     app: &App,
     mut change: super::Change,
     ids: &Ids<'_>,
     plan: Option<Plan>,
-    intent: Intent,
-    published_by: &str,
-) -> Result<Finished, ApiError> {
-    if intent.prepare {
-        drop(change);
-        let updates = plan
-            .map(|p| {
-                p.updates
-                    .into_iter()
-                    .map(|u| PreparedUpdate {
-                        platform: u.platform,
-                        id: u.id,
-                        runtime_version: u.runtime_version.to_string(),
-                        kind: p.kind.body_name().to_owned(),
-                        body: String::from_utf8_lossy(&u.body).into_owned(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        return Ok(Finished::Prepared(PreparedGroup {
-            group_id: ids.group_id,
-            created_at: ids.created_at.to_iso(),
-            updates,
-        }));
-    }
+    op: Operation<'_>,
+) -> Result<Finished, Error> {
+    let Operation { by, mode, record, .. } = op;
+    let allow_unsigned = match mode {
+        Mode::Commit { allow_unsigned } => allow_unsigned,
+        Mode::Prepare => {
+            drop(change);
+            return Ok(Finished::Prepared(prepared(ids, plan)));
+        }
+    };
     let published = match plan {
         None => None,
         Some(plan) => {
             let branch = plan.branch.clone();
-            let group = sign(app, plan, ids.commit, published_by)?;
-            if !intent.allow_unsigned
+            let group = sign(app, plan, ids.commit, &by.token_name)?;
+            if !allow_unsigned
                 && group.updates.iter().any(|u| u.signature.is_none())
                 && updates::app_has_signed_updates(&mut change.tx, app.id).await?
             {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
+                return Err(Error::conflict(
                     "signature_required",
                     format!(
                         "the earlier updates of app {:?} were signed, so its devices expect signatures and would \
@@ -374,8 +375,39 @@ pub async fn finish(
             Some(published(state, app, &group, branch))
         }
     };
-    change.commit(state, app.id).await?;
-    Ok(Finished::Committed(published))
+    let details = json!({
+        "summary": record.summary,
+        "published_group": published.as_ref().map(|p| p.group_id),
+    });
+    let entry = by.entry(Some(app.slug.as_str()), record.action, record.target, details);
+    change.commit(state, app.id, entry).await?;
+    Ok(Finished::Committed(Outcome {
+        summary: record.summary,
+        published,
+    }))
+}
+
+/// The bodies a prepare returns, for signing.
+fn prepared(ids: &Ids<'_>, plan: Option<Plan>) -> PreparedGroup {
+    let updates = plan
+        .map(|p| {
+            p.updates
+                .into_iter()
+                .map(|u| PreparedUpdate {
+                    platform: u.platform,
+                    id: u.id,
+                    runtime_version: u.runtime_version.to_string(),
+                    kind: p.kind.body_name().to_owned(),
+                    body: String::from_utf8_lossy(&u.body).into_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    PreparedGroup {
+        group_id: ids.group_id,
+        created_at: ids.created_at.to_iso(),
+        updates,
+    }
 }
 
 trait BodyName {
@@ -393,10 +425,10 @@ impl BodyName for GroupKind {
 
 /// Attaches signatures: the publisher's (checked against the body digest) or the app's
 /// server-side key's.
-fn sign(app: &App, plan: Plan, commit: Option<&CommitInfo>, published_by: &str) -> Result<NewGroup, ApiError> {
+fn sign(app: &App, plan: Plan, commit: Option<&CommitInfo>, published_by: &str) -> Result<NewGroup, Error> {
     let server_key = match (&app.signing_key_pem, &app.signing_keyid) {
         (Some(pem), Some(keyid)) => Some((
-            Signer::from_pem(pem).map_err(|e| ApiError::internal("the app's signing key is unusable", &e))?,
+            Signer::from_pem(pem).map_err(|e| Error::internal("the app's signing key is unusable", &e))?,
             keyid.clone(),
         )),
         _ => None,
@@ -426,13 +458,13 @@ fn sign(app: &App, plan: Plan, commit: Option<&CommitInfo>, published_by: &str) 
         let signature = match (given.and_then(|g| g.signature.clone()), &server_key) {
             (Some(sig), _) => Some(
                 CodeSignature::new(sig.sig, sig.keyid)
-                    .map_err(|e| ApiError::bad_request("invalid_signature", e.to_string()))?,
+                    .map_err(|e| Error::invalid("invalid_signature", e.to_string()))?,
             ),
             (None, Some((signer, keyid))) => {
                 let sig = signer
                     .sign(&u.body)
-                    .map_err(|e| ApiError::internal("signing failed", &e))?;
-                Some(CodeSignature::new(sig, keyid.clone()).map_err(|e| ApiError::internal("signing failed", &e))?)
+                    .map_err(|e| Error::internal("signing failed", &e))?;
+                Some(CodeSignature::new(sig, keyid.clone()).map_err(|e| Error::internal("signing failed", &e))?)
             }
             (None, None) => None,
         };

@@ -1,0 +1,88 @@
+//! Request fields as typed values. Each parser refuses a bad value with the code and message
+//! clients rely on (`invalid_channel`, ...). Handlers parse at the edge and hand the use-cases
+//! typed values wherever that keeps the order in which refusals come; the few fields a use-case
+//! can only judge after reading the state (a publish's target, a branch rollout's branch) are
+//! parsed by the same functions there.
+
+use aloft_core::{BranchName, ChannelName, RuntimeVersion};
+
+use super::Error;
+
+pub fn channel_name(name: &str) -> Result<ChannelName, Error> {
+    ChannelName::parse(name).map_err(|e| Error::invalid("invalid_channel", e.to_string()))
+}
+
+pub fn branch_name(name: &str) -> Result<BranchName, Error> {
+    BranchName::parse(name).map_err(|e| Error::invalid("invalid_branch", e.to_string()))
+}
+
+pub fn runtime_version(value: &str) -> Result<RuntimeVersion, Error> {
+    RuntimeVersion::parse(value).map_err(|e| Error::invalid("invalid_runtime_version", e.to_string()))
+}
+
+/// A rollout's share of devices: 0 to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Percentage(u8);
+
+impl Percentage {
+    pub fn new(value: u8) -> Result<Self, Error> {
+        if value > 100 {
+            return Err(Error::invalid("invalid_percentage", "a rollout percentage is 0 to 100"));
+        }
+        Ok(Self(value))
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// Where a publish goes: the branch a channel points at, or a branch.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Channel(ChannelName),
+    Branch(BranchName),
+}
+
+impl Target {
+    /// Exactly one of `channel` and `branch`.
+    pub fn parse(channel: Option<&str>, branch: Option<&str>) -> Result<Self, Error> {
+        match (channel, branch) {
+            (Some(c), None) => Ok(Self::Channel(channel_name(c)?)),
+            (None, Some(b)) => Ok(Self::Branch(branch_name(b)?)),
+            _ => Err(Error::invalid(
+                "invalid_target",
+                "give exactly one of channel or branch",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(err: Error) -> &'static str {
+        match err {
+            Error::Invalid { code, .. } => code,
+            other => panic!("not a refusal of the request: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_target_is_one_valid_channel_or_branch() {
+        assert!(
+            matches!(Target::parse(Some("production"), None), Ok(Target::Channel(c)) if c.as_str() == "production")
+        );
+        assert!(
+            matches!(Target::parse(None, Some("release/1.2")), Ok(Target::Branch(b)) if b.as_str() == "release/1.2")
+        );
+        assert_eq!(code(Target::parse(Some("a b"), None).unwrap_err()), "invalid_channel");
+        assert_eq!(code(Target::parse(None, Some("..")).unwrap_err()), "invalid_branch");
+        assert_eq!(code(Target::parse(None, None).unwrap_err()), "invalid_target");
+        assert_eq!(code(Target::parse(Some("a"), Some("b")).unwrap_err()), "invalid_target");
+        assert_eq!(code(runtime_version("1 0").unwrap_err()), "invalid_runtime_version");
+        assert_eq!(Percentage::new(100).unwrap().get(), 100);
+        assert_eq!(code(Percentage::new(101).unwrap_err()), "invalid_percentage");
+    }
+}
