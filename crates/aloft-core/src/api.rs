@@ -519,3 +519,96 @@ mod tests {
         }
     }
 }
+
+/// What devices did with an update group, per platform (`GET …/groups/{group}/insights`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupInsights {
+    pub group_id: Uuid,
+    /// The first day counted (UTC), `YYYY-MM-DD`.
+    pub since: String,
+    pub platforms: Vec<PlatformInsights>,
+}
+
+/// One platform's update of a group: distinct devices over the period.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformInsights {
+    pub platform: Platform,
+    pub update_id: Uuid,
+    /// Devices served the update's manifest.
+    pub devices: u64,
+    /// Devices that downloaded its launch asset.
+    pub installs: u64,
+    /// Devices seen running it (checking with it as `Expo-Current-Update-ID`).
+    pub launches: u64,
+    /// Devices that listed it in `Expo-Recent-Failed-Update-IDs`.
+    pub failures: u64,
+    /// `failures / (launches + failures)`, in percent; null before any device reported.
+    pub failure_rate: Option<f64>,
+    /// Whether the counts are exact (up to 4,096 devices each) or estimates (within about 2 %).
+    pub exact: bool,
+    /// The most frequent `Expo-Fatal-Error` texts, most frequent first.
+    pub fatal_errors: Vec<FatalErrorCount>,
+    /// Per UTC day, oldest first.
+    pub daily: Vec<DailyInsights>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FatalErrorCount {
+    pub message: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyInsights {
+    /// `YYYY-MM-DD`, UTC.
+    pub date: String,
+    pub devices: u64,
+    pub installs: u64,
+    pub launches: u64,
+    pub failures: u64,
+    pub failure_rate: Option<f64>,
+}
+
+/// What the devices of an app run, per channel, platform and runtime version, on one day
+/// (`GET /apps/{slug}/insights`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetInsights {
+    /// `YYYY-MM-DD`, UTC.
+    pub date: String,
+    pub runtimes: Vec<RuntimeFleet>,
+    /// Checks naming channels the app does not have, most first (a build configured for a
+    /// channel nobody created).
+    pub unknown_channels: Vec<UnknownChannel>,
+}
+
+/// Devices of one channel, platform and runtime version.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeFleet {
+    pub channel: String,
+    pub platform: Platform,
+    pub runtime_version: String,
+    /// Devices on their embedded update.
+    pub embedded: u64,
+    /// Devices on each update, most first.
+    pub updates: Vec<UpdateShare>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateShare {
+    pub update_id: Uuid,
+    pub devices: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnknownChannel {
+    pub channel: String,
+    pub checks: i64,
+}

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod multipart;
 pub mod names;
 pub mod platform;
+pub mod reports;
 pub mod rollout;
 pub mod signature;
 pub mod time;

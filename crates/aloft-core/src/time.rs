@@ -30,6 +30,12 @@ impl Millis {
         )
     }
 
+    /// The UTC date of a day counted from 1970-01-01 (day 0): `2024-05-01`.
+    pub fn date_of_day(day: i64) -> String {
+        let t = OffsetDateTime::from_unix_timestamp(day.saturating_mul(86_400)).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+    }
+
     /// Parses any RFC 3339 timestamp, truncating to milliseconds.
     pub fn parse_iso(s: &str) -> Option<Self> {
         let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
@@ -51,5 +57,7 @@ mod tests {
             Some(Millis(1_714_566_896_789))
         );
         assert_eq!(Millis::parse_iso("2024-05-01"), None);
+        assert_eq!(Millis::date_of_day(0), "1970-01-01");
+        assert_eq!(Millis::date_of_day(1_714_566_896_789 / 86_400_000), "2024-05-01");
     }
 }

@@ -13,25 +13,35 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 
+use aloft_core::time::Millis;
+use uuid::Uuid;
+
 use crate::error::ApiError;
 use crate::extract::ApiPath;
+use crate::insights::Recorder;
 use crate::metrics::RequestMetrics;
 use crate::protocol::assets::{self, Assets};
-use crate::protocol::manifest::{self, CheckHeaders};
+use crate::protocol::manifest::{self, CheckHeaders, Facts};
 use crate::protocol::{ASSET_ROUTE, MANIFEST_ROUTE};
 use crate::served::Served;
 
-/// What answering a device may use: the served state and the metrics. The database and blob
-/// storage are not here, so a check cannot wait on them. Cloning is two reference counts.
+/// What answering a device may use: the served state, the metrics and the insights recorder.
+/// The database and blob storage are not here, so a check cannot wait on them. Cloning is three
+/// reference counts.
 #[derive(Clone)]
 pub(crate) struct Devices {
     served: Arc<Served>,
     metrics: Arc<RequestMetrics>,
+    insights: Arc<Recorder>,
 }
 
 impl Devices {
-    pub(crate) fn new(served: Arc<Served>, metrics: Arc<RequestMetrics>) -> Self {
-        Self { served, metrics }
+    pub(crate) fn new(served: Arc<Served>, metrics: Arc<RequestMetrics>, insights: Arc<Recorder>) -> Self {
+        Self {
+            served,
+            metrics,
+            insights,
+        }
     }
 
     /// An update check, from any lane: `path` as requested, the slug in it, the query string,
@@ -45,12 +55,19 @@ impl Devices {
         headers: CheckHeaders<'_>,
     ) -> Response {
         let start = Instant::now();
-        let response = manifest::answer(&self.served, &self.metrics, slug, query, headers)
+        let params = match manifest::params(query) {
+            Ok(params) => params,
+            Err(refused) => return self.finish(MANIFEST_ROUTE, method, path, refused.into_response(), start),
+        };
+        let mut facts = Facts::default();
+        let response = manifest::answer(&self.served, &self.metrics, slug, &params, headers, &mut facts)
             .unwrap_or_else(IntoResponse::into_response);
+        self.insights.check(&facts, Millis::now());
         self.finish(MANIFEST_ROUTE, method, path, response, start)
     }
 
-    /// Where every device request ends: metrics and the log line.
+    /// Where every device request ends: metrics and the log line. (What the request tells about
+    /// the device is recorded by the insights before this, from what answering it found out.)
     fn finish(
         &self,
         route: &'static str,
@@ -102,11 +119,28 @@ pub(crate) async fn asset(
     let start = Instant::now();
     let path = request.uri().path();
     let headers: &HeaderMap = request.headers();
-    let response = match file {
-        Ok(ApiPath(file)) => assets::answer(&assets, &file, &method, headers)
+    let response = match &file {
+        Ok(ApiPath(file)) => assets::answer(&assets, file, &method, headers)
             .await
             .unwrap_or_else(IntoResponse::into_response),
-        Err(refused) => refused.into_response(),
+        Err(refused) => refused.clone().into_response(),
     };
+    // An install: the launch asset of the update the device is downloading, fetched (not a
+    // `HEAD`, which only warms a cache). Asset requests carry the device's headers (§1.2).
+    if method == Method::GET
+        && (response.status().is_success() || response.status() == axum::http::StatusCode::NOT_MODIFIED)
+        && let Ok(ApiPath(file)) = &file
+        && let Some(hash) = assets::hash_of(file)
+        && let Some(requested) = header_uuid(headers, "expo-requested-update-id")
+        && let Some(client_id) = headers.get("eas-client-id").and_then(|v| v.to_str().ok())
+    {
+        devices
+            .insights
+            .asset(&devices.served.snapshot(), &hash, requested, client_id, Millis::now());
+    }
     devices.finish(ASSET_ROUTE, &method, path, response, start)
+}
+
+fn header_uuid(headers: &HeaderMap, name: &str) -> Option<Uuid> {
+    Uuid::parse_str(headers.get(name)?.to_str().ok()?.trim()).ok()
 }

@@ -5,6 +5,8 @@
 //! - **sync**: polls the apps' revisions and reloads what other replicas changed (`sync.rs`).
 //! - **metrics upkeep**: drains the recorder's histogram samples, which otherwise pile up in a
 //!   server nobody scrapes.
+//! - **insights**: stores what devices reported (`insights/`) every two seconds, and once more
+//!   at shutdown; a store that fails is retried with the next.
 //!
 //! Shutdown: [`Jobs::shutdown`] tells every job to stop. A job stops at its next wait; a unit of
 //! work in progress (one blob's variants, one poll) finishes first, up to a deadline after which
@@ -18,6 +20,7 @@ use aloft_store::{BlobStore, Database};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::insights::{FLUSH_EVERY, Recorder};
 use crate::served::Served;
 use crate::state::AppState;
 use crate::sync::{self, Health};
@@ -61,6 +64,14 @@ impl Jobs {
                 stopped.clone(),
             )),
         ));
+        running.push((
+            "insights",
+            tokio::spawn(store_insights(
+                state.db.clone(),
+                state.insights.clone(),
+                stopped.clone(),
+            )),
+        ));
         if let Some(handle) = state.exporter.0.clone() {
             running.push((
                 "metrics upkeep",
@@ -97,6 +108,22 @@ async fn every(period: Duration, mut stop: watch::Receiver<bool>, mut tick: impl
         tokio::select! {
             _ = ticker.tick() => tick(),
             () = stopping(&mut stop) => return,
+        }
+    }
+}
+
+/// Stores the insights counted since the last store, every [`FLUSH_EVERY`] and at shutdown.
+async fn store_insights(db: Database, recorder: Arc<Recorder>, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(FLUSH_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            _ = ticker.tick() => false,
+            () = stopping(&mut stop) => true,
+        };
+        recorder.store(&db).await;
+        if last {
+            return;
         }
     }
 }

@@ -14,6 +14,7 @@ mod device;
 pub mod error;
 mod explain;
 mod extract;
+mod insights;
 mod jobs;
 mod metrics;
 mod protocol;

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aloft_core::multipart::{self, Part};
-use aloft_core::{AppSlug, Platform, rollout};
+use aloft_core::time::Millis;
+use aloft_core::{AppSlug, ContentHash, Platform, rollout};
 use aloft_store::Database;
 use aloft_store::DbError;
 use aloft_store::db::updates::{self, BodyKind};
@@ -22,6 +23,10 @@ use uuid::Uuid;
 pub struct ServedUpdate {
     pub id: Uuid,
     pub kind: BodyKind,
+    pub platform: Platform,
+    pub created_at: Millis,
+    /// The hash of the launch asset (the bundle) a manifest names; `None` for a directive.
+    pub launch_asset: Option<ContentHash>,
     /// The exact body bytes (signed, if signed).
     pub body: Bytes,
     /// `expo-signature` value and the key id it was made with.
@@ -32,7 +37,7 @@ pub struct ServedUpdate {
 }
 
 impl ServedUpdate {
-    pub fn prepare(update: updates::StoredUpdate, kind: BodyKind) -> Self {
+    pub fn prepare(update: updates::StoredUpdate, kind: BodyKind, created_at: Millis) -> Self {
         let signature = update.signature.as_ref().map(|s| s.header_value());
         let part = Part {
             name: match kind {
@@ -45,9 +50,16 @@ impl ServedUpdate {
         };
         let boundary = multipart::boundary_for(std::slice::from_ref(&part));
         let body = multipart::encode(&boundary, &[part]);
+        let launch_asset = match kind {
+            BodyKind::Manifest => launch_asset_of(&update.body),
+            BodyKind::Directive => None,
+        };
         Self {
             id: update.id,
             kind,
+            platform: update.platform,
+            created_at,
+            launch_asset,
             multipart: Bytes::from(body),
             multipart_content_type: HeaderValue::from_str(&multipart::content_type(&boundary))
                 .unwrap_or(HeaderValue::from_static("multipart/mixed")),
@@ -60,12 +72,30 @@ impl ServedUpdate {
     }
 }
 
+/// The `launchAsset.hash` of a stored manifest.
+fn launch_asset_of(body: &[u8]) -> Option<ContentHash> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        #[serde(rename = "launchAsset")]
+        launch_asset: LaunchAsset,
+    }
+    #[derive(serde::Deserialize)]
+    struct LaunchAsset {
+        hash: String,
+    }
+    let manifest: Manifest = serde_json::from_slice(body).ok()?;
+    ContentHash::parse(&manifest.launch_asset.hash).ok()
+}
+
 /// The newest served update of a (branch, platform, runtime version). When its group is being
 /// rolled out, devices outside the rollout get `control` (or nothing newer, when it is `None`).
 #[derive(Debug, Clone)]
 pub struct Head {
     pub update: Arc<ServedUpdate>,
     pub rollout: Option<HeadRollout>,
+    /// The served updates before `update`, newest first (the control among them): where a
+    /// device that reported the newer ones failed falls back to.
+    pub earlier: Arc<[Arc<ServedUpdate>]>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +112,31 @@ impl Head {
             None => Some(&self.update),
             Some(r) if rollout::is_in(&r.salt, client_id, r.percentage) => Some(&self.update),
             Some(r) => r.control.as_ref(),
+        }
+    }
+
+    /// What a device that reported the updates in `failed` gets instead of `natural` (what
+    /// [`Head::for_device`] gave it): `natural` unless it failed there, else the newest earlier
+    /// manifest it did not report, if that is newer than what it runs (`running_since`, the
+    /// `createdAt` of its current update when known). A device is never offered an update it
+    /// reported failed.
+    pub fn avoiding_failed<'h>(
+        &'h self,
+        natural: Option<&'h Arc<ServedUpdate>>,
+        failed: &[Uuid],
+        running_since: Option<Millis>,
+    ) -> Option<&'h Arc<ServedUpdate>> {
+        let natural = natural?;
+        if !failed.contains(&natural.id) {
+            return Some(natural);
+        }
+        let candidate = self
+            .earlier
+            .iter()
+            .find(|u| u.created_at < natural.created_at && u.kind == BodyKind::Manifest && !failed.contains(&u.id))?;
+        match running_since {
+            Some(since) if candidate.created_at <= since => None,
+            _ => Some(candidate),
         }
     }
 }
@@ -151,6 +206,7 @@ impl ServedApp {
                 .entry(row.update.platform)
                 .or_default();
             let rv = row.update.runtime_version.to_string();
+            let update = Arc::new(ServedUpdate::prepare(row.update, row.kind, row.created_at));
             match slot.get_mut(&rv) {
                 None => {
                     let rollout = row.rollout.map(|r| HeadRollout {
@@ -158,13 +214,24 @@ impl ServedApp {
                         salt: r.salt,
                         control: None,
                     });
-                    let update = Arc::new(ServedUpdate::prepare(row.update, row.kind));
-                    slot.insert(rv, Head { update, rollout });
+                    slot.insert(
+                        rv,
+                        Head {
+                            update,
+                            rollout,
+                            earlier: Arc::new([]),
+                        },
+                    );
                 }
                 Some(head) => {
-                    if let Some(rollout) = &mut head.rollout {
-                        rollout.control = Some(Arc::new(ServedUpdate::prepare(row.update, row.kind)));
+                    if let Some(rollout) = &mut head.rollout
+                        && row.rank == 2
+                    {
+                        rollout.control = Some(update.clone());
                     }
+                    let mut earlier = head.earlier.to_vec();
+                    earlier.push(update);
+                    head.earlier = earlier.into();
                 }
             }
         }
@@ -195,8 +262,19 @@ impl ServedApp {
         runtime_version: &str,
         client_id: Option<&str>,
     ) -> Option<&Arc<ServedUpdate>> {
-        self.head(route.branch_for(client_id), platform, runtime_version)
+        self.head_for(route, platform, runtime_version, client_id)
             .and_then(|head| head.for_device(client_id))
+    }
+
+    /// The head whose update a device on `route` gets.
+    pub fn head_for(
+        &self,
+        route: &Route,
+        platform: Platform,
+        runtime_version: &str,
+        client_id: Option<&str>,
+    ) -> Option<&Head> {
+        self.head(route.branch_for(client_id), platform, runtime_version)
     }
 }
 
@@ -204,6 +282,7 @@ impl ServedApp {
 /// channel's branch (or the two sides of its branch rollout) and that branch's head.
 #[derive(Debug)]
 pub struct Resolved {
+    pub app_id: i64,
     /// The channel's route: devices in its branch rollout are served `rolled`, the rest `main`.
     route: Route,
     main: Option<Head>,
@@ -213,12 +292,16 @@ pub struct Resolved {
 impl Resolved {
     /// The update this device gets, as [`ServedApp::update_for`] decides.
     pub fn for_device(&self, client_id: Option<&str>) -> Option<&Arc<ServedUpdate>> {
-        let head = if self.route.in_rollout(client_id) {
+        self.head_for(client_id)?.for_device(client_id)
+    }
+
+    /// The head whose update this device gets, as [`ServedApp::head_for`] decides.
+    pub fn head_for(&self, client_id: Option<&str>) -> Option<&Head> {
+        if self.route.in_rollout(client_id) {
             self.rolled.as_ref()
         } else {
             self.main.as_ref()
-        }?;
-        head.for_device(client_id)
+        }
     }
 }
 
@@ -231,6 +314,9 @@ impl Resolved {
 #[derive(Default)]
 pub struct Snapshot {
     apps: HashMap<String, Arc<ServedApp>>,
+    /// Every update in memory by id (heads and what came before them), with its app's id: what
+    /// device reports about the updates they run are checked against.
+    updates: HashMap<Uuid, (i64, Arc<ServedUpdate>)>,
     /// `slug \n channel \n platform \n runtime version`; the channel is empty for requests
     /// that name none (the app's default channel).
     index: HashMap<Box<str>, Resolved>,
@@ -243,10 +329,21 @@ const KEY_BUFFER: usize = 512;
 impl Snapshot {
     fn new(apps: HashMap<String, Arc<ServedApp>>) -> Self {
         let mut index = HashMap::new();
+        let mut updates = HashMap::new();
         for app in apps.values() {
             app.index_into(&mut index);
+            for head in app.heads.values().flat_map(HashMap::values).flat_map(HashMap::values) {
+                for update in std::iter::once(&head.update).chain(head.earlier.iter()) {
+                    updates.insert(update.id, (app.id, update.clone()));
+                }
+            }
         }
-        Self { apps, index }
+        Self { apps, index, updates }
+    }
+
+    /// An update in memory, with its app's id.
+    pub fn update(&self, id: &Uuid) -> Option<(i64, &Arc<ServedUpdate>)> {
+        self.updates.get(id).map(|(app, update)| (*app, update))
     }
 
     pub fn app(&self, slug: &str) -> Option<&Arc<ServedApp>> {
@@ -324,6 +421,7 @@ impl ServedApp {
                     continue;
                 };
                 let resolved = Resolved {
+                    app_id: self.id,
                     route: route.clone(),
                     main: self.head(route.branch, platform, rv).cloned(),
                     rolled: rolled_branch.and_then(|b| self.head(b, platform, rv).cloned()),
@@ -395,6 +493,7 @@ mod tests {
                 signature: None,
             },
             BodyKind::Manifest,
+            Millis(i64::try_from(n).unwrap()),
         ))
     }
 
@@ -406,6 +505,7 @@ mod tests {
                 salt: salt.to_owned(),
                 control: control.map(update),
             }),
+            earlier: Arc::new([]),
         }
     }
 
@@ -530,5 +630,32 @@ mod tests {
         assert!(snapshot.resolve("other", None, Platform::Ios, "1.0").is_none());
         let long = "x".repeat(KEY_BUFFER);
         assert!(snapshot.resolve("demo", None, Platform::Ios, &long).is_none());
+    }
+
+    #[test]
+    fn a_device_is_never_offered_an_update_it_reported_failed() {
+        let head = Head {
+            earlier: vec![update(20), update(10)].into(),
+            ..head(30, Some((50, "g", Some(20))))
+        };
+        let ids = |ns: &[u128]| ns.iter().map(|&n| Uuid::from_u128(n)).collect::<Vec<_>>();
+        let pick = |natural: Option<&Arc<ServedUpdate>>, failed: &[u128], since: Option<i64>| {
+            head.avoiding_failed(natural, &ids(failed), since.map(Millis))
+                .map(|u| u.id.as_u128())
+        };
+        let newest = Some(&head.update);
+        let control = head.earlier.first();
+        assert_eq!(pick(newest, &[], None), Some(30));
+        assert_eq!(pick(newest, &[99], None), Some(30));
+        assert_eq!(pick(newest, &[30], None), Some(20));
+        assert_eq!(pick(newest, &[30, 20], None), Some(10));
+        assert_eq!(pick(newest, &[30, 20, 10], None), None);
+        // Nothing older than what the device runs.
+        assert_eq!(pick(newest, &[30], Some(20)), None);
+        assert_eq!(pick(newest, &[30], Some(15)), Some(20));
+        // Outside the rollout: the control, or what came before it.
+        assert_eq!(pick(control, &[30], None), Some(20));
+        assert_eq!(pick(control, &[20], None), Some(10));
+        assert_eq!(pick(None, &[30], None), None);
     }
 }

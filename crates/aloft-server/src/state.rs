@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Mutex, Notify};
 
 use crate::device::Devices;
+use crate::insights::Recorder;
 use crate::metrics::{Exporter, RequestMetrics};
 use crate::protocol::assets::{AssetDelivery, Assets};
 use crate::served::Served;
@@ -72,6 +73,8 @@ pub struct Shared {
     pub(crate) exporter: Exporter,
     pub(crate) health: Arc<Health>,
     pub(crate) request_metrics: Arc<RequestMetrics>,
+    /// What devices report, counted until the insights job stores it.
+    pub(crate) insights: Arc<Recorder>,
 }
 
 impl AppState {
@@ -103,6 +106,7 @@ impl AppState {
             exporter: Exporter(metrics),
             health,
             request_metrics: Arc::default(),
+            insights: Arc::default(),
         })))
     }
 
@@ -113,7 +117,7 @@ impl AppState {
 
     /// What answering devices may use.
     pub(crate) fn devices(&self) -> Devices {
-        Devices::new(self.served.clone(), self.request_metrics.clone())
+        Devices::new(self.served.clone(), self.request_metrics.clone(), self.insights.clone())
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod apps;
 mod client;
+mod insights;
 mod keys;
 mod output;
 mod publish;
@@ -58,6 +59,9 @@ enum Command {
     Republish(release::RepublishArgs),
     /// Roll a channel back to its previous update, or to the embedded update.
     Rollback(release::RollbackArgs),
+    /// What devices did with an update group (installs, launches, failures), or what an app's
+    /// devices run per channel and runtime version.
+    Insights(insights::InsightsArgs),
     /// Show the audit log.
     Audit(release::AuditArgs),
     /// Remove stored files no update references any more.
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
             Command::Rollout(cmd) => release::rollout(cmd).await,
             Command::Republish(args) => release::republish(args).await,
             Command::Rollback(args) => release::rollback(args).await,
+            Command::Insights(args) => insights::run(args).await,
             Command::Audit(args) => release::audit(args).await,
             Command::Gc(args) => release::gc(args).await,
         }

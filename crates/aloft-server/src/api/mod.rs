@@ -16,6 +16,7 @@ mod auth;
 mod blobs;
 mod channels;
 pub mod idempotency;
+mod insights;
 mod publish;
 mod tokens;
 mod updates;
@@ -116,6 +117,8 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint!(POST "/apps/{slug}/publish/check", "Whether a publish to this channel or branch, of these platforms and runtime versions, would be refused (as the publish would refuse it); changes nothing", AppWrite, publish::check_publish, req: json::<PublishCheckRequest>(), res: json::<PublishCheck>(), status: 200, replays: false),
         endpoint!(GET "/apps/{slug}/groups", "List update groups, newest first (?branch= or ?channel=, ?limit=)", AppRead, updates::list_groups, req: None, res: json::<Vec<GroupInfo>>(), status: 200),
         endpoint!(GET "/apps/{slug}/groups/{group}", "Show an update group", AppRead, updates::show_group, req: None, res: json::<GroupInfo>(), status: 200),
+        endpoint!(GET "/apps/{slug}/groups/{group}/insights", "What devices did with a group, per platform: devices served it, installs, launches, failures, the failure rate, frequent fatal errors, and a daily series (?days=, 1 to 90, default 14)", AppRead, insights::group_insights, req: None, res: json::<GroupInsights>(), status: 200),
+        endpoint!(GET "/apps/{slug}/insights", "What the app's devices run today, per channel, platform and runtime version: the embedded update or which update (?channel= for one); and checks for channels that do not exist", AppRead, insights::fleet_insights, req: None, res: json::<FleetInsights>(), status: 200),
         endpoint!(DELETE "/apps/{slug}/groups/{group}", "Delete a group that is no longer served", AppWrite, publish::delete_group, req: None, res: None, status: 204),
         endpoint!(POST "/apps/{slug}/groups/{group}/republish", "Republish a group: new ids and createdAt, same assets", AppWrite, publish::republish, req: json::<RepublishRequest>(), res: json::<Outcome>(), status: 201, prepare: true),
         endpoint!(POST "/apps/{slug}/groups/{group}/disable", "Stop serving a group; re-serve the previous one if it was current", AppWrite, publish::disable_group, req: json::<SignedOperation>(), res: json::<Outcome>(), status: 200, prepare: true),

@@ -98,6 +98,11 @@ fn parse_file(file: &str) -> Result<(ContentHash, &'static str), ApiError> {
     Ok((hash, content_type))
 }
 
+/// The content hash an asset name (`<hash>.<ext>`) names, if it is valid.
+pub(crate) fn hash_of(file: &str) -> Option<ContentHash> {
+    parse_file(file).ok().map(|(hash, _)| hash)
+}
+
 /// Picks the best stored encoding the client accepts: brotli, then gzip, then identity.
 fn choose_encoding(headers: &HeaderMap, blob: &Servable) -> Encoding {
     let Some(accept) = headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()) else {

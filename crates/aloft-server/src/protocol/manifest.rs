@@ -1,10 +1,11 @@
 //! `GET /apps/{slug}/manifest`: the update check, answered from the served state.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use aloft_core::accept::{ManifestFormat, negotiate};
 use aloft_core::signature::ExpectSignature;
-use aloft_core::{ChannelName, Platform, RuntimeVersion};
+use aloft_core::{ChannelName, Platform, RuntimeVersion, reports};
 use aloft_store::db::updates::BodyKind;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -27,6 +28,10 @@ struct Check<'a> {
     expect_signature: Option<ExpectSignature>,
     protocol: u8,
     formats: Vec<ManifestFormat>,
+    /// `Expo-Recent-Failed-Update-IDs`: updates whose launch failed on the device.
+    failed: Vec<Uuid>,
+    /// `Expo-Fatal-Error`, read leniently (the text may hold any character).
+    fatal_error: Option<Cow<'a, str>>,
 }
 
 /// The request headers a check reads, found in one pass over the request's headers (the first
@@ -42,6 +47,8 @@ pub(crate) struct CheckHeaders<'a> {
     client_id: Option<&'a [u8]>,
     expect_signature: Option<&'a [u8]>,
     accept: Option<&'a [u8]>,
+    failed_update_ids: Option<&'a [u8]>,
+    fatal_error: Option<&'a [u8]>,
 }
 
 impl<'a> CheckHeaders<'a> {
@@ -66,12 +73,14 @@ impl<'a> CheckHeaders<'a> {
             6 if is("accept") => &mut self.accept,
             13 if is("expo-platform") => &mut self.platform,
             13 if is("eas-client-id") => &mut self.client_id,
+            16 if is("expo-fatal-error") => &mut self.fatal_error,
             17 if is("expo-channel-name") => &mut self.channel,
             20 if is("expo-runtime-version") => &mut self.runtime_version,
             21 if is("expo-protocol-version") => &mut self.protocol_version,
             21 if is("expo-expect-signature") => &mut self.expect_signature,
             22 if is("expo-current-update-id") => &mut self.current_update_id,
             23 if is("expo-embedded-update-id") => &mut self.embedded_update_id,
+            29 if is("expo-recent-failed-update-ids") => &mut self.failed_update_ids,
             _ => return None,
         })
     }
@@ -153,6 +162,15 @@ impl<'a> Check<'a> {
             })
             .transpose()?;
         let formats = negotiate(header_str(found.accept, header::ACCEPT.as_str())?);
+        // Reports are information: a malformed one is ignored, never a reason to refuse.
+        let failed = found
+            .failed_update_ids
+            .map(reports::failed_update_ids)
+            .unwrap_or_default();
+        let fatal_error = found.fatal_error.and_then(|v| match String::from_utf8_lossy(v) {
+            Cow::Borrowed(text) => reports::fatal_error(text).map(Cow::Borrowed),
+            Cow::Owned(text) => reports::fatal_error(&text).map(|t| Cow::Owned(t.to_owned())),
+        });
         Ok(Self {
             platform,
             runtime_version,
@@ -163,6 +181,8 @@ impl<'a> Check<'a> {
             expect_signature,
             protocol,
             formats,
+            failed,
+            fatal_error,
         })
     }
 }
@@ -219,22 +239,65 @@ fn multipart(update: &ServedUpdate) -> Response {
     response
 }
 
+/// The query parameters of a check (`?platform=…&runtime-version=…&channel=…`), which stand in
+/// for headers a browser cannot set.
+pub(crate) type Params = HashMap<String, String>;
+
+/// Reads a check's query string; none is the usual case, and costs nothing.
+pub(crate) fn params(query: Option<&str>) -> Result<Params, ApiError> {
+    match query {
+        None => Ok(HashMap::new()),
+        Some(q) => parse_query::<Params>(q),
+    }
+}
+
+/// What a check told and what it got, for the insights (`insights.rs`): filled in as the
+/// check is answered, from the request and the served state, and recorded by the device hook.
+#[derive(Debug, Default)]
+pub(crate) struct Facts<'a> {
+    /// The app, when it exists.
+    pub(crate) app_id: Option<i64>,
+    /// The channel the check was answered for: the one named, or the app's default.
+    pub(crate) channel: Option<Cow<'a, str>>,
+    /// Whether that channel exists (else the check was answered "no update").
+    pub(crate) channel_known: bool,
+    pub(crate) platform: Option<Platform>,
+    pub(crate) runtime_version: &'a str,
+    pub(crate) client_id: Option<&'a str>,
+    /// What the device runs.
+    pub(crate) running: Running,
+    /// Updates of this app the device reported failed, known to this server.
+    pub(crate) failed: Vec<Uuid>,
+    pub(crate) fatal_error: Option<Cow<'a, str>>,
+    /// The update whose manifest was sent.
+    pub(crate) served: Option<Uuid>,
+}
+
+/// What a device runs, as its check says.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Running {
+    /// Its embedded update (or nothing reported).
+    #[default]
+    Embedded,
+    /// An update of this app in memory.
+    Update(Uuid),
+    /// An update this server does not hold in memory.
+    Other,
+}
+
 /// Answers an update check from memory. It is given only the served state and its metrics, so
 /// a check can do no I/O: no database, no storage, no await. Called by the device hook
 /// (`device.rs`) for every lane, with the request's query string and the headers a check reads.
-pub(crate) fn answer(
+pub(crate) fn answer<'a>(
     served: &Served,
     metrics: &RequestMetrics,
     slug: &str,
-    query: Option<&str>,
-    found: CheckHeaders<'_>,
+    query: &'a Params,
+    found: CheckHeaders<'a>,
+    facts: &mut Facts<'a>,
 ) -> Result<Response, ApiError> {
     // Headers are read in place: no copy of the header map per check.
-    let query = match query {
-        None => HashMap::new(),
-        Some(q) => parse_query::<HashMap<String, String>>(q)?,
-    };
-    let check = Check::parse(found, &query)?;
+    let check = Check::parse(found, query)?;
     let Some(&format) = check.formats.first() else {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
@@ -244,8 +307,12 @@ pub(crate) fn answer(
     };
     let snapshot = served.snapshot();
     let client_id = check.client_id;
-    let update = match snapshot.resolve(slug, check.channel, check.platform, check.runtime_version) {
-        Some(resolved) => resolved.for_device(client_id),
+    let head = match snapshot.resolve(slug, check.channel, check.platform, check.runtime_version) {
+        Some(resolved) => {
+            facts.app_id = Some(resolved.app_id);
+            facts.channel_known = true;
+            resolved.head_for(client_id)
+        }
         None => {
             // Not in the index: an unknown app or channel, or nothing for this platform and
             // runtime version on the channel's branches (the per-app maps decide, as the index
@@ -253,9 +320,13 @@ pub(crate) fn answer(
             let app = snapshot
                 .app(slug)
                 .ok_or_else(|| ApiError::not_found("app_not_found", format!("no app {slug:?} on this server")))?;
+            facts.app_id = Some(app.id);
             let channel = check.channel.unwrap_or(&app.default_channel);
             match app.route(channel) {
-                Some(route) => app.update_for(route, check.platform, check.runtime_version, client_id),
+                Some(route) => {
+                    facts.channel_known = true;
+                    app.head_for(route, check.platform, check.runtime_version, client_id)
+                }
                 None => {
                     // A build shipped before its channel's first publish: nothing new for it
                     // yet. A 404 would make the client report a failed check on every launch,
@@ -266,6 +337,40 @@ pub(crate) fn answer(
                     None
                 }
             }
+        }
+    };
+    let app_id = facts.app_id;
+    let known = |id: &Uuid| snapshot.update(id).filter(|(app, _)| Some(*app) == app_id);
+    facts.channel = Some(match check.channel {
+        Some(channel) => Cow::Borrowed(channel),
+        None => Cow::Owned(
+            snapshot
+                .app(slug)
+                .map_or_else(String::new, |a| a.default_channel.clone()),
+        ),
+    });
+    facts.platform = Some(check.platform);
+    facts.runtime_version = check.runtime_version;
+    facts.client_id = client_id;
+    facts.running = match check.current_update_id {
+        None => Running::Embedded,
+        Some(current) if Some(current) == check.embedded_update_id => Running::Embedded,
+        Some(current) if known(&current).is_some() => Running::Update(current),
+        Some(_) => Running::Other,
+    };
+    facts.failed = check.failed.iter().copied().filter(|id| known(id).is_some()).collect();
+    facts.fatal_error = check.fatal_error.clone();
+
+    let update = match head {
+        None => None,
+        Some(head) if check.failed.is_empty() => head.for_device(client_id),
+        // A device is never offered an update it reported failed.
+        Some(head) => {
+            let running_since = check
+                .current_update_id
+                .and_then(|id| known(&id))
+                .map(|(_, u)| u.created_at);
+            head.avoiding_failed(head.for_device(client_id), &check.failed, running_since)
         }
     };
     let Some(update) = update else {
@@ -298,6 +403,7 @@ pub(crate) fn answer(
 
     check_signature(slug, &check, update)?;
     metrics.manifest_response(ManifestKind::Update);
+    facts.served = Some(update.id);
     let mut response = match format {
         ManifestFormat::Multipart => multipart(update),
         ManifestFormat::ExpoJson | ManifestFormat::Json => {

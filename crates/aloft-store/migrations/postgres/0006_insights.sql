@@ -36,7 +36,7 @@ CREATE TABLE insight_fatal_errors (
     update_id    TEXT    NOT NULL,
     platform     TEXT    NOT NULL,
     day          BIGINT  NOT NULL,
-    message_hash TEXT    NOT NULL,   -- hex SHA-256 of the message
+    message_hash TEXT    NOT NULL,   -- SHA-256 of the message, base64url
     message      TEXT    NOT NULL,
     reports      BIGINT  NOT NULL,
     app_id       BIGINT  NOT NULL,

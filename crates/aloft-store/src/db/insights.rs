@@ -77,7 +77,7 @@ pub struct FatalKey {
     pub update_id: Uuid,
     pub platform: &'static str,
     pub day: i64,
-    /// Hex SHA-256 of the message.
+    /// SHA-256 of the message, base64url.
     pub message_hash: String,
 }
 

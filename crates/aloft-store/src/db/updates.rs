@@ -404,7 +404,7 @@ pub struct Head {
     pub branch_id: i64,
     pub group_id: Uuid,
     /// 1 for the newest served update of (branch, platform, runtime version), 2 for the one
-    /// before it (the control of a rollout).
+    /// before it (the control of a rollout), and so on up to [`HEAD_HISTORY`].
     pub rank: i64,
     pub update: StoredUpdate,
     pub kind: BodyKind,
@@ -412,10 +412,16 @@ pub struct Head {
     pub rollout: Option<RolloutSpec>,
 }
 
-/// The two newest served updates of every (branch, platform, runtime version) of the app.
+/// How many of the newest served updates of each (branch, platform, runtime version) [`heads`]
+/// reads: the head, the control of a rollout, and earlier ones a device that reported the newer
+/// ones failed may fall back to.
+pub const HEAD_HISTORY: i64 = 4;
+
+/// The [`HEAD_HISTORY`] newest served updates of every (branch, platform, runtime version) of
+/// the app.
 pub async fn heads(db: &Database, app_id: i64) -> Result<Vec<Head>, DbError> {
     // Rank on narrow columns first, read from the `updates_ranking` index alone (the table rows
-    // carry manifest bodies), then read bodies for the two newest per key only: an app with
+    // carry manifest bodies), then read bodies for the newest few per key only: an app with
     // thousands of updates reads a handful of manifests. Filtering on the app's branches (not
     // `g.app_id`, which has to be read per row) keeps the scan to that app's index range, and
     // disabled groups are a short list (`update_groups_disabled`), not a join per update.
@@ -430,9 +436,10 @@ pub async fn heads(db: &Database, app_id: i64) -> Result<Vec<Head>, DbError> {
              AND u.group_id NOT IN (SELECT id FROM update_groups WHERE app_id = $1 AND disabled_at IS NOT NULL) \
              AND u.withdrawn_at IS NULL) AS ranked \
          JOIN updates u ON u.id = ranked.id JOIN update_groups g ON g.id = u.group_id \
-         WHERE ranked.rn <= 2",
+         WHERE ranked.rn <= $2",
     )
     .bind(app_id)
+    .bind(HEAD_HISTORY)
     .fetch_all(db.pool())
     .await?;
     rows.iter()
