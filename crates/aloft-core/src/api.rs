@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use crate::halt::HaltPolicy;
 use crate::hash::ContentHash;
 use crate::platform::Platform;
 use crate::signature::CodeSignature;
@@ -21,6 +22,10 @@ pub struct AppInfo {
     pub default_channel: String,
     pub manifest_url: String,
     pub server_signing: bool,
+    /// When the app's rollouts halt by themselves, unless a rollout says otherwise; null when
+    /// they never do.
+    #[serde(default)]
+    pub halt_policy: Option<HaltPolicy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -109,6 +114,13 @@ pub struct PublishRequest {
     #[serde(default)]
     #[schemars(range(max = 100))]
     pub rollout_percentage: Option<u8>,
+    /// Halt the rollout by itself when its update fails on too many devices (default: the
+    /// app's policy, else 5 % once 50 devices installed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt_policy: Option<HaltPolicy>,
+    /// Never halt this rollout by itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_halt: bool,
     /// Publish even though the branch has a rollout in progress (which is then completed).
     #[serde(default)]
     pub force: bool,
@@ -256,6 +268,13 @@ pub struct RollbackRequest {
 pub struct SetRollout {
     #[schemars(range(max = 100))]
     pub percentage: u8,
+    /// Halt the rollout by itself when its update fails on too many devices (default: the
+    /// app's policy, else 5 % once 50 devices installed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt_policy: Option<HaltPolicy>,
+    /// Never halt this rollout by itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_halt: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -298,6 +317,12 @@ pub enum ChannelRolloutAction {
 pub struct ChannelRolloutRequest {
     #[serde(flatten)]
     pub action: ChannelRolloutAction,
+    /// With `start` or `set`: when the rollout halts by itself (default: the app's policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt_policy: Option<HaltPolicy>,
+    /// With `start` or `set`: never halt this rollout by itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_halt: bool,
     #[serde(default)]
     pub commit: Option<CommitInfo>,
     /// Store the updates unsigned even though the app's earlier updates were signed (its
@@ -324,6 +349,10 @@ struct FlatChannelRolloutRequest {
     #[serde(default)]
     percentage: Option<u8>,
     #[serde(default)]
+    halt_policy: Option<HaltPolicy>,
+    #[serde(default)]
+    no_halt: bool,
+    #[serde(default)]
     commit: Option<CommitInfo>,
     #[serde(default)]
     allow_unsigned: bool,
@@ -334,8 +363,20 @@ impl<'de> Deserialize<'de> for ChannelRolloutRequest {
         use serde::de::Error;
         let flat = FlatChannelRolloutRequest::deserialize(d)?;
         use ChannelRolloutActionName as Name;
-        const SET: &[&str] = &["action", "percentage", "commit", "allow_unsigned"];
+        const SET: &[&str] = &[
+            "action",
+            "percentage",
+            "halt_policy",
+            "no_halt",
+            "commit",
+            "allow_unsigned",
+        ];
         const END: &[&str] = &["action", "commit", "allow_unsigned"];
+        let halting = flat.halt_policy.is_some() || flat.no_halt;
+        if halting && matches!(flat.action, Name::End | Name::Revert) {
+            let field = if flat.no_halt { "no_halt" } else { "halt_policy" };
+            return Err(D::Error::unknown_field(field, END));
+        }
         let action = match (flat.action, flat.branch, flat.percentage) {
             (Name::Start, Some(branch), Some(percentage)) => ChannelRolloutAction::Start { branch, percentage },
             (Name::Start, None, _) => return Err(D::Error::missing_field("branch")),
@@ -351,6 +392,8 @@ impl<'de> Deserialize<'de> for ChannelRolloutRequest {
         };
         Ok(Self {
             action,
+            halt_policy: flat.halt_policy,
+            no_halt: flat.no_halt,
             commit: flat.commit,
             allow_unsigned: flat.allow_unsigned,
         })
@@ -489,6 +532,8 @@ mod tests {
         ] {
             let text = serde_json::to_string(&ChannelRolloutRequest {
                 action: action.clone(),
+                halt_policy: None,
+                no_halt: false,
                 commit: None,
                 allow_unsigned: true,
             })
@@ -611,4 +656,52 @@ pub struct UpdateShare {
 pub struct UnknownChannel {
     pub channel: String,
     pub checks: i64,
+}
+
+/// A group rollout and its live figures against its halt policy
+/// (`GET /apps/{slug}/groups/{group}/rollout`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RolloutStatus {
+    pub group_id: Uuid,
+    /// `rolling_out`, `complete` (every device gets it), `halted` (stopped by its halt policy),
+    /// `reverted`, `disabled`.
+    pub state: String,
+    /// While rolling out: the share of devices that get it.
+    #[serde(default)]
+    pub percentage: Option<u8>,
+    /// The policy in force; null when the rollout never halts by itself.
+    #[serde(default)]
+    pub policy: Option<HaltPolicy>,
+    pub platforms: Vec<RolloutFigures>,
+}
+
+/// One rolled-out update's figures (distinct devices over the last seven days).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RolloutFigures {
+    pub platform: Platform,
+    pub runtime_version: String,
+    pub update_id: Uuid,
+    pub installs: u64,
+    pub launches: u64,
+    pub failures: u64,
+    #[serde(default)]
+    pub failure_rate: Option<f64>,
+    #[serde(default)]
+    pub control_update_id: Option<Uuid>,
+    #[serde(default)]
+    pub control_failure_rate: Option<f64>,
+    /// Whether these figures are past the policy (the rollout halts at the next look).
+    pub past_policy: bool,
+}
+
+/// The halt policy of an app's rollouts that set none (`PUT /apps/{slug}/halt-policy`): a
+/// policy, `off`, or neither to go back to the built-in default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetHaltPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<HaltPolicy>,
+    /// The app's rollouts never halt by themselves unless a rollout sets a policy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub off: bool,
 }

@@ -7,6 +7,9 @@
 //!   server nobody scrapes.
 //! - **insights**: stores what devices reported (`insights/`) every two seconds, and once more
 //!   at shutdown; a store that fails is retried with the next.
+//! - **halts**: weighs every rollout in progress against its halt policy every two seconds and
+//!   reverts those past it (`service::halt`), so a crashing update stops spreading within
+//!   seconds of crossing the threshold.
 //!
 //! Shutdown: [`Jobs::shutdown`] tells every job to stop. A job stops at its next wait; a unit of
 //! work in progress (one blob's variants, one poll) finishes first, up to a deadline after which
@@ -44,34 +47,36 @@ impl Jobs {
     /// Starts every job: the variants pass, and replica sync every `sync_every`.
     pub fn start(state: &AppState, sync_every: Duration) -> Self {
         let (stop, stopped) = watch::channel(false);
-        let mut running = Vec::new();
-        running.push((
-            "variants",
-            tokio::spawn(make_missing_variants(
-                state.db.clone(),
-                state.blobs.clone(),
-                state.variants_wanted.clone(),
-                stopped.clone(),
-            )),
-        ));
-        running.push((
-            "sync",
-            tokio::spawn(watch_revisions(
-                state.db.clone(),
-                state.served.clone(),
-                state.health.clone(),
-                sync_every,
-                stopped.clone(),
-            )),
-        ));
-        running.push((
-            "insights",
-            tokio::spawn(store_insights(
-                state.db.clone(),
-                state.insights.clone(),
-                stopped.clone(),
-            )),
-        ));
+        let mut running = vec![
+            (
+                "variants",
+                tokio::spawn(make_missing_variants(
+                    state.db.clone(),
+                    state.blobs.clone(),
+                    state.variants_wanted.clone(),
+                    stopped.clone(),
+                )),
+            ),
+            (
+                "sync",
+                tokio::spawn(watch_revisions(
+                    state.db.clone(),
+                    state.served.clone(),
+                    state.health.clone(),
+                    sync_every,
+                    stopped.clone(),
+                )),
+            ),
+            (
+                "insights",
+                tokio::spawn(store_insights(
+                    state.db.clone(),
+                    state.insights.clone(),
+                    stopped.clone(),
+                )),
+            ),
+            ("halts", tokio::spawn(halt_rollouts(state.clone(), stopped.clone()))),
+        ];
         if let Some(handle) = state.exporter.0.clone() {
             running.push((
                 "metrics upkeep",
@@ -124,6 +129,26 @@ async fn store_insights(db: Database, recorder: Arc<Recorder>, mut stop: watch::
         recorder.store(&db).await;
         if last {
             return;
+        }
+    }
+}
+
+/// How often rollouts are weighed against their halt policies.
+const HALT_EVERY: Duration = Duration::from_secs(2);
+
+/// Weighs the rollouts in progress every [`HALT_EVERY`] until stopped.
+async fn halt_rollouts(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(HALT_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stopping(&mut stop) => return,
+        }
+        match crate::service::halt::pass(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rollouts = n, "halted rollouts past their failure policy"),
+            Err(e) => tracing::warn!(error = %e, "weighing rollouts against their halt policies failed; retrying"),
         }
     }
 }

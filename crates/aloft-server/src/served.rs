@@ -22,6 +22,7 @@ use uuid::Uuid;
 #[derive(Debug)]
 pub struct ServedUpdate {
     pub id: Uuid,
+    pub group_id: Uuid,
     pub kind: BodyKind,
     pub platform: Platform,
     pub created_at: Millis,
@@ -37,7 +38,7 @@ pub struct ServedUpdate {
 }
 
 impl ServedUpdate {
-    pub fn prepare(update: updates::StoredUpdate, kind: BodyKind, created_at: Millis) -> Self {
+    pub fn prepare(update: updates::StoredUpdate, group_id: Uuid, kind: BodyKind, created_at: Millis) -> Self {
         let signature = update.signature.as_ref().map(|s| s.header_value());
         let part = Part {
             name: match kind {
@@ -56,6 +57,7 @@ impl ServedUpdate {
         };
         Self {
             id: update.id,
+            group_id,
             kind,
             platform: update.platform,
             created_at,
@@ -206,7 +208,12 @@ impl ServedApp {
                 .entry(row.update.platform)
                 .or_default();
             let rv = row.update.runtime_version.to_string();
-            let update = Arc::new(ServedUpdate::prepare(row.update, row.kind, row.created_at));
+            let update = Arc::new(ServedUpdate::prepare(
+                row.update,
+                row.group_id,
+                row.kind,
+                row.created_at,
+            ));
             match slot.get_mut(&rv) {
                 None => {
                     let rollout = row.rollout.map(|r| HeadRollout {
@@ -492,6 +499,7 @@ mod tests {
                 body: format!("{{\"n\":{n}}}").into_bytes(),
                 signature: None,
             },
+            Uuid::from_u128(n),
             BodyKind::Manifest,
             Millis(i64::try_from(n).unwrap()),
         ))

@@ -361,6 +361,8 @@ fn publish_request(channel: Option<&str>, branch: Option<&str>, bundle: &[u8], r
         }],
         expo_client: None,
         rollout_percentage: rollout,
+        halt_policy: None,
+        no_halt: false,
         force: false,
         commit: None,
         allow_unsigned: false,
@@ -416,6 +418,7 @@ fn json_body(w: &World, r: &Route) -> Option<Value> {
     let body = match (r.method, r.path) {
         ("POST", "/apps") => json!({"slug": "gamma"}),
         ("PUT", "/apps/{slug}/signing-key") => json!({"private_key_pem": signing_key_pem(), "keyid": "main"}),
+        ("PUT", "/apps/{slug}/halt-policy") => json!({"policy": {"failure_rate": 10.0, "min_devices": 20}}),
         ("POST", "/apps/{slug}/publish") => {
             serde_json::to_value(publish_request(Some("production"), None, b"alpha bundle 1", None)).unwrap()
         }

@@ -207,6 +207,7 @@ fn write_call(w: &World, method: &str, path: &str) -> (String, Option<Value>, Op
             Some("app.signing_key.set"),
         ),
         ("DELETE", "/apps/{slug}/signing-key") => (None, Some("app.signing_key.delete")),
+        ("PUT", "/apps/{slug}/halt-policy") => (Some(json!({"off": true})), Some("app.halt_policy.set")),
         ("POST", "/apps/{slug}/publish") => (Some(publish_body(Some("production"), None, 1, None)), Some("publish")),
         ("POST", "/apps/{slug}/publish/check") => (
             Some(json!({"branch": "unused", "updates": [{"platform": "ios", "runtime_version": "1"}]})),

@@ -646,6 +646,8 @@ fn publish_request(channel: Option<&str>, branch: Option<&str>, hash: ContentHas
             .collect(),
         expo_client: None,
         rollout_percentage: rollout,
+        halt_policy: None,
+        no_halt: false,
         force: false,
         commit: None,
         allow_unsigned: false,

@@ -502,6 +502,8 @@ fn to_channel(channel: &str, updates: Vec<PlatformUpdate>) -> PublishRequest {
         updates,
         expo_client: Some(expo_client()),
         rollout_percentage: None,
+        halt_policy: None,
+        no_halt: false,
         force: false,
         commit: None,
         allow_unsigned: false,

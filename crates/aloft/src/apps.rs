@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
-use aloft_core::api::{AppInfo, CreateApp, SetSigningKey};
+use aloft_core::api::{AppInfo, CreateApp, SetHaltPolicy, SetSigningKey};
+use aloft_core::halt::{DEFAULT_POLICY, HaltPolicy};
 use anyhow::Context;
 use clap::Subcommand;
 use reqwest::Method;
@@ -32,6 +33,26 @@ pub enum AppsCommand {
         /// Key id the app's `codeSigningMetadata.keyid` names.
         #[arg(long, default_value = "main")]
         keyid: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// When the app's rollouts halt by themselves, unless a rollout sets its own policy: when,
+    /// on a platform, more than --failure-rate percent of the devices that ran the rolled-out
+    /// update report it failed, once --min-devices installed it.
+    SetHaltPolicy {
+        slug: String,
+        /// Percent of devices, 0 to 100 [default: 5].
+        #[arg(long, value_name = "PCT", conflicts_with_all = ["off", "default"])]
+        failure_rate: Option<f64>,
+        /// Installs on a platform before its rate counts [default: 50].
+        #[arg(long, value_name = "N", conflicts_with_all = ["off", "default"])]
+        min_devices: Option<u64>,
+        /// The app's rollouts never halt by themselves (unless a rollout sets a policy).
+        #[arg(long, conflicts_with = "default")]
+        off: bool,
+        /// Back to the built-in policy (5 % once 50 devices installed).
+        #[arg(long)]
+        default: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -74,6 +95,39 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             outln!("app {slug} now signs its updates on the server")?;
+        }
+        AppsCommand::SetHaltPolicy {
+            slug,
+            failure_rate,
+            min_devices,
+            off,
+            default,
+            server,
+        } => {
+            let policy = (failure_rate.is_some() || min_devices.is_some()).then(|| HaltPolicy {
+                failure_rate: failure_rate.unwrap_or(DEFAULT_POLICY.failure_rate),
+                min_devices: min_devices.unwrap_or(DEFAULT_POLICY.min_devices),
+            });
+            if policy.is_none() && !off && !default {
+                anyhow::bail!("give --failure-rate and/or --min-devices, or --off, or --default");
+            }
+            let client = Client::new(&server)?;
+            let body = SetHaltPolicy { policy, off };
+            let app: AppInfo = client
+                .send(
+                    client
+                        .request(Method::PUT, &format!("/apps/{slug}/halt-policy"))
+                        .json(&body),
+                )
+                .await?;
+            match app.halt_policy {
+                Some(p) => outln!(
+                    "app {slug}: rollouts halt when more than {} % of devices fail on a platform, once {} installed the update",
+                    p.failure_rate,
+                    p.min_devices
+                )?,
+                None => outln!("app {slug}: rollouts never halt by themselves unless they set a policy")?,
+            }
         }
     }
     Ok(())

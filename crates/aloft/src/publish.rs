@@ -56,6 +56,9 @@ pub struct PublishArgs {
     /// Roll the group out to this share of devices (0-100) instead of all of them.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
     rollout_percentage: Option<u8>,
+    /// With --rollout-percentage: when the rollout halts by itself.
+    #[command(flatten)]
+    halt: crate::release::HaltArgs,
     /// Publish even though the branch has a rollout in progress (that rollout is completed).
     #[arg(long)]
     force: bool,
@@ -227,6 +230,9 @@ async fn check_app(client: &Client, server: &str, slug: &str) -> anyhow::Result<
 }
 
 pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
+    if args.halt.any() && args.rollout_percentage.is_none_or(|p| p >= 100) {
+        bail!("--halt-on-failure-rate, --halt-min-devices and --no-halt go with --rollout-percentage below 100");
+    }
     let client = Client::new(&args.server)?;
     let signing = args.signing.load()?;
     check_app(&client, &args.server.server, &args.app).await?;
@@ -312,6 +318,8 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         updates,
         expo_client: Some(expo_client),
         rollout_percentage: args.rollout_percentage,
+        halt_policy: args.halt.policy(),
+        no_halt: args.halt.no_halt,
         force: args.force,
         commit: None,
         allow_unsigned: args.signing.allow_unsigned,

@@ -4,8 +4,9 @@
 use aloft_core::Platform;
 use aloft_core::api::{
     AuditEntry, BranchInfo, ChannelInfo, ChannelRolloutAction, ChannelRolloutRequest, CreateBranch, CreateChannel,
-    EditChannel, GcRequest, GcResult, GroupInfo, Outcome, RepublishRequest, RollbackRequest, SetRollout,
+    EditChannel, GcRequest, GcResult, GroupInfo, Outcome, RepublishRequest, RollbackRequest, RolloutStatus, SetRollout,
 };
+use aloft_core::halt::{DEFAULT_POLICY, HaltPolicy};
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -32,6 +33,41 @@ impl AppArgs {
 
     fn path(&self, rest: &str) -> String {
         format!("/apps/{}{rest}", self.app)
+    }
+}
+
+// When a rollout halts by itself (a plain comment, for the reason given above AppArgs).
+#[derive(Args, Debug, Clone, Default)]
+pub struct HaltArgs {
+    /// Halt the rollout by itself when, on a platform, more than PCT percent of the devices that
+    /// ran its update report it failed (and more than of the control's) [default: the app's
+    /// policy, else 5].
+    #[arg(long, value_name = "PCT")]
+    pub halt_on_failure_rate: Option<f64>,
+    /// ...once at least N devices installed it on that platform [default: the app's policy,
+    /// else 50].
+    #[arg(long, value_name = "N")]
+    pub halt_min_devices: Option<u64>,
+    /// Never halt this rollout by itself.
+    #[arg(long, conflicts_with_all = ["halt_on_failure_rate", "halt_min_devices"])]
+    pub no_halt: bool,
+}
+
+impl HaltArgs {
+    /// The request's `halt_policy`: given when either flag is, the other from the built-in
+    /// default.
+    pub fn policy(&self) -> Option<HaltPolicy> {
+        if self.halt_on_failure_rate.is_none() && self.halt_min_devices.is_none() {
+            return None;
+        }
+        Some(HaltPolicy {
+            failure_rate: self.halt_on_failure_rate.unwrap_or(DEFAULT_POLICY.failure_rate),
+            min_devices: self.halt_min_devices.unwrap_or(DEFAULT_POLICY.min_devices),
+        })
+    }
+
+    pub fn any(&self) -> bool {
+        self.no_halt || self.policy().is_some()
     }
 }
 
@@ -103,6 +139,8 @@ pub enum ChannelsCommand {
         #[arg(long)]
         revert: bool,
         #[command(flatten)]
+        halt: HaltArgs,
+        #[command(flatten)]
         signing: SigningArgs,
         #[command(flatten)]
         app: AppArgs,
@@ -149,10 +187,16 @@ pub async fn channels(cmd: ChannelsCommand) -> anyhow::Result<()> {
             percentage,
             end,
             revert,
+            halt,
             signing,
             app,
             json,
         } => {
+            if halt.any() && (end || revert) {
+                bail!(
+                    "--halt-on-failure-rate, --halt-min-devices and --no-halt go with starting or raising a rollout, not --end or --revert"
+                );
+            }
             let action = match (branch, percentage, end, revert) {
                 (Some(branch), Some(percentage), false, false) => ChannelRolloutAction::Start { branch, percentage },
                 (None, Some(percentage), false, false) => ChannelRolloutAction::Set { percentage },
@@ -162,6 +206,8 @@ pub async fn channels(cmd: ChannelsCommand) -> anyhow::Result<()> {
             };
             let body = serde_json::to_value(ChannelRolloutRequest {
                 action,
+                halt_policy: halt.policy(),
+                no_halt: halt.no_halt,
                 commit: None,
                 allow_unsigned: signing.allow_unsigned,
             })?;
@@ -466,7 +512,17 @@ pub enum RolloutCommand {
         #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
         percentage: u8,
         #[command(flatten)]
+        halt: HaltArgs,
+        #[command(flatten)]
         app: AppArgs,
+    },
+    /// A rollout's state and, per platform, its live failure figures against its halt policy.
+    Status {
+        group: String,
+        #[command(flatten)]
+        app: AppArgs,
+        #[arg(long)]
+        json: bool,
     },
     /// Complete a group's rollout: every device gets the group.
     Complete {
@@ -486,15 +542,65 @@ pub enum RolloutCommand {
     },
 }
 
+fn print_status(s: &RolloutStatus) -> anyhow::Result<()> {
+    outln!("Group {}: {}", s.group_id, s.state)?;
+    if let Some(p) = s.percentage {
+        outln!("  rolled out to {p} % of devices")?;
+    }
+    match &s.policy {
+        Some(p) => outln!(
+            "  halts when more than {} % of devices fail on a platform, once {} installed it",
+            p.failure_rate,
+            p.min_devices
+        )?,
+        None => outln!("  never halts by itself")?,
+    }
+    for x in &s.platforms {
+        let rate = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2} %"));
+        outln!(
+            "  {:<8} runtime {}  installs {}  launches {}  failures {}  failure rate {}  (control {}){}",
+            x.platform.as_str(),
+            x.runtime_version,
+            x.installs,
+            x.launches,
+            x.failures,
+            rate(x.failure_rate),
+            rate(x.control_failure_rate),
+            if x.past_policy { "  PAST THE POLICY" } else { "" }
+        )?;
+    }
+    Ok(())
+}
+
 pub async fn rollout(cmd: RolloutCommand) -> anyhow::Result<()> {
     match cmd {
-        RolloutCommand::Set { group, percentage, app } => {
+        RolloutCommand::Set {
+            group,
+            percentage,
+            halt,
+            app,
+        } => {
             let client = app.client()?;
             let request = client
                 .request(Method::PUT, &app.path(&format!("/groups/{group}/rollout")))
-                .json(&SetRollout { percentage });
+                .json(&SetRollout {
+                    percentage,
+                    halt_policy: halt.policy(),
+                    no_halt: halt.no_halt,
+                });
             let outcome: Outcome = client.send(request).await?;
             print_outcome(&outcome, false)?;
+        }
+        RolloutCommand::Status { group, app, json } => {
+            let status: RolloutStatus = app
+                .client()?
+                .get(&app.path(&format!("/groups/{group}/rollout")))
+                .await?;
+            if json {
+                output::json(&status)?;
+            } else {
+                print_status(&status)?;
+            }
         }
         RolloutCommand::Complete { group, app } => {
             let outcome: Outcome = app

@@ -241,3 +241,204 @@ async fn devices_reports_become_exact_insights() {
     );
     assert!(text.contains("TypeError: undefined is not a function"), "{text}");
 }
+
+fn rollout_status(setup: &Setup, group: &str) -> Value {
+    serde_json::from_str(&aloft_ok(&[
+        "rollout",
+        "status",
+        group,
+        "--server",
+        &setup.server.base,
+        "--token",
+        &setup.token,
+        "--app",
+        "demo",
+        "--json",
+    ]))
+    .unwrap()
+}
+
+/// Update 2 goes to half of 200 devices with a policy of 20 % once 40 devices installed it.
+/// 39 installers fail: below the minimum, the rollout goes on. The rest launch it: past the
+/// threshold, the rollout halts by itself within seconds, exactly as a revert (every device
+/// ends on update 1's content), once, with the figures in the audit log. A device that reported
+/// update 2 failed is never offered it.
+#[tokio::test]
+async fn a_rollout_that_crashes_halts_itself() {
+    let setup = Setup::new();
+    let base = setup.server.base.clone();
+    // The server signs, so it can republish when it halts.
+    let key = setup.key();
+    aloft_ok(&[
+        "apps",
+        "set-signing-key",
+        "demo",
+        "--private-key",
+        &key,
+        "--keyid",
+        "main",
+        "--server",
+        &base,
+        "--token",
+        &setup.token,
+    ]);
+    let first = setup.publish(&make_export(setup.dir.path(), "halt-1", RV), "production", false, &[]);
+    let u1 = update_id(&first, "ios");
+    let second = setup.publish(
+        &make_export(setup.dir.path(), "halt-2", RV),
+        "production",
+        false,
+        &[
+            "--rollout-percentage",
+            "50",
+            "--halt-on-failure-rate",
+            "20",
+            "--halt-min-devices",
+            "40",
+        ],
+    );
+    let (u2, group2) = (
+        update_id(&second, "ios"),
+        second["group_id"].as_str().unwrap().to_owned(),
+    );
+
+    // Every device checks while running update 1; half are in the rollout.
+    let u1_ref = u1.as_str();
+    let answers = join_all((0..200).map(|i| {
+        let base = base.clone();
+        async move { (i, Device::new(i, u1_ref).check(&base).await) }
+    }))
+    .await;
+    let rolled: Vec<(usize, Value)> = answers.into_iter().filter_map(|(i, m)| Some((i, m?))).collect();
+    assert!(
+        (70..130).contains(&rolled.len()),
+        "{} devices in a 50 % rollout",
+        rolled.len()
+    );
+    assert!(rolled.iter().all(|(_, m)| m["id"].as_str().unwrap() == u2));
+    let u1_bundle = {
+        // A device outside the rollout that runs its embedded update gets update 1.
+        let outside = (0..200).find(|i| !rolled.iter().any(|(r, _)| r == i)).unwrap();
+        let manifest = Device::new(outside, EMBEDDED).check(&base).await.unwrap();
+        assert_eq!(manifest["id"].as_str().unwrap(), u1);
+        manifest["launchAsset"]["hash"].as_str().unwrap().to_owned()
+    };
+
+    // 39 install it and fail: below the minimum of 40 installs.
+    let u2_ref = u2.as_str();
+    let report = |devices: &[(usize, Value)], fail: bool| {
+        let base = base.clone();
+        let devices: Vec<(usize, Value)> = devices.to_vec();
+        async move {
+            join_all(devices.iter().map(|(i, manifest)| {
+                let base = base.clone();
+                async move {
+                    let device = Device::new(*i, u1_ref);
+                    device.install(manifest).await;
+                    let mut after = Device::new(*i, if fail { u1_ref } else { u2_ref });
+                    if fail {
+                        after.failed = vec![u2_ref];
+                    }
+                    let offered = after.check(&base).await;
+                    // Failed there: never offered update 2 again.
+                    if fail {
+                        assert!(offered.is_none_or(|m| m["id"].as_str().unwrap() != u2_ref));
+                    }
+                }
+            }))
+            .await;
+        }
+    };
+    report(&rolled[..39], true).await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let status = rollout_status(&setup, &group2);
+    assert_eq!(status["state"], "rolling_out", "{status:#}");
+    let ios = &status["platforms"].as_array().unwrap()[0];
+    assert_eq!(
+        (ios["installs"].as_u64(), ios["failures"].as_u64()),
+        (Some(39), Some(39)),
+        "{status:#}"
+    );
+    assert_eq!(ios["past_policy"], false);
+
+    // The rest launch it: 39 failures of all that ran it is past 20 % with enough installs.
+    report(&rolled[39..], false).await;
+    let crossed = std::time::Instant::now();
+    let halted = loop {
+        let status = rollout_status(&setup, &group2);
+        if status["state"] == "halted" {
+            break crossed.elapsed();
+        }
+        assert!(
+            crossed.elapsed() < std::time::Duration::from_secs(10),
+            "not halted in 10 s: {status:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    println!("halted {halted:?} after the threshold was crossed");
+
+    // Every device ends on update 1's content: those on update 2 and those on update 1 alike.
+    for (i, _) in &rolled {
+        let on_u2 = Device::new(*i, u2_ref)
+            .check(&base)
+            .await
+            .expect("a way back from update 2");
+        assert_eq!(on_u2["launchAsset"]["hash"].as_str().unwrap(), u1_bundle);
+    }
+    for i in 0..200 {
+        let mut device = Device::new(i, u1_ref);
+        if rolled[..39].iter().any(|(r, _)| *r == i) {
+            device.failed = vec![u2_ref];
+        }
+        if let Some(m) = device.check(&base).await {
+            assert_ne!(m["id"].as_str().unwrap(), u2);
+            assert_eq!(m["launchAsset"]["hash"].as_str().unwrap(), u1_bundle);
+        }
+    }
+
+    // Once, with the figures that triggered it.
+    let audit: Value = serde_json::from_str(&aloft_ok(&[
+        "audit",
+        "--server",
+        &base,
+        "--token",
+        &setup.token,
+        "--app",
+        "demo",
+        "--json",
+    ]))
+    .unwrap();
+    let halts: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "rollout.halt")
+        .collect();
+    assert_eq!(halts.len(), 1, "{audit:#}");
+    let trigger = &halts[0]["details"]["trigger"];
+    assert_eq!(trigger["failures"], 39, "{:#}", halts[0]);
+    assert_eq!(trigger["installs"].as_u64().unwrap(), rolled.len() as u64);
+    assert_eq!(halts[0]["details"]["policy"]["min_devices"], 40);
+    // A halted rollout stays halted: nothing more happens on the next passes.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let audit: Value = serde_json::from_str(&aloft_ok(&[
+        "audit",
+        "--server",
+        &base,
+        "--token",
+        &setup.token,
+        "--app",
+        "demo",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "rollout.halt")
+            .count(),
+        1
+    );
+}

@@ -1,14 +1,16 @@
 use aloft_core::AppSlug;
-use aloft_core::api::{AppInfo, CreateApp, SetSigningKey};
+use aloft_core::api::{AppInfo, CreateApp, SetHaltPolicy, SetSigningKey};
+use aloft_core::halt::Halt;
 use aloft_store::db::apps::{self, App};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::grant::{Admin, AnyToken, AppRead};
+use super::grant::{Admin, AnyToken, AppRead, AppWrite};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::service::apps as service;
+use crate::service::input;
 use crate::state::AppState;
 
 fn info(state: &AppState, app: &App) -> AppInfo {
@@ -17,7 +19,22 @@ fn info(state: &AppState, app: &App) -> AppInfo {
         default_channel: app.default_channel.to_string(),
         manifest_url: state.config.manifest_url(app.slug.as_str()),
         server_signing: app.signing_key_pem.is_some(),
+        halt_policy: match Halt::resolve(None, app.halt_policy.as_deref()) {
+            Halt::Off => None,
+            Halt::Policy(p) => Some(p),
+        },
     }
+}
+
+/// Sets the halt policy of the app's rollouts that set none (`aloft apps set-halt-policy`).
+pub async fn set_halt_policy(
+    AppWrite { caller, app }: AppWrite,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<SetHaltPolicy>,
+) -> Result<Json<AppInfo>, ApiError> {
+    let halt = input::halt_setting(body.policy, body.off)?;
+    let app = service::set_halt_policy(&state, &caller.actor(), &app, halt).await?;
+    Ok(Json(info(&state, &app)))
 }
 
 pub async fn create_app(

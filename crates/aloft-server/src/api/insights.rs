@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 
 use aloft_core::Platform;
 use aloft_core::api::{
-    DailyInsights, FatalErrorCount, FleetInsights, GroupInsights, PlatformInsights, RuntimeFleet, UnknownChannel,
-    UpdateShare,
+    DailyInsights, FatalErrorCount, FleetInsights, GroupInsights, PlatformInsights, RolloutFigures, RolloutStatus,
+    RuntimeFleet, UnknownChannel, UpdateShare,
 };
+use aloft_core::halt::{Figures, Halt, should_halt};
 use aloft_core::time::Millis;
 use aloft_store::db::insights::{self as stored, EMBEDDED};
+use aloft_store::db::rollouts::{self, WatchedRollout};
 use aloft_store::db::updates;
 use axum::Json;
 use axum::extract::State;
@@ -21,6 +23,7 @@ use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::insights::day_of;
 use crate::insights::report::{self, Counts};
+use crate::service::halt;
 use crate::state::AppState;
 
 /// Days a report covers unless `?days=` says otherwise.
@@ -155,5 +158,86 @@ pub async fn fleet_insights(
         date: Millis::date_of_day(today),
         runtimes,
         unknown_channels,
+    }))
+}
+
+/// A group's rollout and its live figures against its halt policy.
+pub async fn rollout_status(
+    AppRead { app, .. }: AppRead,
+    State(state): State<AppState>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
+) -> Result<Json<RolloutStatus>, ApiError> {
+    let group_id =
+        Uuid::parse_str(&id).map_err(|_| ApiError::not_found("group_not_found", "no update group with that id"))?;
+    let mut conn = state.db.conn().await?;
+    let group = updates::group(&mut conn, app.id, group_id).await?;
+    let own = rollouts::halt_policy(&mut conn, group_id).await?;
+    drop(conn);
+    let halt = Halt::resolve(own.as_deref(), app.halt_policy.as_deref());
+    let state_name = match (&group.disabled, &group.rollout) {
+        (Some((_, reason)), _) => match reason.as_str() {
+            "rollout_halted" => "halted",
+            "rollout_reverted" => "reverted",
+            _ => "disabled",
+        },
+        (None, Some(_)) => "rolling_out",
+        (None, None) => "complete",
+    };
+    state.insights.store(&state.db).await;
+    let platforms = if state_name == "rolling_out" {
+        halt::weigh(&state, app.slug.as_str(), &WatchedRollout::Group(group_id), halt)
+            .await?
+            .into_iter()
+            .map(|w| RolloutFigures {
+                platform: w.platform,
+                runtime_version: w.runtime_version,
+                update_id: w.update_id,
+                installs: w.figures.installs,
+                launches: w.figures.launches,
+                failures: w.figures.failures,
+                failure_rate: w.figures.failure_rate(),
+                control_update_id: w.control.map(|(id, _)| id),
+                control_failure_rate: w.control.and_then(|(_, f)| f.failure_rate()),
+                past_policy: w.halts,
+            })
+            .collect()
+    } else {
+        let keys: Vec<(Uuid, Platform)> = group.updates.iter().map(|u| (u.id, u.platform)).collect();
+        let since = day_of(Millis::now()) - 6;
+        let reports = report::updates(&state.db, &keys, since).await?;
+        group
+            .updates
+            .iter()
+            .zip(reports)
+            .map(|(u, r)| {
+                let figures = Figures {
+                    installs: r.totals.installs,
+                    launches: r.totals.launches,
+                    failures: r.totals.failures,
+                };
+                RolloutFigures {
+                    platform: u.platform,
+                    runtime_version: u.runtime_version.to_string(),
+                    update_id: u.id,
+                    installs: figures.installs,
+                    launches: figures.launches,
+                    failures: figures.failures,
+                    failure_rate: figures.failure_rate(),
+                    control_update_id: None,
+                    control_failure_rate: None,
+                    past_policy: matches!(halt, Halt::Policy(p) if should_halt(&p, &figures, None)),
+                }
+            })
+            .collect()
+    };
+    Ok(Json(RolloutStatus {
+        group_id,
+        state: state_name.to_owned(),
+        percentage: group.rollout.as_ref().map(|r| r.percentage),
+        policy: match halt {
+            Halt::Off => None,
+            Halt::Policy(p) => Some(p),
+        },
+        platforms,
     }))
 }

@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::grant::AppWrite;
@@ -87,6 +87,7 @@ fn operation<'a>(
             action,
             target,
             summary,
+            details: Value::Null,
         },
     }
 }
@@ -212,16 +213,18 @@ pub async fn set_rollout(
     let by = caller.actor();
     let summary = format!("rollout of {id} set to {}%", req.percentage);
     let percentage = input::Percentage::new(req.percentage)?;
+    let halt = input::halt_setting(req.halt_policy, req.no_halt)?;
     let op = Operation::commit(
         &by,
         Record {
             action: "rollout.set",
             target: id,
             summary,
+            details: Value::Null,
         },
     );
     Ok(respond(
-        release::set_rollout(&state, &app, group, percentage, op).await?,
+        release::set_rollout(&state, &app, group, percentage, halt, op).await?,
     ))
 }
 
@@ -239,6 +242,7 @@ pub async fn complete_rollout(
             action: "rollout.complete",
             target: id,
             summary,
+            details: Value::Null,
         },
     );
     Ok(respond(release::complete_rollout(&state, &app, group, op).await?))

@@ -1,6 +1,7 @@
 //! Apps and their server-side signing keys.
 
 use aloft_core::AppSlug;
+use aloft_core::halt::Halt;
 use aloft_core::signature::{CodeSignature, Signer};
 use aloft_store::db::apps::{self, App};
 use serde_json::json;
@@ -57,6 +58,24 @@ pub async fn delete_signing_key(state: &AppState, by: &Actor, app: &App) -> Resu
     let slug = app.slug.as_str();
     write
         .commit(by.entry(Some(slug), "app.signing_key.delete", slug, json!({})))
+        .await?;
+    Ok(apps::by_id(&state.db, app.id).await?)
+}
+
+/// Sets the app's halt setting (`None`: back to the built-in default), recorded as
+/// `app.halt_policy.set`.
+pub async fn set_halt_policy(state: &AppState, by: &Actor, app: &App, halt: Option<Halt>) -> Result<App, Error> {
+    let stored = halt.map(Halt::to_stored);
+    let mut write = Write::begin(state).await?;
+    apps::set_halt_policy(&mut write.tx, app.id, stored.as_deref()).await?;
+    let slug = app.slug.as_str();
+    let details = match halt {
+        None => json!({"policy": "default"}),
+        Some(Halt::Off) => json!({"policy": "off"}),
+        Some(Halt::Policy(p)) => json!({"policy": p}),
+    };
+    write
+        .commit(by.entry(Some(slug), "app.halt_policy.set", slug, details))
         .await?;
     Ok(apps::by_id(&state.db, app.id).await?)
 }

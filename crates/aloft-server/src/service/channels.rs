@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::Error;
 use super::input::{Percentage, branch_name};
-use super::operation::{self, Finished, Ids, Operation};
+use super::operation::{self, Finished, Ids, Operation, Record};
 use super::{Actor, Change, release};
 use crate::state::AppState;
 use aloft_store::db::updates;
@@ -95,6 +95,7 @@ pub async fn channel_rollout(
     let mut change = Change::begin(state).await?;
     let channel = channels::get(&mut change.tx, app.id, name.as_str()).await?;
     let conflict = |code: &'static str, m: String| Error::conflict(code, m);
+    let halt = super::input::halt_setting(req.halt_policy, req.no_halt)?;
     let mut plan = None;
     let ids;
     match &req.action {
@@ -120,6 +121,9 @@ pub async fn channel_rollout(
                 Some((branch_id, percentage, &rollout::new_salt())),
             )
             .await?;
+            if let Some(halt) = halt {
+                channels::set_rollout_halt_policy(&mut change.tx, channel.id, Some(&halt.to_stored())).await?;
+            }
             ids = Ids::fix(&mut change.tx, app.id, None).await?;
         }
         ChannelRolloutAction::Set { percentage } => {
@@ -140,6 +144,9 @@ pub async fn channel_rollout(
                 ));
             }
             channels::set_rollout(&mut change.tx, channel.id, Some((r.branch_id, percentage, &r.salt))).await?;
+            if let Some(halt) = halt {
+                channels::set_rollout_halt_policy(&mut change.tx, channel.id, Some(&halt.to_stored())).await?;
+            }
             ids = Ids::fix(&mut change.tx, app.id, None).await?;
         }
         ChannelRolloutAction::End | ChannelRolloutAction::Revert => {
@@ -178,4 +185,30 @@ pub async fn channel_rollout(
         }
     }
     operation::finish(state, app, change, &ids, plan, op).await
+}
+
+/// A halted branch rollout whose revert would need the publisher's signatures: the channel
+/// stops splitting its devices, and nothing is republished.
+pub async fn stop_channel_rollout(
+    state: &AppState,
+    app: &App,
+    name: &str,
+    by: &Actor,
+    record: Record,
+) -> Result<(), Error> {
+    let mut change = Change::begin(state).await?;
+    let channel = channels::get(&mut change.tx, app.id, name).await?;
+    if channel.rollout.is_none() {
+        return Err(Error::conflict(
+            "no_channel_rollout",
+            "the channel has no branch rollout",
+        ));
+    }
+    channels::set_rollout(&mut change.tx, channel.id, None).await?;
+    let mut details = serde_json::json!({"summary": record.summary});
+    if let (serde_json::Value::Object(more), Some(d)) = (record.details, details.as_object_mut()) {
+        d.extend(more);
+    }
+    let entry = by.entry(Some(app.slug.as_str()), record.action, record.target, details);
+    change.commit(state, app.id, entry).await
 }

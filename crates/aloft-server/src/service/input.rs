@@ -4,6 +4,7 @@
 //! can only judge after reading the state (a publish's target, a branch rollout's branch) are
 //! parsed by the same functions there.
 
+use aloft_core::halt::{Halt, HaltPolicy};
 use aloft_core::{BranchName, ChannelName, RuntimeVersion};
 
 use super::Error;
@@ -18,6 +19,23 @@ pub fn branch_name(name: &str) -> Result<BranchName, Error> {
 
 pub fn runtime_version(value: &str) -> Result<RuntimeVersion, Error> {
     RuntimeVersion::parse(value).map_err(|e| Error::invalid("invalid_runtime_version", e.to_string()))
+}
+
+/// A request's halt setting (`halt_policy`, `no_halt`): `None` when it gives none (the app's
+/// policy then applies).
+pub fn halt_setting(policy: Option<HaltPolicy>, no_halt: bool) -> Result<Option<Halt>, Error> {
+    match (policy, no_halt) {
+        (None, false) => Ok(None),
+        (None, true) => Ok(Some(Halt::Off)),
+        (Some(_), true) => Err(Error::invalid(
+            "invalid_halt_policy",
+            "give halt_policy or no_halt, not both",
+        )),
+        (Some(p), false) => p
+            .validate()
+            .map(|p| Some(Halt::Policy(p)))
+            .map_err(|e| Error::invalid("invalid_halt_policy", format!("field `halt_policy`: {e}"))),
+    }
 }
 
 /// A rollout's share of devices: 0 to 100.

@@ -7,6 +7,7 @@ pub mod apps;
 pub mod blobs;
 pub mod channels;
 pub(crate) mod error;
+pub mod halt;
 pub mod input;
 pub mod operation;
 pub mod publish;

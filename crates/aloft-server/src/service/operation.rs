@@ -15,6 +15,7 @@ use aloft_core::time::Millis;
 use aloft_core::{ContentHash, Md5Key, Platform, RuntimeVersion, directive};
 use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
+use aloft_store::db::rollouts;
 use aloft_store::db::updates::{self, BodyKind, GroupKind, NewGroup, NewUpdate, RolloutSpec, StoredUpdate};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -110,6 +111,8 @@ pub struct Plan {
     pub kind: GroupKind,
     pub message: String,
     pub rollout: Option<RolloutSpec>,
+    /// The rollout's halt setting (`aloft_core::halt::Halt`, stored); `None`: as the app says.
+    pub halt_policy: Option<String>,
     pub republished_from: Option<Uuid>,
     pub updates: Vec<PlannedUpdate>,
 }
@@ -246,6 +249,7 @@ pub async fn republish_plan(
         kind: source.kind,
         message,
         rollout: None,
+        halt_policy: None,
         republished_from: Some(source.republished_from.unwrap_or(source.id)),
         updates,
     })
@@ -282,6 +286,7 @@ pub async fn republish_updates_plan(
         kind: GroupKind::Update,
         message,
         rollout: None,
+        halt_policy: None,
         republished_from: single_source.then_some(first_group),
         updates: planned,
     }))
@@ -300,6 +305,8 @@ pub struct Record {
     pub action: &'static str,
     pub target: String,
     pub summary: String,
+    /// More for the audit entry's details (an object, or null for nothing).
+    pub details: Value,
 }
 
 /// What the caller asks an operation to do with its result.
@@ -356,6 +363,7 @@ pub async fn finish(
         None => None,
         Some(plan) => {
             let branch = plan.branch.clone();
+            let halt_policy = plan.halt_policy.clone();
             let group = sign(app, plan, ids.commit, &by.token_name)?;
             if !allow_unsigned
                 && group.updates.iter().any(|u| u.signature.is_none())
@@ -372,13 +380,19 @@ pub async fn finish(
                 ));
             }
             updates::insert_group(&mut change.tx, &group).await?;
+            if halt_policy.is_some() {
+                rollouts::set_halt_policy(&mut change.tx, group.id, halt_policy.as_deref()).await?;
+            }
             Some(published(state, app, &group, branch))
         }
     };
-    let details = json!({
+    let mut details = json!({
         "summary": record.summary,
         "published_group": published.as_ref().map(|p| p.group_id),
     });
+    if let (Value::Object(more), Some(details)) = (record.details, details.as_object_mut()) {
+        details.extend(more);
+    }
     let entry = by.entry(Some(app.slug.as_str()), record.action, record.target, details);
     change.commit(state, app.id, entry).await?;
     Ok(Finished::Committed(Outcome {

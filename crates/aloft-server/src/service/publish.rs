@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use aloft_core::api::{FileRef, PlatformUpdate, PublishRequest, RepublishRequest};
+use aloft_core::halt::Halt;
 use aloft_core::manifest::AssetRef;
 use aloft_core::{ContentHash, Platform, RuntimeVersion, content_type, rollout};
 use aloft_store::db::Conn as SqliteConnection;
@@ -220,6 +221,13 @@ pub async fn publish(state: &AppState, app: &App, req: &PublishRequest, op: Oper
             percentage,
             salt: rollout::new_salt(),
         });
+    let halt = super::input::halt_setting(req.halt_policy, req.no_halt)?;
+    if halt.is_some() && rollout.is_none() {
+        return Err(Error::invalid(
+            "invalid_halt_policy",
+            "halt_policy and no_halt go with a rollout_percentage below 100",
+        ));
+    }
     let plan = Plan {
         group_id: ids.group_id,
         created_at: ids.created_at,
@@ -228,6 +236,7 @@ pub async fn publish(state: &AppState, app: &App, req: &PublishRequest, op: Oper
         kind: GroupKind::Update,
         message: req.message.clone(),
         rollout,
+        halt_policy: halt.map(Halt::to_stored),
         republished_from: None,
         updates: planned,
     };

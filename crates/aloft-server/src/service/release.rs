@@ -4,18 +4,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use aloft_core::halt::Halt;
 use aloft_core::{ChannelName, Platform, RuntimeVersion};
 use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
 use aloft_store::db::audit;
 use aloft_store::db::channels;
+use aloft_store::db::rollouts;
 use aloft_store::db::updates::{self, BodyKind, Group, GroupKind, UpdateRef};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::Change;
 use super::Error;
 use super::input::Percentage;
-use super::operation::{self, Finished, Ids, Operation, Plan};
+use super::operation::{self, Finished, Ids, Operation, Plan, Record};
+use super::{Actor, Change};
 use crate::state::AppState;
 
 fn conflict(code: &'static str, message: impl Into<String>) -> Error {
@@ -230,6 +233,7 @@ async fn rollback_to_embedded(
             .clone()
             .unwrap_or_else(|| "Rollback to the embedded update".to_owned()),
         rollout: None,
+        halt_policy: None,
         republished_from: None,
         updates,
     };
@@ -294,6 +298,7 @@ pub async fn set_rollout(
     app: &App,
     group_id: Uuid,
     percentage: Percentage,
+    halt: Option<Halt>,
     op: Operation<'_>,
 ) -> Result<Finished, Error> {
     let percentage = percentage.get();
@@ -310,6 +315,9 @@ pub async fn set_rollout(
         ));
     }
     updates::set_rollout_percentage(&mut change.tx, group_id, Some(percentage)).await?;
+    if let Some(halt) = halt {
+        rollouts::set_halt_policy(&mut change.tx, group_id, Some(&halt.to_stored())).await?;
+    }
     let ids = Ids::fix(&mut change.tx, app.id, None).await?;
     operation::finish(state, app, change, &ids, None, op).await
 }
@@ -334,6 +342,34 @@ pub async fn revert_rollout(state: &AppState, app: &App, group_id: Uuid, op: Ope
     let mut change = Change::begin(state).await?;
     let group = active_rollout_group(&mut change.tx, app, group_id).await?;
     withdraw(state, app, change, group, "rollout_reverted", op).await
+}
+
+/// A rollout halted by its policy (`service::halt`): reverted as [`revert_rollout`] does,
+/// recorded as a halt.
+pub async fn halt_rollout(state: &AppState, app: &App, group_id: Uuid, op: Operation<'_>) -> Result<Finished, Error> {
+    let mut change = Change::begin(state).await?;
+    let group = active_rollout_group(&mut change.tx, app, group_id).await?;
+    withdraw(state, app, change, group, "rollout_halted", op).await
+}
+
+/// A halted rollout whose revert would need the publisher's signatures: the group stops being
+/// served, and nothing is republished.
+pub async fn stop_rollout(
+    state: &AppState,
+    app: &App,
+    group_id: Uuid,
+    by: &Actor,
+    record: Record,
+) -> Result<(), Error> {
+    let mut change = Change::begin(state).await?;
+    let group = active_rollout_group(&mut change.tx, app, group_id).await?;
+    updates::disable(&mut change.tx, group.id, "rollout_halted").await?;
+    let mut details = json!({"summary": record.summary});
+    if let (Value::Object(more), Some(d)) = (record.details, details.as_object_mut()) {
+        d.extend(more);
+    }
+    let entry = by.entry(Some(app.slug.as_str()), record.action, record.target, details);
+    change.commit(state, app.id, entry).await
 }
 
 async fn active_rollout_group(conn: &mut SqliteConnection, app: &App, group_id: Uuid) -> Result<Group, Error> {

@@ -17,6 +17,9 @@ pub struct App {
     pub created_at: Millis,
     /// Bumped by every committed change to what the app serves.
     pub revision: i64,
+    /// The halt setting of the app's rollouts that set none (`aloft_core::halt::Halt`, stored);
+    /// `None`: the built-in default.
+    pub halt_policy: Option<String>,
 }
 
 fn from_row(row: &AnyRow) -> Result<App, DbError> {
@@ -30,13 +33,14 @@ fn from_row(row: &AnyRow) -> Result<App, DbError> {
         signing_keyid: row.try_get("signing_keyid")?,
         created_at: Millis(row.try_get("created_at")?),
         revision: row.try_get("revision")?,
+        halt_policy: row.try_get("halt_policy")?,
     })
 }
 
 macro_rules! select_apps {
     ($rest:literal) => {
         concat!(
-            "SELECT id, slug, default_channel, signing_key_pem, signing_keyid, created_at, revision FROM apps ",
+            "SELECT id, slug, default_channel, signing_key_pem, signing_keyid, created_at, revision, halt_policy FROM apps ",
             $rest
         )
     };
@@ -141,4 +145,14 @@ pub async fn revisions(db: &Database) -> Result<Vec<(i64, String, i64)>, DbError
     rows.iter()
         .map(|r| Ok((r.try_get("id")?, r.try_get("slug")?, r.try_get("revision")?)))
         .collect()
+}
+
+/// Sets (or with `None` resets to the built-in default) the app's halt setting.
+pub async fn set_halt_policy(conn: &mut Conn, app_id: i64, policy: Option<&str>) -> Result<(), DbError> {
+    sqlx::query("UPDATE apps SET halt_policy = $1 WHERE id = $2")
+        .bind(policy)
+        .bind(app_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

@@ -14,6 +14,8 @@ pub struct BranchRollout {
     pub branch: String,
     pub percentage: u8,
     pub salt: String,
+    /// Its halt setting (`aloft_core::halt::Halt`, stored); `None`: as the app says.
+    pub halt_policy: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -29,7 +31,8 @@ macro_rules! select_channels {
     ($rest:literal) => {
         concat!(
             "SELECT c.id, c.name, c.branch_id, b.name AS branch, c.rollout_branch_id, rb.name AS rollout_branch, \
-             c.rollout_percentage, c.rollout_salt FROM channels c JOIN branches b ON b.id = c.branch_id \
+             c.rollout_percentage, c.rollout_salt, c.rollout_halt_policy FROM channels c \
+             JOIN branches b ON b.id = c.branch_id \
              LEFT JOIN branches rb ON rb.id = c.rollout_branch_id ",
             $rest
         )
@@ -51,6 +54,7 @@ fn channel_from_row(r: &AnyRow) -> Result<Channel, DbError> {
                 branch,
                 percentage: spec.percentage,
                 salt: spec.salt,
+                halt_policy: r.try_get("rollout_halt_policy")?,
             }),
             _ => None,
         },
@@ -117,6 +121,23 @@ pub async fn set_rollout(
         .bind(rollout.map(|r| r.0))
         .bind(rollout.map(|r| i64::from(r.1)))
         .bind(rollout.map(|r| r.2))
+        .bind(channel_id)
+        .execute(&mut *conn)
+        .await?;
+    if rollout.is_none() {
+        set_rollout_halt_policy(conn, channel_id, None).await?;
+    }
+    Ok(())
+}
+
+/// Sets the halt setting of a channel's branch rollout (`None`: as the app says).
+pub async fn set_rollout_halt_policy(
+    conn: &mut AnyConnection,
+    channel_id: i64,
+    policy: Option<&str>,
+) -> Result<(), DbError> {
+    sqlx::query("UPDATE channels SET rollout_halt_policy = $1 WHERE id = $2")
+        .bind(policy)
         .bind(channel_id)
         .execute(&mut *conn)
         .await?;

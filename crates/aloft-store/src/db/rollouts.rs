@@ -78,3 +78,77 @@ pub async fn set_rollout_percentage(
         .await?;
     Ok(())
 }
+
+/// Sets a group's halt setting (`aloft_core::halt::Halt`, stored; `None`: as the app says).
+pub async fn set_halt_policy(conn: &mut AnyConnection, group_id: Uuid, policy: Option<&str>) -> Result<(), DbError> {
+    sqlx::query("UPDATE update_groups SET halt_policy = $1 WHERE id = $2")
+        .bind(policy)
+        .bind(group_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A group's halt setting, stored (`None`: as the app says).
+pub async fn halt_policy(conn: &mut AnyConnection, group_id: Uuid) -> Result<Option<String>, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT halt_policy FROM update_groups WHERE id = $1")
+            .bind(group_id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+            .flatten(),
+    )
+}
+
+/// A rollout in progress, as the halting job watches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    pub app_id: i64,
+    pub app: String,
+    /// The rollout's own halt setting, and the app's.
+    pub policy: Option<String>,
+    pub app_policy: Option<String>,
+    pub rollout: WatchedRollout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchedRollout {
+    Group(Uuid),
+    /// A channel's branch rollout: the channel's name.
+    Channel(String),
+}
+
+/// Every rollout in progress on the server: group rollouts and channel branch rollouts.
+pub async fn watched(conn: &mut AnyConnection) -> Result<Vec<Watched>, DbError> {
+    let groups = sqlx::query(
+        "SELECT g.id, g.app_id, a.slug, g.halt_policy, a.halt_policy AS app_policy FROM update_groups g \
+         JOIN apps a ON a.id = g.app_id WHERE g.rollout_percentage IS NOT NULL AND g.disabled_at IS NULL \
+         ORDER BY g.created_at",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let channels = sqlx::query(
+        "SELECT c.name, c.app_id, a.slug, c.rollout_halt_policy AS halt_policy, a.halt_policy AS app_policy \
+         FROM channels c JOIN apps a ON a.id = c.app_id WHERE c.rollout_branch_id IS NOT NULL ORDER BY c.id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let watched = |r: &AnyRow, rollout: WatchedRollout| -> Result<Watched, DbError> {
+        Ok(Watched {
+            app_id: r.try_get("app_id")?,
+            app: r.try_get("slug")?,
+            policy: r.try_get("halt_policy")?,
+            app_policy: r.try_get("app_policy")?,
+            rollout,
+        })
+    };
+    let mut out = Vec::new();
+    for r in &groups {
+        let id: String = r.try_get("id")?;
+        out.push(watched(r, WatchedRollout::Group(uuid(&id)?))?);
+    }
+    for r in &channels {
+        out.push(watched(r, WatchedRollout::Channel(r.try_get("name")?))?);
+    }
+    Ok(out)
+}
