@@ -62,7 +62,7 @@ impl Devices {
         let mut facts = Facts::default();
         let response = manifest::answer(&self.served, &self.metrics, slug, &params, headers, &mut facts)
             .unwrap_or_else(IntoResponse::into_response);
-        self.insights.check(&facts, Millis::now());
+        self.insights.check(&facts, response.status().as_u16(), Millis::now());
         self.finish(MANIFEST_ROUTE, method, path, response, start)
     }
 

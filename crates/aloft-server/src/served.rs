@@ -348,6 +348,11 @@ impl Snapshot {
         Self { apps, index, updates }
     }
 
+    /// The slug of an app by its id.
+    pub fn slug_of(&self, app_id: i64) -> Option<&str> {
+        self.apps.values().find(|a| a.id == app_id).map(|a| a.slug.as_str())
+    }
+
     /// An update in memory, with its app's id.
     pub fn update(&self, id: &Uuid) -> Option<(i64, &Arc<ServedUpdate>)> {
         self.updates.get(id).map(|(app, update)| (*app, update))

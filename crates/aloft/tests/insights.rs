@@ -98,6 +98,16 @@ fn insights(setup: &Setup, args: &[&str]) -> Value {
     serde_json::from_str(&aloft_ok(&all)).unwrap()
 }
 
+/// The value of the Prometheus series `name` whose labels include all of `labels`.
+async fn series(base: &str, name: &str, labels: &[&str]) -> u64 {
+    let text = String::from_utf8(get(&format!("{base}/metrics"), &[]).await.body).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} with {labels:?} in\n{text}"))
+}
+
 fn platform<'v>(report: &'v Value, name: &str) -> &'v Value {
     report["platforms"]
         .as_array()
@@ -223,6 +233,26 @@ async fn devices_reports_become_exact_insights() {
         fleet["unknownChannels"],
         serde_json::json!([{"channel": "prodution", "checks": 3}])
     );
+
+    // Prometheus: low-cardinality series per app and platform.
+    let demo_ios = ["app=\"demo\"", "platform=\"ios\""];
+    let checks = |outcome: &'static str| {
+        let base = base.clone();
+        async move {
+            let outcome = format!("outcome=\"{outcome}\"");
+            series(
+                &base,
+                "aloft_device_checks_total",
+                &[demo_ios[0], demo_ios[1], &outcome],
+            )
+            .await
+        }
+    };
+    assert_eq!(checks("update").await, 250);
+    assert_eq!(checks("no_update").await, 151);
+    assert_eq!(checks("unknown_channel").await, 3);
+    assert_eq!(series(&base, "aloft_device_installs_total", &demo_ios).await, 200);
+    assert_eq!(series(&base, "aloft_device_failure_reports_total", &demo_ios).await, 51);
 
     // The same, in words.
     let text = aloft_ok(&[
@@ -419,6 +449,7 @@ async fn a_rollout_that_crashes_halts_itself() {
     assert_eq!(trigger["failures"], 39, "{:#}", halts[0]);
     assert_eq!(trigger["installs"].as_u64().unwrap(), rolled.len() as u64);
     assert_eq!(halts[0]["details"]["policy"]["min_devices"], 40);
+    assert_eq!(series(&base, "aloft_rollout_halts_total", &["app=\"demo\""]).await, 1);
     // A halted rollout stays halted: nothing more happens on the next passes.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let audit: Value = serde_json::from_str(&aloft_ok(&[

@@ -80,6 +80,42 @@ struct Pending {
     unknown: HashMap<(i64, String, i64), i64>,
     unknown_names: HashMap<(i64, i64), HashSet<String>>,
     dropped: u64,
+    /// Prometheus counters per app and platform, made once each.
+    series: HashMap<(i64, &'static str, Series), metrics::Counter>,
+}
+
+/// The low-cardinality Prometheus series insights keep: by app and platform only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Series {
+    /// `aloft_device_checks_total{outcome}`.
+    Check(&'static str),
+    /// `aloft_device_installs_total`: launch-asset downloads.
+    Install,
+    /// `aloft_device_failure_reports_total`: checks listing updates that failed to launch.
+    FailureReport,
+}
+
+impl Pending {
+    fn count(&mut self, app_id: i64, slug: &str, platform: &'static str, series: Series) {
+        self.series
+            .entry((app_id, platform, series))
+            .or_insert_with(|| {
+                let labels = [("app", slug.to_owned()), ("platform", platform.to_owned())];
+                match series {
+                    Series::Check(outcome) => metrics::counter!(
+                        "aloft_device_checks_total",
+                        &[
+                            ("app", slug.to_owned()),
+                            ("platform", platform.to_owned()),
+                            ("outcome", outcome.to_owned())
+                        ]
+                    ),
+                    Series::Install => metrics::counter!("aloft_device_installs_total", &labels),
+                    Series::FailureReport => metrics::counter!("aloft_device_failure_reports_total", &labels),
+                }
+            })
+            .increment(1);
+    }
 }
 
 impl Pending {
@@ -120,8 +156,8 @@ impl Default for Recorder {
 }
 
 impl Recorder {
-    /// Records an answered update check.
-    pub(crate) fn check(&self, facts: &Facts<'_>, now: Millis) {
+    /// Records an answered update check (answered with `status`).
+    pub(crate) fn check(&self, facts: &Facts<'_>, status: u16, now: Millis) {
         let (Some(app_id), Some(platform)) = (facts.app_id, facts.platform) else {
             return;
         };
@@ -130,6 +166,16 @@ impl Recorder {
         let Ok(mut pending) = self.pending.lock() else {
             return;
         };
+        let outcome = match status {
+            _ if !facts.channel_known => "unknown_channel",
+            200 => "update",
+            204 => "no_update",
+            _ => "refused",
+        };
+        pending.count(app_id, facts.slug, platform, Series::Check(outcome));
+        if !facts.failed.is_empty() {
+            pending.count(app_id, facts.slug, platform, Series::FailureReport);
+        }
         if !facts.channel_known {
             if let Some(channel) = &facts.channel {
                 let names = pending.unknown_names.entry((app_id, day)).or_default();
@@ -235,6 +281,7 @@ impl Recorder {
         if update.launch_asset.as_ref() != Some(file) {
             return;
         }
+        let slug = snapshot.slug_of(app_id).unwrap_or_default();
         let key = DeviceKey {
             app_id,
             update_id: requested,
@@ -243,6 +290,7 @@ impl Recorder {
             event: Event::Installed,
         };
         if let Ok(mut pending) = self.pending.lock() {
+            pending.count(app_id, slug, key.platform, Series::Install);
             pending.device(key, device_hash(client_id));
         }
     }
@@ -362,6 +410,7 @@ mod tests {
     fn check<'a>(client: &'a str, running: Running, served: Option<Uuid>, failed: Vec<Uuid>) -> Facts<'a> {
         Facts {
             app_id: Some(1),
+            slug: "demo",
             channel: Some(Cow::Borrowed("production")),
             channel_known: true,
             platform: Some(Platform::Ios),
@@ -387,9 +436,9 @@ mod tests {
         let recorder = Recorder::default();
         let (u1, u2) = (Uuid::from_u128(1), Uuid::from_u128(2));
         for _ in 0..3 {
-            recorder.check(&check("A", Running::Update(u1), Some(u2), vec![]), NOW);
-            recorder.check(&check("a", Running::Update(u1), None, vec![u2]), NOW);
-            recorder.check(&check("B", Running::Embedded, Some(u2), vec![]), NOW);
+            recorder.check(&check("A", Running::Update(u1), Some(u2), vec![]), 200, NOW);
+            recorder.check(&check("a", Running::Update(u1), None, vec![u2]), 204, NOW);
+            recorder.check(&check("B", Running::Embedded, Some(u2), vec![]), 200, NOW);
         }
         let batch = recorder.take(NOW);
         assert_eq!(count(&batch, u1, Event::Launched), Some(1));
@@ -413,16 +462,16 @@ mod tests {
         let u1 = Uuid::from_u128(1);
         let mut facts = check("A", Running::Update(u1), None, vec![]);
         facts.fatal_error = Some(Cow::Borrowed("boom"));
-        recorder.check(&facts, NOW);
+        recorder.check(&facts, 204, NOW);
         let mut unknown = check("B", Running::Embedded, None, vec![]);
         unknown.channel_known = false;
         unknown.channel = Some(Cow::Borrowed("typo"));
-        recorder.check(&unknown, NOW);
+        recorder.check(&unknown, 204, NOW);
         let failed = recorder.take(NOW);
         assert_eq!(failed.fatal_errors.len(), 1);
         assert_eq!(failed.unknown_channels, vec![(1, "typo".to_owned(), 20_000, 1)]);
         recorder.put_back(failed);
-        recorder.check(&facts, NOW);
+        recorder.check(&facts, 204, NOW);
         let again = recorder.take(NOW);
         assert_eq!(count(&again, u1, Event::Launched), Some(1));
         assert_eq!(again.fatal_errors[0].2, 2);
@@ -432,7 +481,7 @@ mod tests {
     #[test]
     fn counts_of_a_past_day_are_let_go_once_stored() {
         let recorder = Recorder::default();
-        recorder.check(&check("A", Running::Update(Uuid::from_u128(1)), None, vec![]), NOW);
+        recorder.check(&check("A", Running::Update(Uuid::from_u128(1)), None, vec![]), 204, NOW);
         assert!(!recorder.take(NOW).is_empty());
         assert!(recorder.memory() > 0);
         assert!(recorder.take(Millis(NOW.0 + DAY_MS)).is_empty());
@@ -452,7 +501,7 @@ mod tests {
             } else {
                 Running::Embedded
             };
-            recorder.check(&check(&client, running, Some(u2), vec![]), NOW);
+            recorder.check(&check(&client, running, Some(u2), vec![]), 200, NOW);
         }
         let memory = recorder.memory();
         println!("insight counts for 1,000,000 devices: {memory} bytes");

@@ -255,8 +255,9 @@ pub(crate) fn params(query: Option<&str>) -> Result<Params, ApiError> {
 /// check is answered, from the request and the served state, and recorded by the device hook.
 #[derive(Debug, Default)]
 pub(crate) struct Facts<'a> {
-    /// The app, when it exists.
+    /// The app, when it exists, and its slug.
     pub(crate) app_id: Option<i64>,
+    pub(crate) slug: &'a str,
     /// The channel the check was answered for: the one named, or the app's default.
     pub(crate) channel: Option<Cow<'a, str>>,
     /// Whether that channel exists (else the check was answered "no update").
@@ -291,7 +292,7 @@ pub(crate) enum Running {
 pub(crate) fn answer<'a>(
     served: &Served,
     metrics: &RequestMetrics,
-    slug: &str,
+    slug: &'a str,
     query: &'a Params,
     found: CheckHeaders<'a>,
     facts: &mut Facts<'a>,
@@ -310,6 +311,7 @@ pub(crate) fn answer<'a>(
     let head = match snapshot.resolve(slug, check.channel, check.platform, check.runtime_version) {
         Some(resolved) => {
             facts.app_id = Some(resolved.app_id);
+            facts.slug = slug;
             facts.channel_known = true;
             resolved.head_for(client_id)
         }
@@ -321,6 +323,7 @@ pub(crate) fn answer<'a>(
                 .app(slug)
                 .ok_or_else(|| ApiError::not_found("app_not_found", format!("no app {slug:?} on this server")))?;
             facts.app_id = Some(app.id);
+            facts.slug = slug;
             let channel = check.channel.unwrap_or(&app.default_channel);
             match app.route(channel) {
                 Some(route) => {

@@ -241,7 +241,10 @@ async fn halt_one(state: &AppState, w: &Watched, policy: &HaltPolicy, weighed: &
             );
             let stopped = stop_unsigned(state, &app, w, &by, record(summary)).await;
             return match stopped {
-                Ok(()) => Ok(true),
+                Ok(()) => {
+                    metrics::counter!("aloft_rollout_halts_total", "app" => app.slug.to_string()).increment(1);
+                    Ok(true)
+                }
                 Err(Error::Conflict { code, .. }) if code == "no_active_rollout" || code == "no_channel_rollout" => {
                     Ok(false)
                 }
@@ -251,6 +254,7 @@ async fn halt_one(state: &AppState, w: &Watched, policy: &HaltPolicy, weighed: &
         Err(e) => return Err(e),
     }
     tracing::warn!(app = %app.slug, rollout = %target, "{because}: rollout halted");
+    metrics::counter!("aloft_rollout_halts_total", "app" => app.slug.to_string()).increment(1);
     Ok(true)
 }
 
