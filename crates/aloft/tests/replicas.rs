@@ -352,3 +352,129 @@ async fn a_replica_without_its_database_keeps_serving_and_reports_degraded() {
     let next = ios_id(&publish_json(&server.base, &token, &again));
     assert_eq!(served(&server).await.unwrap()["id"], next.as_str());
 }
+
+/// Devices check, install and report through either replica: the insights of both are merged
+/// exactly, and the rollout they push past its policy halts once, whichever replica weighs it
+/// first.
+#[tokio::test]
+async fn insights_of_both_replicas_merge_and_a_rollout_halts_once() {
+    use futures::future::join_all;
+    use support::fleet::Device;
+
+    let Some(cluster) = Cluster::start("insights_of_both_replicas_merge_and_a_rollout_halts_once") else {
+        return;
+    };
+    let cluster = cluster.settled().await;
+    let first = cluster.publish(&cluster.a, "replica-insights-1");
+    let u1 = update_id(&first, "ios");
+    let export = make_export(cluster.dir.path(), "replica-insights-2", RV);
+    let mut args = publish_args(&cluster.a.base, &cluster.token, "production", &export);
+    args.extend([
+        "--json",
+        "--rollout-percentage",
+        "50",
+        "--halt-on-failure-rate",
+        "20",
+        "--halt-min-devices",
+        "30",
+    ]);
+    let second: Value = serde_json::from_str(&aloft_ok(&args)).unwrap();
+    let (u2, group2) = (
+        update_id(&second, "ios"),
+        second["group_id"].as_str().unwrap().to_owned(),
+    );
+    // B serves the rollout too once it polled the revision (every 200 ms).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let bases = [cluster.a.base.clone(), cluster.b.base.clone()];
+    let (u1_ref, u2_ref) = (u1.as_str(), u2.as_str());
+
+    // Each device checks through one replica and installs through the other.
+    let rolled: Vec<(usize, Value)> = join_all((0..160).map(|i| {
+        let bases = bases.clone();
+        async move {
+            let device = Device {
+                signed: false,
+                ..Device::new(i, u1_ref)
+            };
+            let manifest = device.check(&bases[i % 2]).await?;
+            device.install(&manifest).await;
+            Some((i, manifest))
+        }
+    }))
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(rolled.len() >= 40, "{} devices in the rollout", rolled.len());
+    assert!(rolled.iter().all(|(_, m)| m["id"].as_str().unwrap() == u2));
+    // A third fail (reported through A), the rest launch it (reported through B).
+    let failing = rolled.len() / 3;
+    join_all(rolled.iter().enumerate().map(|(n, (i, _))| {
+        let bases = bases.clone();
+        async move {
+            let fail = n < failing;
+            let mut device = Device {
+                signed: false,
+                ..Device::new(*i, if fail { u1_ref } else { u2_ref })
+            };
+            if fail {
+                device.failed = vec![u2_ref];
+            }
+            let _ = device.check(&bases[usize::from(!fail)]).await;
+        }
+    }))
+    .await;
+
+    let start = Instant::now();
+    let status = loop {
+        let status: Value = serde_json::from_str(&aloft_ok(&[
+            "rollout",
+            "status",
+            &group2,
+            "--server",
+            &cluster.b.base,
+            "--token",
+            &cluster.token,
+            "--app",
+            "demo",
+            "--json",
+        ]))
+        .unwrap();
+        if status["state"] == "halted" {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "not halted: {status:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ios = status["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["platform"] == "ios")
+        .unwrap();
+    // Installs went through both replicas; each device is counted once.
+    assert_eq!(ios["installs"].as_u64().unwrap(), rolled.len() as u64, "{status:#}");
+    assert_eq!(ios["failures"].as_u64().unwrap(), failing as u64);
+    assert_eq!(ios["launches"].as_u64().unwrap(), (rolled.len() - failing) as u64);
+
+    // Both replicas weigh every two seconds; give them several passes.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let audit: Value = serde_json::from_str(&aloft_ok(&[
+        "audit",
+        "--server",
+        &cluster.a.base,
+        "--token",
+        &cluster.token,
+        "--app",
+        "demo",
+        "--json",
+    ]))
+    .unwrap();
+    let halts = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "rollout.halt")
+        .count();
+    assert_eq!(halts, 1, "{audit:#}");
+}
