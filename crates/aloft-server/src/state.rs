@@ -110,6 +110,11 @@ impl AppState {
         })))
     }
 
+    /// Turns recording what devices report on or off (`--insights`); on by default.
+    pub fn record_insights(&self, on: bool) {
+        self.insights.set_enabled(on);
+    }
+
     /// Asks the background pass to look for blobs without variants again now.
     pub(crate) fn want_variants(&self) {
         self.variants_wanted.notify_one();

@@ -20,6 +20,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aloft_core::ContentHash;
@@ -141,6 +142,8 @@ pub(crate) struct Recorder {
     keys: RandomState,
     dropped: metrics::Counter,
     memory_gauge: metrics::Gauge,
+    /// Off with `--insights off`: nothing is recorded (the benchmark's baseline).
+    enabled: AtomicBool,
 }
 
 impl Default for Recorder {
@@ -151,16 +154,24 @@ impl Default for Recorder {
             keys: RandomState::new(),
             dropped: metrics::counter!("aloft_insights_dropped_total"),
             memory_gauge: metrics::gauge!("aloft_insights_memory_bytes"),
+            enabled: AtomicBool::new(true),
         }
     }
 }
 
 impl Recorder {
+    pub(crate) fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+    }
+
     /// Records an answered update check (answered with `status`).
     pub(crate) fn check(&self, facts: &Facts<'_>, status: u16, now: Millis) {
         let (Some(app_id), Some(platform)) = (facts.app_id, facts.platform) else {
             return;
         };
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
         let day = day_of(now);
         let platform = platform.as_str();
         let Ok(mut pending) = self.pending.lock() else {
@@ -275,6 +286,9 @@ impl Recorder {
     /// Records an asset download: an install when it is the launch asset of the update the
     /// device asked for.
     pub(crate) fn asset(&self, snapshot: &Snapshot, file: &ContentHash, requested: Uuid, client_id: &str, now: Millis) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
         let Some((app_id, update)) = snapshot.update(&requested) else {
             return;
         };

@@ -162,6 +162,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Background work: compressed variants still missing, metrics upkeep, and replica sync
     // (changes made through other replicas, or other processes on the same data, show up here
     // within one poll).
+    state.record_insights(settings.insights);
     let jobs = aloft_server::Jobs::start(&state, std::time::Duration::from_millis(200));
     let app = aloft_server::app(state);
 

@@ -22,7 +22,7 @@ use super::{DatabaseTarget, ServeArgs};
 pub mod defaults {
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-    use super::{DeliveryMode, LogFormat};
+    use super::{DeliveryMode, LogFormat, Switch};
 
     pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 3000));
     /// Relative to the working folder.
@@ -41,6 +41,7 @@ pub mod defaults {
     pub const MAX_UPLOAD_BYTES: u64 = 256 << 20;
     pub const IDLE_TIMEOUT_SECONDS: u64 = 75;
     pub const LOG_FORMAT: LogFormat = LogFormat::Text;
+    pub const INSIGHTS: Switch = Switch::On;
     /// The variable holding the tracing filter. Read by logging itself, not an [`super::Options`]
     /// setting: it has no flag and no TOML key.
     pub const LOG_FILTER_ENV: &str = "ALOFT_LOG";
@@ -136,6 +137,11 @@ pub struct Options {
     idle_timeout_seconds: Option<u64>,
     #[arg(long, env = "ALOFT_LOG_FORMAT", help = help("Log format", value_name(defaults::LOG_FORMAT)))]
     log_format: Option<LogFormat>,
+    #[arg(long, env = "ALOFT_INSIGHTS", help = help(
+        "Record what devices report in their checks and downloads (insights, self-halting rollouts)",
+        value_name(defaults::INSIGHTS),
+    ))]
+    insights: Option<Switch>,
 }
 
 /// A setting's help line: what it is, then its default.
@@ -172,6 +178,7 @@ impl Options {
             max_upload_bytes: self.max_upload_bytes.or(file.max_upload_bytes),
             idle_timeout_seconds: self.idle_timeout_seconds.or(file.idle_timeout_seconds),
             log_format: self.log_format.or(file.log_format),
+            insights: self.insights.or(file.insights),
         }
     }
 }
@@ -188,6 +195,13 @@ pub enum DeliveryMode {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// What `aloft serve` runs with: the options with their defaults, checked. `--check-config`
@@ -207,6 +221,7 @@ pub(super) struct Settings {
     pub(super) max_upload_bytes: u64,
     pub(super) idle_timeout: Duration,
     pub(super) log_format: LogFormat,
+    pub(super) insights: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +313,7 @@ pub(super) fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         max_upload_bytes,
         idle_timeout: Duration::from_secs(idle_timeout_seconds),
         log_format: options.log_format.unwrap_or(defaults::LOG_FORMAT),
+        insights: options.insights.unwrap_or(defaults::INSIGHTS) == Switch::On,
     })
 }
 
