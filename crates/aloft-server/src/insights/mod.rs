@@ -9,9 +9,10 @@
 //! channels that do not exist, as counters. Recording takes one short lock and never waits for
 //! I/O. A job (`jobs.rs`) stores what changed every [`FLUSH_EVERY`]; `report.rs` reads it back.
 //!
-//! Memory is bounded: distinct counts are exact up to 4,096 devices and a 16 KiB sketch beyond
-//! (`aloft_core::distinct`), the number of counts is capped ([`MAX_COUNTS`]), and only the
-//! current day's counts stay in memory once stored. A database outage loses nothing while the
+//! Memory is bounded: a distinct count is exact up to 4,096 devices (about 72 KiB at most) and a
+//! 16 KiB sketch beyond (`aloft_core::distinct`), the number of counts is capped ([`MAX_COUNTS`]),
+//! and only the current day's counts stay in memory once stored (docs/insights.md has the
+//! figures). A database outage loses nothing while the
 //! process lives: what could not be stored is stored with the next flush.
 
 pub(crate) mod report;
@@ -39,7 +40,7 @@ pub(crate) const FLUSH_EVERY: Duration = Duration::from_secs(2);
 /// Most distinct counts (of every kind together) a process keeps; past it, new keys are not
 /// counted (and `aloft_insights_dropped_total` says so). Keys come from updates in memory and
 /// from the channels and runtime versions devices send, which a broken build could multiply.
-pub(crate) const MAX_COUNTS: usize = 10_000;
+pub(crate) const MAX_COUNTS: usize = 4096;
 
 /// Most distinct fatal error texts kept per update, platform and day.
 const MAX_FATAL_TEXTS: usize = 20;
