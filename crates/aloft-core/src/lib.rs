@@ -9,6 +9,7 @@ pub mod content_type;
 pub mod directive;
 pub mod distinct;
 pub mod export;
+pub mod fasthash;
 pub mod halt;
 pub mod hash;
 pub mod keys;

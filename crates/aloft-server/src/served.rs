@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use aloft_core::fasthash::FastBuild;
 use aloft_core::multipart::{self, Part};
 use aloft_core::time::Millis;
 use aloft_core::{AppSlug, ContentHash, Platform, rollout};
@@ -323,7 +324,7 @@ pub struct Snapshot {
     apps: HashMap<String, Arc<ServedApp>>,
     /// Every update in memory by id (heads and what came before them), with its app's id: what
     /// device reports about the updates they run are checked against.
-    updates: HashMap<Uuid, (i64, Arc<ServedUpdate>)>,
+    updates: HashMap<Uuid, (i64, Arc<ServedUpdate>), FastBuild>,
     /// `slug \n channel \n platform \n runtime version`; the channel is empty for requests
     /// that name none (the app's default channel).
     index: HashMap<Box<str>, Resolved>,
@@ -336,7 +337,7 @@ const KEY_BUFFER: usize = 512;
 impl Snapshot {
     fn new(apps: HashMap<String, Arc<ServedApp>>) -> Self {
         let mut index = HashMap::new();
-        let mut updates = HashMap::new();
+        let mut updates = HashMap::default();
         for app in apps.values() {
             app.index_into(&mut index);
             for head in app.heads.values().flat_map(HashMap::values).flat_map(HashMap::values) {

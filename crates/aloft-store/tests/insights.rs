@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
 
+use aloft_core::Platform;
 use aloft_store::db::insights::{self, Batch, DeviceKey, EMBEDDED, Event, FatalKey, FleetKey};
 use aloft_store::testing::Backend;
 use uuid::Uuid;
@@ -11,7 +12,7 @@ fn device_key(update_id: Uuid, day: i64, event: Event) -> DeviceKey {
     DeviceKey {
         app_id: 1,
         update_id,
-        platform: "ios",
+        platform: Platform::Ios,
         day,
         event,
     }
@@ -25,7 +26,7 @@ async fn counts_are_kept_per_process_and_counters_add_up() {
     let fatal = FatalKey {
         app_id: 1,
         update_id: u1,
-        platform: "ios",
+        platform: Platform::Ios,
         day: 20_000,
         message_hash: "ab".repeat(32),
     };
@@ -38,7 +39,7 @@ async fn counts_are_kept_per_process_and_counters_add_up() {
             FleetKey {
                 app_id: 1,
                 channel: "production".into(),
-                platform: "ios",
+                platform: Platform::Ios,
                 runtime_version: "1.0.0".into(),
                 running: EMBEDDED.into(),
                 day: 20_000,

@@ -20,13 +20,15 @@ pub(crate) mod report;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+
+use aloft_core::fasthash::{FastBuild, FastHasher};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aloft_core::ContentHash;
 use aloft_core::distinct::{Distinct, device_hash};
 use aloft_core::time::Millis;
+use aloft_core::{ContentHash, Platform};
 use aloft_store::Database;
 use aloft_store::db::insights::{self, Batch, DeviceKey, EMBEDDED, Event, FatalKey, FleetKey};
 use uuid::Uuid;
@@ -72,44 +74,65 @@ impl Tally {
 /// Counts not yet stored, and the day's distinct counts.
 #[derive(Default)]
 struct Pending {
-    devices: HashMap<DeviceKey, Tally>,
+    devices: HashMap<DeviceKey, Tally, FastBuild>,
     /// By a hash of the key (its strings come from devices; hashing once avoids building the
     /// key's strings for every check). A collision of two keys' 64-bit hashes would merge their
     /// counts; among [`MAX_COUNTS`] keys its chance is below 1 in 10^10.
-    fleet: HashMap<u64, (FleetKey, Tally)>,
+    fleet: HashMap<u64, (FleetKey, Tally), FastBuild>,
     fatal: HashMap<FatalKey, (String, i64)>,
-    fatal_texts: HashMap<(Uuid, &'static str, i64), usize>,
+    fatal_texts: HashMap<(Uuid, Platform, i64), usize>,
     unknown: HashMap<(i64, String, i64), i64>,
     unknown_names: HashMap<(i64, i64), HashSet<String>>,
     dropped: u64,
     /// Prometheus counters per app and platform, made once each.
-    series: HashMap<(i64, &'static str, Series), metrics::Counter>,
+    series: HashMap<(i64, Platform, Series), metrics::Counter, FastBuild>,
 }
 
 /// The low-cardinality Prometheus series insights keep: by app and platform only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Series {
     /// `aloft_device_checks_total{outcome}`.
-    Check(&'static str),
+    Check(Outcome),
     /// `aloft_device_installs_total`: launch-asset downloads.
     Install,
     /// `aloft_device_failure_reports_total`: checks listing updates that failed to launch.
     FailureReport,
 }
 
+/// How a check was answered, for `aloft_device_checks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Outcome {
+    Update,
+    NoUpdate,
+    UnknownChannel,
+    Refused,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Update => "update",
+            Outcome::NoUpdate => "no_update",
+            Outcome::UnknownChannel => "unknown_channel",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
 impl Pending {
-    fn count(&mut self, app_id: i64, slug: &str, platform: &'static str, series: Series) {
+    fn count(&mut self, app_id: i64, slug: &str, platform: Platform, series: Series) {
         self.series
             .entry((app_id, platform, series))
             .or_insert_with(|| {
-                let labels = [("app", slug.to_owned()), ("platform", platform.to_owned())];
+                let platform = platform.as_str().to_owned();
+                let labels = [("app", slug.to_owned()), ("platform", platform.clone())];
                 match series {
                     Series::Check(outcome) => metrics::counter!(
                         "aloft_device_checks_total",
                         &[
                             ("app", slug.to_owned()),
-                            ("platform", platform.to_owned()),
-                            ("outcome", outcome.to_owned())
+                            ("platform", platform),
+                            ("outcome", outcome.as_str().to_owned())
                         ]
                     ),
                     Series::Install => metrics::counter!("aloft_device_installs_total", &labels),
@@ -140,7 +163,8 @@ pub(crate) struct Recorder {
     /// This process, in stored rows (a new id per start).
     replica: String,
     pending: Mutex<Pending>,
-    keys: RandomState,
+    /// Mixed into the hash of fleet keys, so devices cannot aim for collisions between them.
+    seed: u64,
     dropped: metrics::Counter,
     memory_gauge: metrics::Gauge,
     /// Off with `--insights off`: nothing is recorded (the benchmark's baseline).
@@ -152,7 +176,7 @@ impl Default for Recorder {
         Self {
             replica: Uuid::new_v4().to_string(),
             pending: Mutex::default(),
-            keys: RandomState::new(),
+            seed: RandomState::new().hash_one(0u8),
             dropped: metrics::counter!("aloft_insights_dropped_total"),
             memory_gauge: metrics::gauge!("aloft_insights_memory_bytes"),
             enabled: AtomicBool::new(true),
@@ -174,15 +198,14 @@ impl Recorder {
             return;
         }
         let day = day_of(now);
-        let platform = platform.as_str();
         let Ok(mut pending) = self.pending.lock() else {
             return;
         };
         let outcome = match status {
-            _ if !facts.channel_known => "unknown_channel",
-            200 => "update",
-            204 => "no_update",
-            _ => "refused",
+            _ if !facts.channel_known => Outcome::UnknownChannel,
+            200 => Outcome::Update,
+            204 => Outcome::NoUpdate,
+            _ => Outcome::Refused,
         };
         pending.count(app_id, facts.slug, platform, Series::Check(outcome));
         if !facts.failed.is_empty() {
@@ -229,8 +252,16 @@ impl Recorder {
         }
         // Devices on updates this server does not hold are not split out.
         if let (Some(channel), false) = (&facts.channel, facts.running == Running::Other) {
-            let mut h = self.keys.build_hasher();
-            (app_id, channel.as_ref(), platform, facts.runtime_version, day).hash(&mut h);
+            let mut h = FastHasher::default();
+            (
+                self.seed,
+                app_id,
+                channel.as_ref(),
+                platform,
+                facts.runtime_version,
+                day,
+            )
+                .hash(&mut h);
             facts.running.hash(&mut h);
             let hash = h.finish();
             let room = pending.counts() < MAX_COUNTS;
@@ -261,7 +292,7 @@ impl Recorder {
         pending: &mut Pending,
         app_id: i64,
         update_id: Uuid,
-        platform: &'static str,
+        platform: Platform,
         day: i64,
         text: &str,
     ) {
@@ -300,7 +331,7 @@ impl Recorder {
         let key = DeviceKey {
             app_id,
             update_id: requested,
-            platform: update.platform.as_str(),
+            platform: update.platform,
             day: day_of(now),
             event: Event::Installed,
         };
@@ -415,8 +446,6 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
-
-    use aloft_core::Platform;
 
     use super::*;
 

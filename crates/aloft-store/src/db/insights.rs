@@ -6,6 +6,7 @@
 //! day, and readers merge every process's rows. Counters (fatal errors, unknown channels) are
 //! added to in place, so each process stores only what it counted since its last store.
 
+use aloft_core::Platform;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -49,8 +50,7 @@ impl Event {
 pub struct DeviceKey {
     pub app_id: i64,
     pub update_id: Uuid,
-    /// `ios` or `android`.
-    pub platform: &'static str,
+    pub platform: Platform,
     pub day: i64,
     pub event: Event,
 }
@@ -60,7 +60,7 @@ pub struct DeviceKey {
 pub struct FleetKey {
     pub app_id: i64,
     pub channel: String,
-    pub platform: &'static str,
+    pub platform: Platform,
     pub runtime_version: String,
     /// [`EMBEDDED`] or an update id.
     pub running: String,
@@ -75,7 +75,7 @@ pub const EMBEDDED: &str = "embedded";
 pub struct FatalKey {
     pub app_id: i64,
     pub update_id: Uuid,
-    pub platform: &'static str,
+    pub platform: Platform,
     pub day: i64,
     /// SHA-256 of the message, base64url.
     pub message_hash: String,
@@ -114,7 +114,7 @@ pub async fn store(db: &Database, replica: &str, batch: &Batch) -> Result<(), Db
              ON CONFLICT (update_id, platform, day, event, replica) DO UPDATE SET devices = excluded.devices",
         )
         .bind(key.update_id.to_string())
-        .bind(key.platform)
+        .bind(key.platform.as_str())
         .bind(key.day)
         .bind(key.event.as_str())
         .bind(replica)
@@ -132,7 +132,7 @@ pub async fn store(db: &Database, replica: &str, batch: &Batch) -> Result<(), Db
         )
         .bind(key.app_id)
         .bind(&key.channel)
-        .bind(key.platform)
+        .bind(key.platform.as_str())
         .bind(&key.runtime_version)
         .bind(&key.running)
         .bind(key.day)
@@ -149,7 +149,7 @@ pub async fn store(db: &Database, replica: &str, batch: &Batch) -> Result<(), Db
              DO UPDATE SET reports = insight_fatal_errors.reports + excluded.reports",
         )
         .bind(key.update_id.to_string())
-        .bind(key.platform)
+        .bind(key.platform.as_str())
         .bind(key.day)
         .bind(&key.message_hash)
         .bind(message)
