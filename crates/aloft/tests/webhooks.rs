@@ -368,3 +368,37 @@ fn a_webhook_url_must_be_http_and_events_known() {
         "{err}"
     );
 }
+
+#[test]
+fn two_replicas_on_one_database_send_each_event_once() {
+    let setup = Setup::new();
+    // A second server on the same database, running the same delivery job (a data folder of
+    // its own: one folder is one server's).
+    let mut shared = setup.server.backend_args.clone();
+    if !shared.iter().any(|a| a == "--database-url") {
+        let db = setup.server.data_dir.join("aloft.db");
+        shared.extend(["--database-url".to_owned(), format!("sqlite://{}", db.display())]);
+    }
+    let replica = Server::start_on(&setup.path("replica"), "127.0.0.1:0", shared);
+    let receiver = Receiver::start(Answer::FailFirst(0));
+    add(&setup, &receiver.url, "publish", Some("k"));
+    for tag in ["one", "two", "three"] {
+        setup.publish(&make_export(setup.dir.path(), tag, RV), "production", false, &[]);
+    }
+    receiver.wait_for(3, Duration::from_secs(15));
+    // Both jobs have looked several times since.
+    std::thread::sleep(Duration::from_secs(3));
+    let got = receiver.received();
+    let mut ids: Vec<&str> = got.iter().map(|r| r.headers["aloft-delivery"].as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((got.len(), ids.len()), (3, 3), "each event once, to one webhook");
+    let log = deliveries(&setup);
+    assert_eq!(log.len(), 3);
+    assert!(
+        log.iter()
+            .all(|d| d["state"] == "delivered" && d["attempts"].as_array().unwrap().len() == 1),
+        "{log:?}"
+    );
+    drop(replica);
+}

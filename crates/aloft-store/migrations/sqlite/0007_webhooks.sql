@@ -12,6 +12,8 @@ CREATE TABLE webhooks (
     audit_cursor INTEGER NOT NULL
 );
 CREATE INDEX webhooks_by_app ON webhooks (app_id);
+-- The delivery job reads each app's audit entries after a webhook's cursor, every second.
+CREATE INDEX audit_log_by_app_id ON audit_log (app, id);
 
 -- One event for one webhook. The body is fixed when the row is made, so every attempt sends
 -- (and signs) the same bytes. UNIQUE (webhook_id, audit_id): replicas that turn the same entry

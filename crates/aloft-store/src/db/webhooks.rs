@@ -229,6 +229,26 @@ pub enum Next {
 /// Records attempt number `number` of a delivery and what follows it, and lets go of the lease.
 pub async fn record(db: &Database, id: Uuid, number: i64, attempt: &Attempt, next: Next) -> Result<(), DbError> {
     let mut tx = db.begin_write().await?;
+    let (state, next_at) = match next {
+        Next::Delivered => ("delivered", None),
+        Next::RetryAt(at) => ("pending", Some(at.0)),
+        Next::Failed => ("failed", None),
+    };
+    let updated = sqlx::query(
+        "UPDATE webhook_deliveries SET state = $1, attempts = $2, next_at = COALESCE($3, next_at), lease_until = NULL \
+         WHERE id = $4 AND state = 'pending'",
+    )
+    .bind(state)
+    .bind(number)
+    .bind(next_at)
+    .bind(id.to_string())
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        // The webhook was removed while its delivery was being sent, or a sender whose lease ran
+        // out finished it: nothing left to record.
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO webhook_attempts (delivery_id, attempt, at, status, error, duration_ms) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id, attempt) DO NOTHING",
@@ -239,21 +259,6 @@ pub async fn record(db: &Database, id: Uuid, number: i64, attempt: &Attempt, nex
     .bind(attempt.status.map(i64::from))
     .bind(&attempt.error)
     .bind(attempt.duration_ms)
-    .execute(&mut *tx)
-    .await?;
-    let (state, next_at) = match next {
-        Next::Delivered => ("delivered", None),
-        Next::RetryAt(at) => ("pending", Some(at.0)),
-        Next::Failed => ("failed", None),
-    };
-    sqlx::query(
-        "UPDATE webhook_deliveries SET state = $1, attempts = $2, next_at = COALESCE($3, next_at), lease_until = NULL \
-         WHERE id = $4",
-    )
-    .bind(state)
-    .bind(number)
-    .bind(next_at)
-    .bind(id.to_string())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
