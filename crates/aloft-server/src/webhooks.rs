@@ -172,13 +172,14 @@ impl Sender {
         } else {
             after_failure(number, due.occurred_at, Millis::now())
         };
+        let why = error.as_deref().unwrap_or_default();
         match next {
             Next::Delivered => tracing::debug!(delivery = %due.id, "webhook delivered"),
             Next::RetryAt(_) => {
-                tracing::info!(delivery = %due.id, url = %due.url, error = error.as_deref().unwrap_or_default(), attempt = number, "webhook attempt failed; retrying later")
+                tracing::info!(delivery = %due.id, url = %due.url, error = why, attempt = number, "webhook attempt failed; retrying later");
             }
             Next::Failed => {
-                tracing::warn!(delivery = %due.id, url = %due.url, error = error.as_deref().unwrap_or_default(), attempt = number, "webhook delivery failed for a day; giving up")
+                tracing::warn!(delivery = %due.id, url = %due.url, error = why, attempt = number, "webhook delivery failed for a day; giving up");
             }
         }
         let attempt = Attempt {
@@ -209,6 +210,39 @@ fn source_text(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_payload_bytes_are_stable() {
+        let entry = Entry {
+            at: Millis(1_764_559_241_512),
+            actor: "ci (token 3)".into(),
+            app: Some("demo".into()),
+            action: "publish".into(),
+            target: "production".into(),
+            details: serde_json::json!({"summary": "published to production", "published_group": null}),
+            remote: "127.0.0.1".into(),
+        };
+        let id = Uuid::from_u128(0x0d0f_7a8e_3c39_4b53_9d1c_4f7d_6a52_c0c1);
+        assert_eq!(
+            payload(id, Event::Publish, "demo", &entry),
+            r#"{"id":"0d0f7a8e-3c39-4b53-9d1c-4f7d6a52c0c1","event":"publish","app":"demo","#.to_owned()
+                + r#""occurred_at":"2025-12-01T03:20:41.512Z","actor":"ci (token 3)","action":"publish","#
+                + r#""target":"production","summary":"published to production","#
+                + r#""details":{"summary":"published to production","published_group":null},"#
+                + r#""text":"[demo] publish by ci (token 3): published to production"}"#
+        );
+        // Without a summary in the details, the action and target say what happened.
+        let bare = Entry {
+            details: serde_json::json!({"percentage": 5}),
+            action: "rollout.halt".into(),
+            actor: "halt job".into(),
+            ..entry
+        };
+        let halted: serde_json::Value = serde_json::from_str(&payload(id, Event::Halt, "demo", &bare)).unwrap();
+        assert_eq!(halted["summary"], "rollout.halt production");
+        assert_eq!(halted["text"], "[demo] halt by halt job: rollout.halt production");
+        assert_eq!(halted["details"]["percentage"], 5);
+    }
 
     #[test]
     fn backoff_doubles_from_ten_seconds_to_an_hour_and_ends_after_a_day() {
