@@ -21,6 +21,7 @@ pub mod reports;
 pub mod rollout;
 pub mod signature;
 pub mod time;
+pub mod webhook;
 
 pub use hash::{ContentHash, Md5Key};
 pub use names::{AppSlug, BranchName, ChannelName, NameError, RuntimeVersion};

@@ -97,6 +97,7 @@ impl From<DbError> for ApiError {
             DbError::NoSuchBranch => ApiError::not_found("branch_not_found", "no branch with that name"),
             DbError::NoSuchGroup => ApiError::not_found("group_not_found", "no update group with that id"),
             DbError::NoSuchToken => ApiError::not_found("token_not_found", "no token with that id"),
+            DbError::NoSuchWebhook => ApiError::not_found("webhook_not_found", "no webhook with that id on this app"),
             e @ DbError::ChannelAlreadyExists(_) => {
                 ApiError::new(StatusCode::CONFLICT, "channel_exists", e.to_string())
             }

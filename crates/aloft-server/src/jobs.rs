@@ -10,15 +10,19 @@
 //! - **halts**: weighs every rollout in progress against its halt policy every two seconds and
 //!   reverts those past it (`service::halt`), so a crashing update stops spreading within
 //!   seconds of crossing the threshold.
+//! - **webhooks**: every second, turns new audit entries of subscribed events into deliveries
+//!   and sends the due ones, four at most at once, each in a task of its own (`webhooks.rs`).
 //!
 //! Shutdown: [`Jobs::shutdown`] tells every job to stop. A job stops at its next wait; a unit of
 //! work in progress (one blob's variants, one poll) finishes first, up to a deadline after which
 //! it is abandoned. Every unit is safe to abandon: variants are written beside the blob and
-//! recorded in one insert, and a poll only reads.
+//! recorded in one insert, and a poll only reads. A webhook send in progress gets the deadline
+//! too; one abandoned is sent again once its lease runs out (with the same delivery id).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use aloft_core::time::Millis;
 use aloft_store::{BlobStore, Database};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -27,6 +31,7 @@ use crate::insights::{FLUSH_EVERY, Recorder};
 use crate::served::Served;
 use crate::state::AppState;
 use crate::sync::{self, Health};
+use crate::webhooks;
 
 /// How long [`Jobs::shutdown`] waits for work in progress.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
@@ -36,6 +41,18 @@ const VARIANT_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::f
 
 /// How often the metrics recorder is drained.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the webhook job looks for new events and due deliveries.
+const WEBHOOKS_EVERY: Duration = Duration::from_secs(1);
+
+/// Webhook deliveries sent at once, at most.
+const WEBHOOK_SENDERS: usize = 4;
+
+/// How often finished deliveries older than [`WEBHOOK_LOG_KEPT`] are deleted.
+const WEBHOOK_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// How long the delivery log keeps a finished delivery.
+const WEBHOOK_LOG_KEPT: Duration = Duration::from_secs(30 * 86_400);
 
 /// The running background jobs of one server.
 pub struct Jobs {
@@ -80,9 +97,10 @@ impl Jobs {
         if let Some(handle) = state.exporter.0.clone() {
             running.push((
                 "metrics upkeep",
-                tokio::spawn(every(UPKEEP_EVERY, stopped, move || handle.run_upkeep())),
+                tokio::spawn(every(UPKEEP_EVERY, stopped.clone(), move || handle.run_upkeep())),
             ));
         }
+        running.push(("webhooks", tokio::spawn(deliver_webhooks(state.db.clone(), stopped))));
         Self { stop, running }
     }
 
@@ -151,6 +169,50 @@ async fn halt_rollouts(state: AppState, mut stop: watch::Receiver<bool>) {
             Err(e) => tracing::warn!(error = %e, "weighing rollouts against their halt policies failed; retrying"),
         }
     }
+}
+
+/// Makes and sends webhook deliveries every [`WEBHOOKS_EVERY`]; each send runs in a task of its
+/// own, so a receiver that never answers holds one of [`WEBHOOK_SENDERS`] slots for the timeout
+/// and nothing else. At a stop, sends in progress finish (within the shutdown deadline).
+async fn deliver_webhooks(db: Database, mut stop: watch::Receiver<bool>) {
+    let sender = match webhooks::Sender::new() {
+        Ok(sender) => sender,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot make the HTTP client for webhooks; no webhook will be sent");
+            return;
+        }
+    };
+    let mut ticker = tokio::time::interval(WEBHOOKS_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sending = tokio::task::JoinSet::new();
+    let mut pruned = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stopping(&mut stop) => break,
+        }
+        while sending.try_join_next().is_some() {}
+        if let Err(e) = webhooks::enqueue_new(&db).await {
+            tracing::warn!(error = %e, "making webhook deliveries failed; retrying");
+        }
+        match webhooks::claim_due(&db, WEBHOOK_SENDERS.saturating_sub(sending.len())).await {
+            Ok(claimed) => {
+                for due in claimed {
+                    let (db, sender) = (db.clone(), sender.clone());
+                    sending.spawn(async move { sender.deliver(&db, due).await });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "claiming due webhook deliveries failed; retrying"),
+        }
+        if pruned.elapsed() >= WEBHOOK_PRUNE_EVERY {
+            pruned = tokio::time::Instant::now();
+            let before = Millis(Millis::now().0 - i64::try_from(WEBHOOK_LOG_KEPT.as_millis()).unwrap_or(0));
+            if let Err(e) = aloft_store::db::webhooks::prune(&db, before).await {
+                tracing::warn!(error = %e, "pruning the webhook delivery log failed; retrying later");
+            }
+        }
+    }
+    while sending.join_next().await.is_some() {}
 }
 
 /// Polls the revisions forever: changes made through other replicas (or other processes on the

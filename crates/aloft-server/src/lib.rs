@@ -22,6 +22,7 @@ mod served;
 pub mod service;
 mod state;
 mod sync;
+mod webhooks;
 
 use axum::Router;
 use axum::routing::get;

@@ -147,6 +147,8 @@ struct World {
     secrets: BTreeMap<Who, String>,
     /// A token nobody uses, for `DELETE /tokens/{id}`.
     spare_token: i64,
+    /// A webhook of alpha, for `DELETE /apps/{slug}/webhooks/{webhook}`.
+    webhook: i64,
     g1: Uuid,
     g3: Uuid,
     g4: Uuid,
@@ -198,6 +200,7 @@ impl World {
             state,
             secrets,
             spare_token: spare.id,
+            webhook: 0,
             g1: Uuid::nil(),
             g3: Uuid::nil(),
             g4: Uuid::nil(),
@@ -262,6 +265,16 @@ impl World {
             )
             .await
             .assert_status(StatusCode::CREATED);
+        let hook = world
+            .json(
+                Who::Admin,
+                Method::POST,
+                "/api/v1/apps/alpha/webhooks",
+                &json!({"url": "http://127.0.0.1:9/hook", "events": ["publish"]}),
+            )
+            .await;
+        hook.assert_status(StatusCode::CREATED);
+        world.webhook = hook.json()["webhook"]["id"].as_i64().unwrap();
         world.beta_group = world
             .publish_ok("beta", &publish_request(Some("production"), None, b"beta bundle", None))
             .await;
@@ -438,6 +451,9 @@ fn json_body(w: &World, r: &Route) -> Option<Value> {
             json!({"action": "start", "branch": "canary", "percentage": 10})
         }
         ("POST", "/apps/{slug}/branches") => json!({"name": "feature"}),
+        ("POST", "/apps/{slug}/webhooks") => {
+            json!({"url": "https://hooks.example.com/x", "events": ["publish", "halt"]})
+        }
         ("POST", "/blobs/missing") => json!({"hashes": [w.alpha_bundle.to_string()]}),
         ("POST", "/gc") => json!({"grace_seconds": 86_400}),
         ("POST", "/tokens") => json!({"name": "walk", "scope": "read", "apps": ["alpha"]}),
@@ -475,7 +491,8 @@ fn call_for(w: &World, r: &Route, slug: &str, query: &str) -> Call {
         .replace("{channel}", "production")
         .replace("{branch}", "spare")
         .replace("{hash}", &ContentHash::of(&w.new_blob).to_string())
-        .replace("{id}", &w.spare_token.to_string());
+        .replace("{id}", &w.spare_token.to_string())
+        .replace("{webhook}", &w.webhook.to_string());
     assert!(
         !path.contains('{'),
         "{} {}: the walk does not know a path parameter of this route; teach `call_for` about it",

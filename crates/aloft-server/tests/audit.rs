@@ -51,6 +51,8 @@ struct World {
     state: AppState,
     admin: String,
     spare_token: i64,
+    /// A webhook of alpha, for `DELETE /apps/{slug}/webhooks/{webhook}`.
+    webhook: i64,
     g1: Uuid,
     g3: Uuid,
     g4: Uuid,
@@ -79,6 +81,7 @@ impl World {
             state,
             admin,
             spare_token: spare.id,
+            webhook: 0,
             g1: Uuid::nil(),
             g3: Uuid::nil(),
             g4: Uuid::nil(),
@@ -100,6 +103,14 @@ impl World {
         .await;
         w.ok(Method::POST, "/api/v1/apps/alpha/branches", json!({"name": "spare"}))
             .await;
+        let hook = w
+            .ok(
+                Method::POST,
+                "/api/v1/apps/alpha/webhooks",
+                json!({"url": "http://127.0.0.1:9/hook", "events": ["publish"]}),
+            )
+            .await;
+        w.webhook = hook["webhook"]["id"].as_i64().unwrap();
         w
     }
 
@@ -199,6 +210,7 @@ fn write_call(w: &World, method: &str, path: &str) -> (String, Option<Value>, Op
             .replace("{branch}", "spare")
             .replace("{hash}", &ContentHash::of(&w.new_blob).to_string())
             .replace("{id}", &w.spare_token.to_string())
+            .replace("{webhook}", &w.webhook.to_string())
     );
     let (body, action) = match (method, path) {
         ("POST", "/apps") => (Some(json!({"slug": "gamma"})), Some("app.create")),
@@ -228,6 +240,11 @@ fn write_call(w: &World, method: &str, path: &str) -> (String, Option<Value>, Op
         ),
         ("POST", "/apps/{slug}/branches") => (Some(json!({"name": "feature"})), Some("branch.create")),
         ("DELETE", "/apps/{slug}/branches/{branch}") => (None, Some("branch.delete")),
+        ("POST", "/apps/{slug}/webhooks") => (
+            Some(json!({"url": "https://hooks.example.com/x", "events": ["rollback"]})),
+            Some("webhook.add"),
+        ),
+        ("DELETE", "/apps/{slug}/webhooks/{webhook}") => (None, Some("webhook.remove")),
         ("POST", "/blobs/missing") => (Some(json!({"hashes": [ContentHash::of(b"alpha bundle 1")]})), None),
         // Raw bytes, not JSON: see below.
         ("PUT", "/blobs/{hash}") => (None, None),

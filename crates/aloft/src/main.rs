@@ -10,6 +10,7 @@ mod publish;
 mod release;
 mod serve;
 mod tokens;
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -62,6 +63,9 @@ enum Command {
     /// What devices did with an update group (installs, launches, failures), or what an app's
     /// devices run per channel and runtime version.
     Insights(insights::InsightsArgs),
+    /// Webhooks: an app's events sent as signed JSON to a URL, and their delivery log.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
     /// Show the audit log.
     Audit(release::AuditArgs),
     /// Remove stored files no update references any more.
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
             Command::Republish(args) => release::republish(args).await,
             Command::Rollback(args) => release::rollback(args).await,
             Command::Insights(args) => insights::run(args).await,
+            Command::Webhooks(cmd) => webhooks::run(cmd).await,
             Command::Audit(args) => release::audit(args).await,
             Command::Gc(args) => release::gc(args).await,
         }

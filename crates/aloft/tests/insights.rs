@@ -9,6 +9,7 @@ mod support;
 use futures::future::join_all;
 use serde_json::Value;
 use support::fleet::{Device, EMBEDDED, series};
+use support::receiver::{Answer, Receiver, openssl_hmac};
 use support::*;
 
 const RV: &str = "1.0.0";
@@ -232,6 +233,24 @@ async fn a_rollout_that_crashes_halts_itself() {
         "--token",
         &setup.token,
     ]);
+    // A receiver for `halt` events.
+    let receiver = Receiver::start(Answer::FailFirst(0));
+    let secret = "halt-test-secret";
+    aloft_ok(&[
+        "webhooks",
+        "add",
+        &receiver.url,
+        "--events",
+        "halt",
+        "--secret",
+        secret,
+        "--server",
+        &base,
+        "--token",
+        &setup.token,
+        "--app",
+        "demo",
+    ]);
     let first = setup.publish(&make_export(setup.dir.path(), "halt-1", RV), "production", false, &[]);
     let u1 = update_id(&first, "ios");
     let second = setup.publish(
@@ -375,6 +394,18 @@ async fn a_rollout_that_crashes_halts_itself() {
     assert_eq!(trigger["installs"].as_u64().unwrap(), rolled.len() as u64);
     assert_eq!(halts[0]["details"]["policy"]["min_devices"], 40);
     assert_eq!(series(&base, "aloft_rollout_halts_total", &["app=\"demo\""]).await, 1);
+    // The webhook got the halt, signed, with the figures.
+    let got = receiver.wait_for(1, std::time::Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "only the halt event was subscribed to");
+    let event = &got[0];
+    assert_eq!(event.headers["aloft-event"], "halt");
+    assert_eq!(
+        event.headers["aloft-signature"],
+        format!("sha256={}", openssl_hmac(secret, &event.body))
+    );
+    let payload: Value = serde_json::from_slice(&event.body).unwrap();
+    assert_eq!(payload["action"], "rollout.halt");
+    assert_eq!(payload["details"]["trigger"]["failures"], 39, "{payload:#}");
     // A halted rollout stays halted: nothing more happens on the next passes.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let audit: Value = serde_json::from_str(&aloft_ok(&[

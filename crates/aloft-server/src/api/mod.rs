@@ -20,6 +20,7 @@ mod insights;
 mod publish;
 mod tokens;
 mod updates;
+mod webhooks;
 
 use aloft_core::api as body;
 use axum::extract::{DefaultBodyLimit, State};
@@ -135,6 +136,10 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint!(GET "/apps/{slug}/branches", "List branches", AppRead, channels::list_branches, req: None, res: json::<Vec<BranchInfo>>(), status: 200),
         endpoint!(POST "/apps/{slug}/branches", "Create a branch", AppWrite, channels::create_branch, req: json::<CreateBranch>(), res: None, status: 201),
         endpoint!(DELETE "/apps/{slug}/branches/{branch}", "Delete a branch no channel uses, with its groups", AppWrite, channels::delete_branch, req: None, res: None, status: 204),
+        endpoint!(GET "/apps/{slug}/webhooks", "List the app's webhooks", AppRead, webhooks::list_webhooks, req: None, res: json::<Vec<WebhookInfo>>(), status: 200),
+        endpoint!(POST "/apps/{slug}/webhooks", "Add a webhook: the app's events (publish, rollout, halt, rollback, disable) are POSTed to its URL, signed (the secret is shown once; see the `webhooks` section of this document for the payload)", AppWrite, webhooks::add_webhook, req: json::<CreateWebhook>(), res: json::<CreatedWebhook>(), status: 201),
+        endpoint!(DELETE "/apps/{slug}/webhooks/{webhook}", "Remove a webhook and its delivery log", AppWrite, webhooks::remove_webhook, req: None, res: None, status: 204),
+        endpoint!(GET "/apps/{slug}/webhooks/deliveries", "The delivery log of the app's webhooks, newest first, with every attempt's status (?webhook= for one, ?limit=)", AppRead, webhooks::list_deliveries, req: None, res: json::<Vec<WebhookDelivery>>(), status: 200),
         // A question (that also marks the blobs as offered, which repeating does not change).
         endpoint!(POST "/blobs/missing", "Which of these blobs the server lacks", Upload, blobs::missing_blobs, req: json::<MissingBlobsRequest>(), res: json::<MissingBlobsResponse>(), status: 200, replays: false),
         // Uploads stream to disk under their own size limit; being content-addressed, they are
@@ -171,6 +176,28 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 
 async fn openapi_json(_: grant::Public, State(state): State<AppState>) -> Json<Value> {
     Json(openapi(&state.config.public_url))
+}
+
+/// What Aloft sends to a webhook's URL (`docs/webhooks.md`), as OpenAPI 3.1's `webhooks`.
+fn webhooks_section(generator: &mut SchemaGenerator) -> Value {
+    use aloft_core::webhook::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER};
+    let header = |name: &str, description: &str| json!({"name": name, "in": "header", "required": true, "schema": {"type": "string"}, "description": description});
+    json!({
+        "event": {"post": {
+            "summary": "An app's change, sent to each webhook subscribed to its event",
+            "description": "Sent once the change has committed, off the request path. Any 2xx answer within 10 \
+                seconds delivers it; otherwise it is tried again (with the same `aloft-delivery`, body and \
+                signature) after 10 s, doubling up to an hour between attempts, until a day after the event.",
+            "parameters": [
+                header(SIGNATURE_HEADER, "`sha256=` and the hex HMAC-SHA256 of the exact body, keyed with the webhook's secret"),
+                header(DELIVERY_HEADER, "The delivery id (the payload's `id`): the same on every retry"),
+                header(EVENT_HEADER, "publish, rollout, halt, rollback or disable"),
+            ],
+            "requestBody": {"required": true, "content": {"application/json": {
+                "schema": generator.subschema_for::<body::WebhookPayload>()}}},
+            "responses": {"2XX": {"description": "Delivered"}}
+        }}
+    })
 }
 
 /// The OpenAPI 3.1 document of [`endpoints`].
@@ -226,6 +253,7 @@ pub fn openapi(server_url: &str) -> Value {
             .as_object_mut()
             .map(|m| m.insert(e.method.as_str().to_ascii_lowercase(), op));
     }
+    let webhooks = webhooks_section(&mut generator);
     let mut schemas = generator.take_definitions(true);
     schemas.insert(
         "Error".into(),
@@ -237,6 +265,7 @@ pub fn openapi(server_url: &str) -> Value {
         "info": {"title": "Aloft management API", "version": env!("CARGO_PKG_VERSION")},
         "servers": [{"url": server_url}],
         "paths": paths,
+        "webhooks": webhooks,
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}

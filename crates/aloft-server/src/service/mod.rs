@@ -13,6 +13,7 @@ pub mod operation;
 pub mod publish;
 pub mod release;
 pub mod tokens;
+pub mod webhooks;
 
 use aloft_core::time::Millis;
 use aloft_store::db::WriteTx;

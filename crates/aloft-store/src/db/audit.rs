@@ -46,18 +46,33 @@ pub async fn list(db: &Database, app: Option<&str>, limit: i64) -> Result<Vec<En
     .bind(limit)
     .fetch_all(db.pool())
     .await?;
-    rows.iter()
-        .map(|r| {
-            let details: String = r.try_get("details")?;
-            Ok(Entry {
-                at: Millis(r.try_get("at")?),
-                actor: r.try_get("actor")?,
-                app: r.try_get("app")?,
-                action: r.try_get("action")?,
-                target: r.try_get("target")?,
-                details: serde_json::from_str(&details).unwrap_or(Value::Null),
-                remote: r.try_get("remote")?,
-            })
-        })
-        .collect()
+    rows.iter().map(entry).collect()
+}
+
+/// Up to `limit` entries of app `app` numbered after `after`, oldest first, with their numbers
+/// (webhook deliveries are made from these; see `webhooks`).
+pub async fn after(db: &Database, app: &str, after: i64, limit: i64) -> Result<Vec<(i64, Entry)>, DbError> {
+    let rows = sqlx::query(
+        "SELECT id, at, actor, app, action, target, details, remote FROM audit_log \
+         WHERE app = $1 AND id > $2 ORDER BY id LIMIT $3",
+    )
+    .bind(app)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get("id")?, entry(r)?))).collect()
+}
+
+fn entry(r: &sqlx::any::AnyRow) -> Result<Entry, DbError> {
+    let details: String = r.try_get("details")?;
+    Ok(Entry {
+        at: Millis(r.try_get("at")?),
+        actor: r.try_get("actor")?,
+        app: r.try_get("app")?,
+        action: r.try_get("action")?,
+        target: r.try_get("target")?,
+        details: serde_json::from_str(&details).unwrap_or(Value::Null),
+        remote: r.try_get("remote")?,
+    })
 }

@@ -9,6 +9,7 @@ pub mod insights;
 pub mod rollouts;
 pub mod tokens;
 pub mod updates;
+pub mod webhooks;
 
 use std::path::Path;
 use std::time::Duration;
@@ -36,6 +37,8 @@ pub enum DbError {
     NoSuchGroup,
     #[error("no such token")]
     NoSuchToken,
+    #[error("no such webhook")]
+    NoSuchWebhook,
     #[error("blob {0} has not been uploaded")]
     MissingBlob(String),
     #[error("update {0} already exists")]
