@@ -18,7 +18,7 @@ pub struct ApiError {
 }
 
 /// What a client is told to wait before retrying a change that found the write lock taken.
-pub const BUSY_RETRY_AFTER_SECONDS: u32 = 2;
+pub(crate) const BUSY_RETRY_AFTER_SECONDS: u32 = 2;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -142,7 +142,7 @@ impl From<crate::service::error::Error> for ApiError {
 
 /// The operator's view of a database in trouble, when that is what `err` is: what is wrong and
 /// what to fix, as the status, code and message of the answer. Nothing is logged here.
-pub fn database_trouble(err: &DbError) -> Option<ApiError> {
+pub(crate) fn database_trouble(err: &DbError) -> Option<ApiError> {
     let trouble = err.trouble()?;
     let message = format!(
         "{}; devices are still served, but changes must wait",
@@ -245,7 +245,7 @@ fn route_text(method: &http::Method, uri: &http::Uri) -> String {
     format!("{method} {path}")
 }
 
-pub async fn not_found(method: http::Method, uri: axum::extract::OriginalUri) -> ApiError {
+pub(crate) async fn not_found(method: http::Method, uri: axum::extract::OriginalUri) -> ApiError {
     ApiError::not_found(
         "not_found",
         format!(
@@ -256,7 +256,7 @@ pub async fn not_found(method: http::Method, uri: axum::extract::OriginalUri) ->
     )
 }
 
-pub async fn method_not_allowed(method: http::Method, uri: axum::extract::OriginalUri) -> ApiError {
+pub(crate) async fn method_not_allowed(method: http::Method, uri: axum::extract::OriginalUri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

@@ -20,7 +20,7 @@ const BODY_LIMIT: &str = "2 MiB";
 /// A JSON body. Not declared as JSON: `415 unsupported_media_type`; malformed JSON:
 /// `400 invalid_json`; well-formed JSON of the wrong shape: `422 invalid_json`; too large:
 /// `413 body_too_large`.
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
@@ -57,7 +57,7 @@ impl<S: Send + Sync, T: DeserializeOwned + JsonSchema> FromRequest<S> for ApiJso
 }
 
 /// Deserialises a JSON body into `T`, or explains why not.
-pub fn parse_json<T: DeserializeOwned + JsonSchema>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned + JsonSchema>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let refuse = |message: String, syntax: bool| {
         let status = if syntax {
@@ -77,7 +77,7 @@ pub fn parse_json<T: DeserializeOwned + JsonSchema>(bytes: &[u8]) -> Result<T, A
 
 /// Path parameters; ones that do not parse (a non-number id, invalid UTF-8) are
 /// `400 invalid_path`, naming the segment.
-pub struct ApiPath<T>(pub T);
+pub(crate) struct ApiPath<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
     type Rejection = ApiError;
@@ -131,7 +131,7 @@ fn path_message(rejection: &PathRejection) -> String {
 
 /// A query string (`?a=1&b=2`); an unknown or malformed parameter is `400 invalid_query`,
 /// naming it and what it accepts. No query string is the same as an empty one.
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + JsonSchema> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
@@ -142,7 +142,7 @@ impl<S: Send + Sync, T: DeserializeOwned + JsonSchema> FromRequestParts<S> for A
 }
 
 /// Deserialises a query string into `T`, or explains why not.
-pub fn parse_query<T: DeserializeOwned + JsonSchema>(query: &str) -> Result<T, ApiError> {
+pub(crate) fn parse_query<T: DeserializeOwned + JsonSchema>(query: &str) -> Result<T, ApiError> {
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize::<_, T>(de)
         .map_err(|e| ApiError::bad_request("invalid_query", explain::query_error::<T>(&e)))

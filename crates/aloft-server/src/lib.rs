@@ -1,3 +1,6 @@
+// Only what other crates use is `pub`; everything else is `pub(crate)` or narrower. The lint
+// (an error under CI's `-D warnings`) keeps it so.
+#![warn(unreachable_pub)]
 //! Aloft's HTTP surfaces. [`app`] builds the production service; every test goes through it.
 //!
 //! - `conn/`: the connection layer: accept loop, the wire lane, the front lane (tower service).
@@ -11,7 +14,7 @@
 pub mod api;
 mod conn;
 mod device;
-pub mod error;
+mod error;
 mod explain;
 mod extract;
 mod insights;
@@ -19,7 +22,7 @@ mod jobs;
 mod metrics;
 mod protocol;
 mod served;
-pub mod service;
+mod service;
 mod state;
 mod sync;
 mod webhooks;
@@ -28,7 +31,7 @@ use axum::Router;
 use axum::routing::get;
 
 pub use conn::{Front, serve};
-pub use error::ApiError;
+pub use error::{ApiError, database_hint};
 pub use jobs::Jobs;
 pub use metrics::install_recorder;
 pub use protocol::assets::AssetDelivery;

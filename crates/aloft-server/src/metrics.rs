@@ -31,10 +31,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
 
 /// The Prometheus exporter's handle, when metrics are on.
 #[derive(Clone, Default)]
-pub struct Exporter(pub Option<PrometheusHandle>);
+pub(crate) struct Exporter(pub Option<PrometheusHandle>);
 
 /// `GET /metrics`.
-pub async fn render(State(exporter): State<Exporter>) -> Response {
+pub(crate) async fn render(State(exporter): State<Exporter>) -> Response {
     match &exporter.0 {
         Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
         None => ApiError::not_found("metrics_disabled", "metrics are not enabled on this server").into_response(),
@@ -125,7 +125,7 @@ pub(crate) struct Recorded;
 
 /// Records route, status, latency and bytes of every request the router answers, and logs one
 /// line for it; responses the device hook recorded are left alone.
-pub async fn track(State(metrics): State<Arc<RequestMetrics>>, request: Request, next: Next) -> Response {
+pub(crate) async fn track(State(metrics): State<Arc<RequestMetrics>>, request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = request.method().clone();
     let uri = request.uri().clone();

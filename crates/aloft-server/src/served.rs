@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 /// One servable update (a manifest, or a `rollBackToEmbedded` directive) with prepared bodies.
 #[derive(Debug)]
-pub struct ServedUpdate {
+pub(crate) struct ServedUpdate {
     pub id: Uuid,
     pub group_id: Uuid,
     pub kind: BodyKind,
@@ -39,7 +39,7 @@ pub struct ServedUpdate {
 }
 
 impl ServedUpdate {
-    pub fn prepare(update: updates::StoredUpdate, group_id: Uuid, kind: BodyKind, created_at: Millis) -> Self {
+    pub(crate) fn prepare(update: updates::StoredUpdate, group_id: Uuid, kind: BodyKind, created_at: Millis) -> Self {
         let signature = update.signature.as_ref().map(|s| s.header_value());
         let part = Part {
             name: match kind {
@@ -93,7 +93,7 @@ fn launch_asset_of(body: &[u8]) -> Option<ContentHash> {
 /// The newest served update of a (branch, platform, runtime version). When its group is being
 /// rolled out, devices outside the rollout get `control` (or nothing newer, when it is `None`).
 #[derive(Debug, Clone)]
-pub struct Head {
+pub(crate) struct Head {
     pub update: Arc<ServedUpdate>,
     pub rollout: Option<HeadRollout>,
     /// The served updates before `update`, newest first (the control among them): where a
@@ -102,7 +102,7 @@ pub struct Head {
 }
 
 #[derive(Debug, Clone)]
-pub struct HeadRollout {
+pub(crate) struct HeadRollout {
     pub percentage: u8,
     pub salt: String,
     pub control: Option<Arc<ServedUpdate>>,
@@ -110,7 +110,7 @@ pub struct HeadRollout {
 
 impl Head {
     /// The update this device gets.
-    pub fn for_device(&self, client_id: Option<&str>) -> Option<&Arc<ServedUpdate>> {
+    pub(crate) fn for_device(&self, client_id: Option<&str>) -> Option<&Arc<ServedUpdate>> {
         match &self.rollout {
             None => Some(&self.update),
             Some(r) if rollout::is_in(&r.salt, client_id, r.percentage) => Some(&self.update),
@@ -123,7 +123,7 @@ impl Head {
     /// manifest it did not report, if that is newer than what it runs (`running_since`, the
     /// `createdAt` of its current update when known). A device is never offered an update it
     /// reported failed.
-    pub fn avoiding_failed<'h>(
+    pub(crate) fn avoiding_failed<'h>(
         &'h self,
         natural: Option<&'h Arc<ServedUpdate>>,
         failed: &[Uuid],
@@ -146,7 +146,7 @@ impl Head {
 
 /// Where a channel sends devices.
 #[derive(Debug, Clone)]
-pub struct Route {
+pub(crate) struct Route {
     pub branch: i64,
     /// A branch rollout: this share of devices goes to the other branch.
     pub rollout: Option<(i64, u8, String)>,
@@ -154,11 +154,11 @@ pub struct Route {
 
 impl Route {
     /// Whether this device is on the rollout side of the channel's branch rollout.
-    pub fn in_rollout(&self, client_id: Option<&str>) -> bool {
+    pub(crate) fn in_rollout(&self, client_id: Option<&str>) -> bool {
         matches!(&self.rollout, Some((_, pct, salt)) if rollout::is_in(salt, client_id, *pct))
     }
 
-    pub fn branch_for(&self, client_id: Option<&str>) -> i64 {
+    pub(crate) fn branch_for(&self, client_id: Option<&str>) -> i64 {
         match &self.rollout {
             Some((branch, _, _)) if self.in_rollout(client_id) => *branch,
             _ => self.branch,
@@ -170,7 +170,7 @@ type Heads = HashMap<Platform, HashMap<String, Head>>;
 
 /// One app as devices see it.
 #[derive(Debug)]
-pub struct ServedApp {
+pub(crate) struct ServedApp {
     pub id: i64,
     pub slug: AppSlug,
     /// The app's revision this state was loaded at.
@@ -182,7 +182,7 @@ pub struct ServedApp {
 }
 
 impl ServedApp {
-    pub async fn load(db: &Database, app_id: i64) -> Result<Self, DbError> {
+    pub(crate) async fn load(db: &Database, app_id: i64) -> Result<Self, DbError> {
         let app = apps::by_id(db, app_id).await?;
         let channels = channels::list(db, app_id)
             .await?
@@ -253,17 +253,18 @@ impl ServedApp {
         })
     }
 
-    pub fn route(&self, channel: &str) -> Option<&Route> {
+    pub(crate) fn route(&self, channel: &str) -> Option<&Route> {
         self.channels.get(channel)
     }
 
-    pub fn head(&self, branch_id: i64, platform: Platform, runtime_version: &str) -> Option<&Head> {
+    pub(crate) fn head(&self, branch_id: i64, platform: Platform, runtime_version: &str) -> Option<&Head> {
         self.heads.get(&branch_id)?.get(&platform)?.get(runtime_version)
     }
 
     /// The update a device on `route` gets, from the per-app maps: what the index resolves in
-    /// advance, and the answer for keys it does not hold.
-    pub fn update_for(
+    /// advance (the tests hold the two against each other).
+    #[cfg(test)]
+    pub(crate) fn update_for(
         &self,
         route: &Route,
         platform: Platform,
@@ -275,7 +276,7 @@ impl ServedApp {
     }
 
     /// The head whose update a device on `route` gets.
-    pub fn head_for(
+    pub(crate) fn head_for(
         &self,
         route: &Route,
         platform: Platform,
@@ -289,7 +290,7 @@ impl ServedApp {
 /// What one (app, channel, platform, runtime version) serves, resolved in advance: the
 /// channel's branch (or the two sides of its branch rollout) and that branch's head.
 #[derive(Debug)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     pub app_id: i64,
     /// The channel's route: devices in its branch rollout are served `rolled`, the rest `main`.
     route: Route,
@@ -298,13 +299,14 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    /// The update this device gets, as [`ServedApp::update_for`] decides.
-    pub fn for_device(&self, client_id: Option<&str>) -> Option<&Arc<ServedUpdate>> {
+    /// The update this device gets, as `ServedApp::update_for` decides.
+    #[cfg(test)]
+    pub(crate) fn for_device(&self, client_id: Option<&str>) -> Option<&Arc<ServedUpdate>> {
         self.head_for(client_id)?.for_device(client_id)
     }
 
     /// The head whose update this device gets, as [`ServedApp::head_for`] decides.
-    pub fn head_for(&self, client_id: Option<&str>) -> Option<&Head> {
+    pub(crate) fn head_for(&self, client_id: Option<&str>) -> Option<&Head> {
         if self.route.in_rollout(client_id) {
             self.rolled.as_ref()
         } else {
@@ -320,7 +322,7 @@ impl Resolved {
 /// version maps scattered across the heap between manifest bodies (with hundreds of apps, those
 /// cache and TLB misses cost a third of the check).
 #[derive(Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     apps: HashMap<String, Arc<ServedApp>>,
     /// Every update in memory by id (heads and what came before them), with its app's id: what
     /// device reports about the updates they run are checked against.
@@ -350,22 +352,22 @@ impl Snapshot {
     }
 
     /// The slug of an app by its id.
-    pub fn slug_of(&self, app_id: i64) -> Option<&str> {
+    pub(crate) fn slug_of(&self, app_id: i64) -> Option<&str> {
         self.apps.values().find(|a| a.id == app_id).map(|a| a.slug.as_str())
     }
 
     /// An update in memory, with its app's id.
-    pub fn update(&self, id: &Uuid) -> Option<(i64, &Arc<ServedUpdate>)> {
+    pub(crate) fn update(&self, id: &Uuid) -> Option<(i64, &Arc<ServedUpdate>)> {
         self.updates.get(id).map(|(app, update)| (*app, update))
     }
 
-    pub fn app(&self, slug: &str) -> Option<&Arc<ServedApp>> {
+    pub(crate) fn app(&self, slug: &str) -> Option<&Arc<ServedApp>> {
         self.apps.get(slug)
     }
 
     /// The resolved entry for a check, or `None` when the key is not indexed: an unknown app or
     /// channel, or nothing published for this platform and runtime version.
-    pub fn resolve(
+    pub(crate) fn resolve(
         &self,
         slug: &str,
         channel: Option<&str>,
@@ -447,12 +449,12 @@ impl ServedApp {
 
 /// All apps, swapped whole when one changes, so readers never wait and never see half a state.
 #[derive(Default)]
-pub struct Served {
+pub(crate) struct Served {
     current: ArcSwap<Snapshot>,
 }
 
 impl Served {
-    pub async fn load(db: &Database) -> Result<Self, DbError> {
+    pub(crate) async fn load(db: &Database) -> Result<Self, DbError> {
         use futures::{StreamExt, TryStreamExt};
         // A few apps at a time: each load is a handful of queries, and the pool runs them on
         // as many connections (SQLite connections each have their own thread).
@@ -470,16 +472,16 @@ impl Served {
     }
 
     /// The current state, for answering one request.
-    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+    pub(crate) fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.current.load()
     }
 
-    pub fn app(&self, slug: &str) -> Option<Arc<ServedApp>> {
+    pub(crate) fn app(&self, slug: &str) -> Option<Arc<ServedApp>> {
         self.current.load().app(slug).cloned()
     }
 
     /// Re-reads one app after a committed change and publishes the new state atomically.
-    pub async fn refresh(&self, db: &Database, app_id: i64) -> Result<(), DbError> {
+    pub(crate) async fn refresh(&self, db: &Database, app_id: i64) -> Result<(), DbError> {
         let app = Arc::new(ServedApp::load(db, app_id).await?);
         self.current.rcu(|current| {
             let mut next = HashMap::clone(&current.apps);

@@ -59,11 +59,13 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// What [`AppState`] holds. The settings and the database are open to the tests; the rest is
+/// this crate's own.
 pub struct Shared {
     pub config: ServerConfig,
     pub db: Database,
-    pub blobs: BlobStore,
-    pub served: Arc<Served>,
+    pub(crate) blobs: BlobStore,
+    pub(crate) served: Arc<Served>,
     /// Asset delivery and its caches.
     pub(crate) assets: Arc<Assets>,
     /// Publishes are serialised so `createdAt` is strictly increasing per app.

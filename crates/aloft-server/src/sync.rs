@@ -20,7 +20,7 @@ use crate::served::Served;
 
 /// Whether the last look at the database succeeded.
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     database_ok: AtomicBool,
     /// Whether the last readiness probe found the database writable (logged when it changes).
     writable: AtomicBool,
@@ -36,7 +36,7 @@ impl Default for Health {
 }
 
 impl Health {
-    pub fn database_ok(&self) -> bool {
+    pub(crate) fn database_ok(&self) -> bool {
         self.database_ok.load(Ordering::Relaxed)
     }
 
@@ -62,7 +62,7 @@ impl Health {
 }
 
 /// One poll: reloads every app whose revision differs from what is served.
-pub async fn poll_once(db: &Database, served: &Served, health: &Health) -> Result<usize, aloft_store::DbError> {
+pub(crate) async fn poll_once(db: &Database, served: &Served, health: &Health) -> Result<usize, aloft_store::DbError> {
     let revisions = match apps::revisions(db).await {
         Ok(r) => r,
         Err(e) => {

@@ -18,7 +18,7 @@ use aloft_store::{Database, DbError};
 use uuid::Uuid;
 
 /// How long a receiver has to answer.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claimed delivery is ours: longer than an attempt takes, so two senders never send
 /// it at once, and short enough that one a crashed sender held is soon tried again.
 const LEASE: Duration = Duration::from_secs(60);
@@ -35,7 +35,7 @@ fn millis(d: Duration) -> i64 {
 
 /// Makes the deliveries of every webhook's new audit entries and moves its cursor past them.
 /// Returns how many deliveries this call made.
-pub async fn enqueue_new(db: &Database) -> Result<usize, DbError> {
+pub(crate) async fn enqueue_new(db: &Database) -> Result<usize, DbError> {
     let mut made = 0;
     for (hook, slug) in webhooks::all(db).await? {
         let mut cursor = hook.audit_cursor;
@@ -73,7 +73,7 @@ pub async fn enqueue_new(db: &Database) -> Result<usize, DbError> {
 }
 
 /// The JSON body of a delivery (`docs/webhooks.md`).
-pub fn payload(id: Uuid, event: Event, app: &str, entry: &Entry) -> String {
+pub(crate) fn payload(id: Uuid, event: Event, app: &str, entry: &Entry) -> String {
     let summary = entry
         .details
         .get("summary")
@@ -97,7 +97,7 @@ pub fn payload(id: Uuid, event: Event, app: &str, entry: &Entry) -> String {
 
 /// Claims up to `room` due deliveries (see `webhooks::claim`); what another sender claimed first
 /// is skipped.
-pub async fn claim_due(db: &Database, room: usize) -> Result<Vec<Due>, DbError> {
+pub(crate) async fn claim_due(db: &Database, room: usize) -> Result<Vec<Due>, DbError> {
     if room == 0 {
         return Ok(Vec::new());
     }
@@ -126,12 +126,12 @@ fn after_failure(number: i64, occurred_at: Millis, now: Millis) -> Next {
 
 /// Sends deliveries over HTTP.
 #[derive(Clone)]
-pub struct Sender {
+pub(crate) struct Sender {
     http: reqwest::Client,
 }
 
 impl Sender {
-    pub fn new() -> reqwest::Result<Self> {
+    pub(crate) fn new() -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("aloft/", env!("CARGO_PKG_VERSION")))
             .timeout(TIMEOUT)
@@ -142,7 +142,7 @@ impl Sender {
     }
 
     /// One attempt at a claimed delivery, recorded with what follows it.
-    pub async fn deliver(&self, db: &Database, due: Due) {
+    pub(crate) async fn deliver(&self, db: &Database, due: Due) {
         let number = due.attempts + 1;
         let at = Millis::now();
         let started = Instant::now();

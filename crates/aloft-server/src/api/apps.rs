@@ -27,7 +27,7 @@ fn info(state: &AppState, app: &App) -> AppInfo {
 }
 
 /// Sets the halt policy of the app's rollouts that set none (`aloft apps set-halt-policy`).
-pub async fn set_halt_policy(
+pub(super) async fn set_halt_policy(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SetHaltPolicy>,
@@ -37,7 +37,7 @@ pub async fn set_halt_policy(
     Ok(Json(info(&state, &app)))
 }
 
-pub async fn create_app(
+pub(super) async fn create_app(
     Admin { caller, .. }: Admin,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateApp>,
@@ -48,7 +48,7 @@ pub async fn create_app(
 }
 
 /// The apps this caller can see.
-pub async fn list_apps(
+pub(super) async fn list_apps(
     AnyToken(caller): AnyToken,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<AppInfo>>, ApiError> {
@@ -61,12 +61,12 @@ pub async fn list_apps(
     ))
 }
 
-pub async fn show_app(AppRead { app, .. }: AppRead, State(state): State<AppState>) -> Json<AppInfo> {
+pub(super) async fn show_app(AppRead { app, .. }: AppRead, State(state): State<AppState>) -> Json<AppInfo> {
     Json(info(&state, &app))
 }
 
 /// Gives the app a server-side key: publishes without the publisher's signatures are signed with it.
-pub async fn set_signing_key(
+pub(super) async fn set_signing_key(
     admin: Admin,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SetSigningKey>,
@@ -82,7 +82,7 @@ pub async fn set_signing_key(
     Ok(Json(info(&state, &app)))
 }
 
-pub async fn delete_signing_key(admin: Admin, State(state): State<AppState>) -> Result<Json<AppInfo>, ApiError> {
+pub(super) async fn delete_signing_key(admin: Admin, State(state): State<AppState>) -> Result<Json<AppInfo>, ApiError> {
     let app = service::delete_signing_key(&state, &admin.caller.actor(), admin.app()?).await?;
     Ok(Json(info(&state, &app)))
 }

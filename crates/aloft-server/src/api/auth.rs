@@ -35,7 +35,7 @@ use crate::state::AppState;
 
 /// The authenticated caller of a management route.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub(crate) struct Caller {
     pub token_id: i64,
     pub token_name: String,
     pub scope: Scope,
@@ -45,7 +45,7 @@ pub struct Caller {
 
 /// What a route does to an app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
+pub(crate) enum Need {
     Read,
     Write,
 }
@@ -60,7 +60,7 @@ fn no_such_app(slug: &str) -> ApiError {
 
 impl Caller {
     /// Whether this caller may see the app `slug` (whether or not it exists).
-    pub fn sees(&self, slug: &str) -> bool {
+    pub(crate) fn sees(&self, slug: &str) -> bool {
         match &self.scope {
             Scope::Admin => true,
             Scope::Publish(apps) | Scope::Read(apps) => apps.iter().any(|a| a == slug),
@@ -68,7 +68,7 @@ impl Caller {
     }
 
     /// The app, if this caller may `need` it.
-    pub async fn app(&self, state: &AppState, slug: &str, need: Need) -> Result<App, ApiError> {
+    pub(crate) async fn app(&self, state: &AppState, slug: &str, need: Need) -> Result<App, ApiError> {
         let parsed = AppSlug::parse(slug).map_err(|_| no_such_app(slug))?;
         if !self.sees(slug) {
             return Err(no_such_app(slug));
@@ -80,7 +80,7 @@ impl Caller {
         Ok(app)
     }
 
-    pub fn admin(&self) -> Result<(), ApiError> {
+    pub(crate) fn admin(&self) -> Result<(), ApiError> {
         match self.scope {
             Scope::Admin => Ok(()),
             _ => Err(forbidden("only an admin token may do this")),
@@ -96,7 +96,7 @@ impl Caller {
     }
 
     /// Who the changes this caller makes are by.
-    pub fn actor(&self) -> Actor {
+    pub(crate) fn actor(&self) -> Actor {
         Actor {
             token_id: self.token_id,
             token_name: self.token_name.clone(),
@@ -105,7 +105,7 @@ impl Caller {
     }
 
     /// The caller the `authorization` header names, or `401 unauthorized`.
-    pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+    pub(crate) async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let secret = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -143,7 +143,7 @@ impl Caller {
 
 /// The gate of one route: its access class, and whether its path names an app.
 #[derive(Clone)]
-pub struct Gate {
+pub(super) struct Gate {
     pub state: AppState,
     pub access: Access,
     pub app_in_path: bool,
@@ -193,7 +193,7 @@ impl Gate {
 
 /// The route layer of every management route: refuses the request, or lets it through with its
 /// grant (see the module documentation).
-pub async fn admit(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+pub(super) async fn admit(State(gate): State<Gate>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     match gate.check(&mut parts).await {
         Ok(granted) => {
@@ -208,34 +208,33 @@ pub async fn admit(State(gate): State<Gate>, request: Request, next: Next) -> Re
 
 /// The grants handlers take as their first argument, one per [`Access`] class and named after
 /// it. Each is only ever made from what the route's gate let through.
-pub mod grant {
+pub(crate) mod grant {
     use super::*;
 
     /// Anyone (no token is looked at).
-    pub struct Public;
+    pub(crate) struct Public;
     /// Any valid token; the handler shows only what it may see.
-    pub struct AnyToken(pub Caller);
-    /// A token that may read `app`.
-    pub struct AppRead {
-        pub caller: Caller,
+    pub(crate) struct AnyToken(pub Caller);
+    /// A token that may read `app` (reading records nothing, so the caller is not kept).
+    pub(crate) struct AppRead {
         pub app: App,
     }
     /// A token that may change `app`.
-    pub struct AppWrite {
+    pub(crate) struct AppWrite {
         pub caller: Caller,
         pub app: App,
     }
-    /// A publish or admin token.
-    pub struct Upload(pub Caller);
+    /// A publish or admin token (uploads are content-addressed and record nothing).
+    pub(crate) struct Upload;
     /// An admin token; with the app of the path, when the route names one.
-    pub struct Admin {
+    pub(crate) struct Admin {
         pub caller: Caller,
         app: Option<App>,
     }
 
     impl Admin {
         /// The app of the path.
-        pub fn app(&self) -> Result<&App, ApiError> {
+        pub(crate) fn app(&self) -> Result<&App, ApiError> {
             self.app
                 .as_ref()
                 .ok_or_else(|| ApiError::internal("a route's access", &"an admin route without {slug}"))
@@ -272,8 +271,8 @@ pub mod grant {
     impl<S: Send + Sync> FromRequestParts<S> for AppRead {
         type Rejection = ApiError;
         async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-            let (caller, app) = with_app(parts)?;
-            Ok(AppRead { caller, app })
+            let (_, app) = with_app(parts)?;
+            Ok(AppRead { app })
         }
     }
 
@@ -288,7 +287,8 @@ pub mod grant {
     impl<S: Send + Sync> FromRequestParts<S> for Upload {
         type Rejection = ApiError;
         async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-            Ok(Upload(granted(parts)?.caller))
+            granted(parts)?;
+            Ok(Upload)
         }
     }
 
@@ -303,7 +303,7 @@ pub mod grant {
 
 /// Argument lists (as axum's [`Handler`] sees them: a marker, then the arguments) whose first
 /// argument is `G`.
-pub trait FirstArgument<G> {}
+pub(super) trait FirstArgument<G> {}
 
 macro_rules! first_argument {
     ($($t:ident),*) => {
@@ -320,7 +320,7 @@ first_argument!(T1, T2, T3, T4, T5);
 first_argument!(T1, T2, T3, T4, T5, T6);
 
 /// `handler`, if its first argument is the grant `G`; anything else does not compile.
-pub fn guarded<G, T, H>(handler: H) -> H
+pub(super) fn guarded<G, T, H>(handler: H) -> H
 where
     H: Handler<T, AppState>,
     T: FirstArgument<G>,

@@ -15,7 +15,7 @@ use crate::service::blobs as service;
 use crate::state::AppState;
 
 /// Which of the given blobs the server does not have yet.
-pub async fn missing_blobs(
+pub(super) async fn missing_blobs(
     _: Upload,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<MissingBlobsRequest>,
@@ -27,7 +27,7 @@ pub async fn missing_blobs(
 
 /// Streams one blob in. The server re-hashes the bytes and refuses a mismatch. Not a
 /// transaction and not audited: see `service::blobs` for why an upload needs neither.
-pub async fn upload_blob(
+pub(super) async fn upload_blob(
     _: Upload,
     State(state): State<AppState>,
     ApiPath(hash): ApiPath<String>,
@@ -115,7 +115,7 @@ async fn drain(stream: &mut axum::body::BodyDataStream, max: u64) {
 
 /// Removes blobs no update references and nobody touched for the grace period, and the partial
 /// files interrupted writes left that are older than it.
-pub async fn collect_garbage(
+pub(super) async fn collect_garbage(
     Admin { caller, .. }: Admin,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<GcRequest>,

@@ -11,7 +11,7 @@ use crate::service::channels as service;
 use crate::service::input::{branch_name, channel_name};
 use crate::state::AppState;
 
-pub fn channel_info(c: Channel) -> ChannelInfo {
+pub(super) fn channel_info(c: Channel) -> ChannelInfo {
     ChannelInfo {
         name: c.name,
         branch: c.branch,
@@ -22,7 +22,7 @@ pub fn channel_info(c: Channel) -> ChannelInfo {
     }
 }
 
-pub async fn list_channels(
+pub(super) async fn list_channels(
     AppRead { app, .. }: AppRead,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ChannelInfo>>, ApiError> {
@@ -35,7 +35,7 @@ pub async fn list_channels(
     ))
 }
 
-pub async fn create_channel(
+pub(super) async fn create_channel(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateChannel>,
@@ -46,7 +46,7 @@ pub async fn create_channel(
     Ok((StatusCode::CREATED, Json(channel_info(channel))))
 }
 
-pub async fn edit_channel(
+pub(super) async fn edit_channel(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     ApiPath((_, name)): ApiPath<(String, String)>,
@@ -57,7 +57,7 @@ pub async fn edit_channel(
     Ok(Json(channel_info(channel)))
 }
 
-pub async fn list_branches(
+pub(super) async fn list_branches(
     AppRead { app, .. }: AppRead,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<BranchInfo>>, ApiError> {
@@ -75,7 +75,7 @@ pub async fn list_branches(
     ))
 }
 
-pub async fn create_branch(
+pub(super) async fn create_branch(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateBranch>,
@@ -84,7 +84,7 @@ pub async fn create_branch(
     Ok(StatusCode::CREATED)
 }
 
-pub async fn delete_branch(
+pub(super) async fn delete_branch(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     ApiPath((_, name)): ApiPath<(String, String)>,

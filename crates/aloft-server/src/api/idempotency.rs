@@ -30,11 +30,11 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The request header.
-pub const HEADER: &str = "idempotency-key";
+pub(crate) const HEADER: &str = "idempotency-key";
 /// The response header on a replayed answer.
-pub const REPLAYED: &str = "idempotent-replayed";
+pub(crate) const REPLAYED: &str = "idempotent-replayed";
 /// Longest key accepted.
-pub const MAX_KEY_LEN: usize = 255;
+pub(crate) const MAX_KEY_LEN: usize = 255;
 /// Bodies of recorded writes are read whole before they run: the limit the JSON extractors
 /// apply anyway (axum's default body limit).
 const MAX_BODY: usize = 2 * 1024 * 1024;
@@ -44,7 +44,7 @@ const SWEEP_EVERY_MS: i64 = 10 * 60 * 1000;
 static LAST_SWEEP: AtomicI64 = AtomicI64::new(i64::MIN);
 
 /// The layer on every route that records its writes (`Endpoint::replays`).
-pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let mut values = request.headers().get_all(HEADER).iter();
     let Some(value) = values.next() else {
         return next.run(request).await;

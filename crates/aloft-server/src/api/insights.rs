@@ -32,7 +32,7 @@ const MAX_DAYS: u32 = 90;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct GroupInsightsQuery {
+pub(super) struct GroupInsightsQuery {
     /// How many days back, today included: 1 to 90 (default 14).
     days: Option<u32>,
 }
@@ -42,7 +42,7 @@ fn rate(counts: &Counts) -> Option<f64> {
     counts.failure_rate().map(|r| (r * 100.0).round() / 100.0)
 }
 
-pub async fn group_insights(
+pub(super) async fn group_insights(
     AppRead { app, .. }: AppRead,
     State(state): State<AppState>,
     ApiPath((_, id)): ApiPath<(String, String)>,
@@ -104,13 +104,13 @@ pub async fn group_insights(
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct FleetQuery {
+pub(super) struct FleetQuery {
     /// One channel (default: every channel). Checks for channels that do not exist are listed
     /// either way: they are what a misconfigured build sends.
     channel: Option<String>,
 }
 
-pub async fn fleet_insights(
+pub(super) async fn fleet_insights(
     AppRead { app, .. }: AppRead,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<FleetQuery>,
@@ -162,7 +162,7 @@ pub async fn fleet_insights(
 }
 
 /// A group's rollout and its live figures against its halt policy.
-pub async fn rollout_status(
+pub(super) async fn rollout_status(
     AppRead { app, .. }: AppRead,
     State(state): State<AppState>,
     ApiPath((_, id)): ApiPath<(String, String)>,

@@ -15,7 +15,7 @@ mod apps;
 mod auth;
 mod blobs;
 mod channels;
-pub mod idempotency;
+pub(crate) mod idempotency;
 mod insights;
 mod publish;
 mod tokens;
@@ -33,7 +33,7 @@ use serde_json::{Map, Value, json};
 
 use crate::state::AppState;
 
-pub use auth::{Caller, Need, grant};
+pub(crate) use auth::{Need, grant};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -107,7 +107,7 @@ fn respond(finished: Finished) -> Response {
     }
 }
 
-pub async fn publish(
+pub(super) async fn publish(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     uri: Uri,
@@ -126,7 +126,7 @@ pub async fn publish(
 
 /// Whether a publish to this target would be refused, before anything is uploaded; read-only,
 /// so not audited.
-pub async fn check_publish(
+pub(super) async fn check_publish(
     AppWrite { app, .. }: AppWrite,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<PublishCheckRequest>,
@@ -143,7 +143,7 @@ pub async fn check_publish(
     Ok(Json(PublishCheck { branch }))
 }
 
-pub async fn republish(
+pub(super) async fn republish(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     ApiPath((_, id)): ApiPath<(String, String)>,
@@ -158,7 +158,7 @@ pub async fn republish(
     Ok(respond(publishing::republish(&state, &app, group, &req, op).await?))
 }
 
-pub async fn rollback(
+pub(super) async fn rollback(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     uri: Uri,
@@ -188,7 +188,7 @@ pub async fn rollback(
     Ok(respond(release::rollback(&state, &app, &rollback, op).await?))
 }
 
-pub async fn disable_group(
+pub(super) async fn disable_group(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     ApiPath((_, id)): ApiPath<(String, String)>,
@@ -203,7 +203,7 @@ pub async fn disable_group(
     Ok(respond(release::disable(&state, &app, group, op).await?))
 }
 
-pub async fn set_rollout(
+pub(super) async fn set_rollout(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     ApiPath((_, id)): ApiPath<(String, String)>,
@@ -228,7 +228,7 @@ pub async fn set_rollout(
     ))
 }
 
-pub async fn complete_rollout(
+pub(super) async fn complete_rollout(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     ApiPath((_, id)): ApiPath<(String, String)>,
@@ -248,7 +248,7 @@ pub async fn complete_rollout(
     Ok(respond(release::complete_rollout(&state, &app, group, op).await?))
 }
 
-pub async fn revert_rollout(
+pub(super) async fn revert_rollout(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     ApiPath((_, id)): ApiPath<(String, String)>,
@@ -263,7 +263,7 @@ pub async fn revert_rollout(
     Ok(respond(release::revert_rollout(&state, &app, group, op).await?))
 }
 
-pub async fn channel_rollout(
+pub(super) async fn channel_rollout(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     ApiPath((_, name)): ApiPath<(String, String)>,
@@ -283,7 +283,7 @@ pub async fn channel_rollout(
     ))
 }
 
-pub async fn delete_group(
+pub(super) async fn delete_group(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     ApiPath((_, id)): ApiPath<(String, String)>,

@@ -15,7 +15,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::service::tokens as service;
 use crate::state::AppState;
 
-pub fn token_info(t: Token) -> TokenInfo {
+pub(super) fn token_info(t: Token) -> TokenInfo {
     let (scope, apps) = match t.scope {
         Scope::Admin => ("admin", Vec::new()),
         Scope::Publish(apps) => ("publish", apps),
@@ -32,7 +32,7 @@ pub fn token_info(t: Token) -> TokenInfo {
     }
 }
 
-pub async fn create_token(
+pub(super) async fn create_token(
     Admin { caller, .. }: Admin,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateToken>,
@@ -55,7 +55,7 @@ pub async fn create_token(
     ))
 }
 
-pub async fn list_tokens(_: Admin, State(state): State<AppState>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+pub(super) async fn list_tokens(_: Admin, State(state): State<AppState>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     Ok(Json(
         tokens::list(&state.db).await?.into_iter().map(token_info).collect(),
     ))
@@ -63,11 +63,11 @@ pub async fn list_tokens(_: Admin, State(state): State<AppState>) -> Result<Json
 
 /// `/tokens/{id}`: a struct, so that a refusal can name the segment.
 #[derive(Debug, Deserialize)]
-pub struct TokenPath {
+pub(super) struct TokenPath {
     id: i64,
 }
 
-pub async fn revoke_token(
+pub(super) async fn revoke_token(
     Admin { caller, .. }: Admin,
     State(state): State<AppState>,
     ApiPath(TokenPath { id }): ApiPath<TokenPath>,
@@ -78,13 +78,13 @@ pub async fn revoke_token(
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AuditQuery {
+pub(super) struct AuditQuery {
     app: Option<String>,
     limit: Option<i64>,
 }
 
 /// The audit log: of one app (for anyone who may read it), or of everything (admin).
-pub async fn list_audit(
+pub(super) async fn list_audit(
     AnyToken(caller): AnyToken,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<AuditQuery>,

@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 
-pub fn group_info(g: Group) -> GroupInfo {
+pub(super) fn group_info(g: Group) -> GroupInfo {
     GroupInfo {
         id: g.id,
         branch: g.branch,
@@ -37,14 +37,14 @@ pub fn group_info(g: Group) -> GroupInfo {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub(super) struct ListQuery {
     branch: Option<String>,
     channel: Option<String>,
     limit: Option<i64>,
 }
 
 /// Update groups, newest first; of a branch, or of the branch a channel points at.
-pub async fn list_groups(
+pub(super) async fn list_groups(
     AppRead { app, .. }: AppRead,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -66,7 +66,7 @@ pub async fn list_groups(
     Ok(Json(groups.into_iter().map(group_info).collect()))
 }
 
-pub async fn show_group(
+pub(super) async fn show_group(
     AppRead { app, .. }: AppRead,
     State(state): State<AppState>,
     ApiPath((_, id)): ApiPath<(String, String)>,

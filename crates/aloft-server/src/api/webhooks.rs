@@ -24,7 +24,7 @@ fn webhook_info(w: Webhook, app: &str) -> WebhookInfo {
     }
 }
 
-pub async fn list_webhooks(
+pub(super) async fn list_webhooks(
     AppRead { app, .. }: AppRead,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<WebhookInfo>>, ApiError> {
@@ -34,7 +34,7 @@ pub async fn list_webhooks(
     ))
 }
 
-pub async fn add_webhook(
+pub(super) async fn add_webhook(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateWebhook>,
@@ -59,11 +59,11 @@ pub async fn add_webhook(
 
 /// `/apps/{slug}/webhooks/{webhook}`: a struct, so that a refusal can name the segment.
 #[derive(Debug, Deserialize)]
-pub struct WebhookPath {
+pub(super) struct WebhookPath {
     webhook: i64,
 }
 
-pub async fn remove_webhook(
+pub(super) async fn remove_webhook(
     AppWrite { caller, app }: AppWrite,
     State(state): State<AppState>,
     ApiPath(WebhookPath { webhook }): ApiPath<WebhookPath>,
@@ -74,14 +74,14 @@ pub async fn remove_webhook(
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DeliveriesQuery {
+pub(super) struct DeliveriesQuery {
     /// Only this webhook's deliveries.
     webhook: Option<i64>,
     /// How many, newest first (1 to 1000, default 50).
     limit: Option<i64>,
 }
 
-pub async fn list_deliveries(
+pub(super) async fn list_deliveries(
     AppRead { app, .. }: AppRead,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<DeliveriesQuery>,

@@ -23,18 +23,18 @@ use serde_text::{expected_names, plain_expected, plain_sent, quote_value, strip_
 
 /// Where the data came from, which decides how a location is named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Body,
     Query,
 }
 
 /// A JSON body that did not deserialise into `T`.
-pub fn body_error<T: JsonSchema>(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
+pub(crate) fn body_error<T: JsonSchema>(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
     json_message::<T>(&parts(err.path()), err.inner())
 }
 
 /// A JSON body that failed outside any field (e.g. text after the value).
-pub fn json_error<T: JsonSchema>(err: &serde_json::Error) -> String {
+pub(crate) fn json_error<T: JsonSchema>(err: &serde_json::Error) -> String {
     json_message::<T>(&[], err)
 }
 
@@ -54,7 +54,7 @@ fn json_message<T: JsonSchema>(path: &[Part], inner: &serde_json::Error) -> Stri
 }
 
 /// A query string that did not deserialise into `T`.
-pub fn query_error<T: JsonSchema>(err: &serde_path_to_error::Error<serde_urlencoded::de::Error>) -> String {
+pub(crate) fn query_error<T: JsonSchema>(err: &serde_path_to_error::Error<serde_urlencoded::de::Error>) -> String {
     let path = parts(err.path());
     explain::<T>(Source::Query, &path, &err.inner().to_string())
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 type Key = (ContentHash, Encoding);
 
 #[derive(Debug)]
-pub struct BytesCache {
+pub(crate) struct BytesCache {
     budget: usize,
     /// Representations larger than this are streamed from storage instead.
     max_item: usize,
@@ -26,7 +26,7 @@ struct Inner {
 }
 
 impl BytesCache {
-    pub fn new(budget: usize) -> Self {
+    pub(crate) fn new(budget: usize) -> Self {
         Self {
             budget,
             max_item: budget / 4,
@@ -34,16 +34,16 @@ impl BytesCache {
         }
     }
 
-    pub fn get(&self, key: &Key) -> Option<Bytes> {
+    pub(crate) fn get(&self, key: &Key) -> Option<Bytes> {
         self.inner.lock().ok()?.map.get(key).cloned()
     }
 
     /// Whether a representation of `len` bytes would be kept.
-    pub fn admits(&self, len: u64) -> bool {
+    pub(crate) fn admits(&self, len: u64) -> bool {
         len > 0 && len as usize <= self.max_item
     }
 
-    pub fn insert(&self, key: Key, bytes: Bytes) {
+    pub(crate) fn insert(&self, key: Key, bytes: Bytes) {
         if !self.admits(bytes.len() as u64) {
             return;
         }

@@ -11,7 +11,7 @@ use super::{Actor, Write};
 use crate::state::AppState;
 
 /// Creates an app with its channel and branch `production`, and starts serving it.
-pub async fn create_app(state: &AppState, by: &Actor, slug: &AppSlug) -> Result<App, Error> {
+pub(crate) async fn create_app(state: &AppState, by: &Actor, slug: &AppSlug) -> Result<App, Error> {
     let mut write = Write::begin(state).await?;
     let id = apps::insert(&mut write.tx, slug).await?;
     write
@@ -22,7 +22,7 @@ pub async fn create_app(state: &AppState, by: &Actor, slug: &AppSlug) -> Result<
 }
 
 /// Gives the app a server-side key: publishes without the publisher's signatures are signed with it.
-pub async fn set_signing_key(
+pub(crate) async fn set_signing_key(
     state: &AppState,
     by: &Actor,
     app: &App,
@@ -52,7 +52,7 @@ fn unusable_key(err: &dyn std::fmt::Display) -> Error {
     )
 }
 
-pub async fn delete_signing_key(state: &AppState, by: &Actor, app: &App) -> Result<App, Error> {
+pub(crate) async fn delete_signing_key(state: &AppState, by: &Actor, app: &App) -> Result<App, Error> {
     let mut write = Write::begin(state).await?;
     apps::set_signing_key(&mut write.tx, app.id, None).await?;
     let slug = app.slug.as_str();
@@ -64,7 +64,7 @@ pub async fn delete_signing_key(state: &AppState, by: &Actor, app: &App) -> Resu
 
 /// Sets the app's halt setting (`None`: back to the built-in default), recorded as
 /// `app.halt_policy.set`.
-pub async fn set_halt_policy(state: &AppState, by: &Actor, app: &App, halt: Option<Halt>) -> Result<App, Error> {
+pub(crate) async fn set_halt_policy(state: &AppState, by: &Actor, app: &App, halt: Option<Halt>) -> Result<App, Error> {
     let stored = halt.map(Halt::to_stored);
     let mut write = Write::begin(state).await?;
     apps::set_halt_policy(&mut write.tx, app.id, stored.as_deref()).await?;

@@ -22,7 +22,7 @@ const MAX_HASHES: usize = 10_000;
 /// Which of `hashes` the server does not have yet. The ones it has are marked as offered, so
 /// `gc` leaves them alone while the publish that asked goes on; asking again changes nothing
 /// more, so this is not audited.
-pub async fn missing(state: &AppState, hashes: &[ContentHash]) -> Result<Vec<ContentHash>, Error> {
+pub(crate) async fn missing(state: &AppState, hashes: &[ContentHash]) -> Result<Vec<ContentHash>, Error> {
     if hashes.len() > MAX_HASHES {
         return Err(Error::invalid(
             "too_many_hashes",
@@ -33,7 +33,7 @@ pub async fn missing(state: &AppState, hashes: &[ContentHash]) -> Result<Vec<Con
 }
 
 /// What `gc` removed.
-pub struct Collected {
+pub(crate) struct Collected {
     pub removed: Vec<ContentHash>,
     pub leftovers_removed: u64,
 }
@@ -42,7 +42,7 @@ pub struct Collected {
 /// the records of blobs no update references and nobody touched for it (with the audit entry, in
 /// one transaction), then their bytes. `forget` is called for each removed blob before its
 /// bytes go.
-pub async fn collect_garbage(
+pub(crate) async fn collect_garbage(
     state: &AppState,
     by: &Actor,
     grace_seconds: Option<u64>,

@@ -13,7 +13,7 @@ use super::{Actor, Change, release};
 use crate::state::AppState;
 use aloft_store::db::updates;
 
-pub async fn create_channel(
+pub(crate) async fn create_channel(
     state: &AppState,
     by: &Actor,
     app: &App,
@@ -38,7 +38,7 @@ pub async fn create_channel(
 }
 
 /// Points a channel at another branch: instant, nothing is republished.
-pub async fn edit_channel(
+pub(crate) async fn edit_channel(
     state: &AppState,
     by: &Actor,
     app: &App,
@@ -66,7 +66,7 @@ pub async fn edit_channel(
     Ok(channel)
 }
 
-pub async fn create_branch(state: &AppState, by: &Actor, app: &App, name: &BranchName) -> Result<(), Error> {
+pub(crate) async fn create_branch(state: &AppState, by: &Actor, app: &App, name: &BranchName) -> Result<(), Error> {
     let mut change = Change::begin(state).await?;
     channels::create_branch(&mut change.tx, app.id, name.as_str()).await?;
     let entry = by.entry(Some(app.slug.as_str()), "branch.create", name.as_str(), json!({}));
@@ -74,7 +74,7 @@ pub async fn create_branch(state: &AppState, by: &Actor, app: &App, name: &Branc
     Ok(())
 }
 
-pub async fn delete_branch(state: &AppState, by: &Actor, app: &App, name: &BranchName) -> Result<(), Error> {
+pub(crate) async fn delete_branch(state: &AppState, by: &Actor, app: &App, name: &BranchName) -> Result<(), Error> {
     let mut change = Change::begin(state).await?;
     channels::delete_branch(&mut change.tx, app.id, name.as_str()).await?;
     let entry = by.entry(Some(app.slug.as_str()), "branch.delete", name.as_str(), json!({}));
@@ -85,7 +85,7 @@ pub async fn delete_branch(state: &AppState, by: &Actor, app: &App, name: &Branc
 /// Starts, raises, ends (promotes) or reverts a channel's branch rollout. Ending or reverting
 /// republishes the winning branch's newest group when devices on the losing side run something
 /// newer, since a device only ever moves to a later `createdAt`.
-pub async fn channel_rollout(
+pub(crate) async fn channel_rollout(
     state: &AppState,
     app: &App,
     name: &ChannelName,
@@ -189,7 +189,7 @@ pub async fn channel_rollout(
 
 /// A halted branch rollout whose revert would need the publisher's signatures: the channel
 /// stops splitting its devices, and nothing is republished.
-pub async fn stop_channel_rollout(
+pub(crate) async fn stop_channel_rollout(
     state: &AppState,
     app: &App,
     name: &str,

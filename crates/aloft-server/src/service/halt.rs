@@ -41,7 +41,7 @@ fn halter() -> Actor {
 
 /// One rolled-out update against what devices outside the rollout get.
 #[derive(Debug, Clone)]
-pub struct Weighed {
+pub(crate) struct Weighed {
     pub platform: Platform,
     pub runtime_version: String,
     pub update_id: Uuid,
@@ -107,7 +107,12 @@ fn rolled_out(state: &AppState, slug: &str, rollout: &WatchedRollout) -> Vec<(Pl
 }
 
 /// Weighs a rollout's updates under `halt` with the stored insights of every replica.
-pub async fn weigh(state: &AppState, slug: &str, rollout: &WatchedRollout, halt: Halt) -> Result<Vec<Weighed>, Error> {
+pub(crate) async fn weigh(
+    state: &AppState,
+    slug: &str,
+    rollout: &WatchedRollout,
+    halt: Halt,
+) -> Result<Vec<Weighed>, Error> {
     let pairs = rolled_out(state, slug, rollout);
     let mut keys: Vec<(Uuid, Platform)> = Vec::new();
     for (platform, _, update, control) in &pairs {
@@ -149,7 +154,7 @@ pub async fn weigh(state: &AppState, slug: &str, rollout: &WatchedRollout, halt:
 
 /// One pass over every rollout in progress: halts those past their policy. Returns how many it
 /// halted.
-pub async fn pass(state: &AppState) -> Result<usize, Error> {
+pub(crate) async fn pass(state: &AppState) -> Result<usize, Error> {
     // This replica's latest counts first, so the decision sees them.
     state.insights.store(&state.db).await;
     let mut conn = state.db.conn().await?;

@@ -9,21 +9,21 @@ use aloft_core::{BranchName, ChannelName, RuntimeVersion};
 
 use super::Error;
 
-pub fn channel_name(name: &str) -> Result<ChannelName, Error> {
+pub(crate) fn channel_name(name: &str) -> Result<ChannelName, Error> {
     ChannelName::parse(name).map_err(|e| Error::invalid("invalid_channel", e.to_string()))
 }
 
-pub fn branch_name(name: &str) -> Result<BranchName, Error> {
+pub(crate) fn branch_name(name: &str) -> Result<BranchName, Error> {
     BranchName::parse(name).map_err(|e| Error::invalid("invalid_branch", e.to_string()))
 }
 
-pub fn runtime_version(value: &str) -> Result<RuntimeVersion, Error> {
+pub(crate) fn runtime_version(value: &str) -> Result<RuntimeVersion, Error> {
     RuntimeVersion::parse(value).map_err(|e| Error::invalid("invalid_runtime_version", e.to_string()))
 }
 
 /// A request's halt setting (`halt_policy`, `no_halt`): `None` when it gives none (the app's
 /// policy then applies).
-pub fn halt_setting(policy: Option<HaltPolicy>, no_halt: bool) -> Result<Option<Halt>, Error> {
+pub(crate) fn halt_setting(policy: Option<HaltPolicy>, no_halt: bool) -> Result<Option<Halt>, Error> {
     match (policy, no_halt) {
         (None, false) => Ok(None),
         (None, true) => Ok(Some(Halt::Off)),
@@ -40,31 +40,31 @@ pub fn halt_setting(policy: Option<HaltPolicy>, no_halt: bool) -> Result<Option<
 
 /// A rollout's share of devices: 0 to 100.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Percentage(u8);
+pub(crate) struct Percentage(u8);
 
 impl Percentage {
-    pub fn new(value: u8) -> Result<Self, Error> {
+    pub(crate) fn new(value: u8) -> Result<Self, Error> {
         if value > 100 {
             return Err(Error::invalid("invalid_percentage", "a rollout percentage is 0 to 100"));
         }
         Ok(Self(value))
     }
 
-    pub fn get(self) -> u8 {
+    pub(crate) fn get(self) -> u8 {
         self.0
     }
 }
 
 /// Where a publish goes: the branch a channel points at, or a branch.
 #[derive(Debug, Clone)]
-pub enum Target {
+pub(crate) enum Target {
     Channel(ChannelName),
     Branch(BranchName),
 }
 
 impl Target {
     /// Exactly one of `channel` and `branch`.
-    pub fn parse(channel: Option<&str>, branch: Option<&str>) -> Result<Self, Error> {
+    pub(crate) fn parse(channel: Option<&str>, branch: Option<&str>) -> Result<Self, Error> {
         match (channel, branch) {
             (Some(c), None) => Ok(Self::Channel(channel_name(c)?)),
             (None, Some(b)) => Ok(Self::Branch(branch_name(b)?)),

@@ -3,17 +3,17 @@
 //! change does: per app under the app-wide publish lock ([`Change`], see `operation`), or for what
 //! belongs to no app's served state ([`Write`]: tokens, signing keys, a new app, `gc`).
 
-pub mod apps;
-pub mod blobs;
-pub mod channels;
+pub(crate) mod apps;
+pub(crate) mod blobs;
+pub(crate) mod channels;
 pub(crate) mod error;
-pub mod halt;
-pub mod input;
-pub mod operation;
-pub mod publish;
-pub mod release;
-pub mod tokens;
-pub mod webhooks;
+pub(crate) mod halt;
+pub(crate) mod input;
+pub(crate) mod operation;
+pub(crate) mod publish;
+pub(crate) mod release;
+pub(crate) mod tokens;
+pub(crate) mod webhooks;
 
 use aloft_core::time::Millis;
 use aloft_store::db::WriteTx;
@@ -23,11 +23,11 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::state::AppState;
 
-pub use error::Error;
+pub(crate) use error::Error;
 
 /// Who makes a change: named in the audit log, and as the publisher of the groups it stores.
 #[derive(Debug, Clone)]
-pub struct Actor {
+pub(crate) struct Actor {
     pub token_id: i64,
     pub token_name: String,
     /// Where the request came from, as the audit log shows it.
@@ -36,7 +36,13 @@ pub struct Actor {
 
 impl Actor {
     /// The audit entry of a change this actor makes now.
-    pub fn entry(&self, app: Option<&str>, action: &str, target: impl Into<String>, details: Value) -> audit::Entry {
+    pub(crate) fn entry(
+        &self,
+        app: Option<&str>,
+        action: &str,
+        target: impl Into<String>,
+        details: Value,
+    ) -> audit::Entry {
         audit::Entry {
             at: Millis::now(),
             actor: format!("{} (token {})", self.token_name, self.token_id),
@@ -50,13 +56,13 @@ impl Actor {
 }
 
 /// A change to an app in progress: the publish lock and an open write transaction.
-pub struct Change {
+pub(crate) struct Change {
     _guard: OwnedMutexGuard<()>,
     pub tx: WriteTx,
 }
 
 impl Change {
-    pub async fn begin(state: &AppState) -> Result<Self, Error> {
+    pub(crate) async fn begin(state: &AppState) -> Result<Self, Error> {
         let guard = state.publish_lock.clone().lock_owned().await;
         let tx = state.db.begin_write().await?;
         Ok(Self { _guard: guard, tx })
@@ -64,7 +70,7 @@ impl Change {
 
     /// Records `entry`, bumps the app's revision (so other replicas notice), commits, and
     /// refreshes what this replica serves.
-    pub async fn commit(mut self, state: &AppState, app_id: i64, entry: audit::Entry) -> Result<(), Error> {
+    pub(crate) async fn commit(mut self, state: &AppState, app_id: i64, entry: audit::Entry) -> Result<(), Error> {
         audit::record(&mut self.tx, &entry).await?;
         aloft_store::db::apps::bump_revision(&mut self.tx, app_id).await?;
         self.tx.commit().await.map_err(aloft_store::DbError::from)?;
@@ -74,19 +80,19 @@ impl Change {
 }
 
 /// A change outside any app's served state: a write transaction, committed with its audit entry.
-pub struct Write {
+pub(crate) struct Write {
     pub tx: WriteTx,
 }
 
 impl Write {
-    pub async fn begin(state: &AppState) -> Result<Self, Error> {
+    pub(crate) async fn begin(state: &AppState) -> Result<Self, Error> {
         Ok(Self {
             tx: state.db.begin_write().await?,
         })
     }
 
     /// Records `entry` and commits.
-    pub async fn commit(mut self, entry: audit::Entry) -> Result<(), Error> {
+    pub(crate) async fn commit(mut self, entry: audit::Entry) -> Result<(), Error> {
         audit::record(&mut self.tx, &entry).await?;
         self.tx.commit().await.map_err(aloft_store::DbError::from)?;
         Ok(())

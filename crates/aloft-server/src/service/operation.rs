@@ -32,14 +32,18 @@ fn stale(message: impl Into<String>) -> Error {
 }
 
 /// Ids and `createdAt` for a new group: from the commit when there is one, fresh otherwise.
-pub struct Ids<'a> {
+pub(crate) struct Ids<'a> {
     commit: Option<&'a CommitInfo>,
     pub group_id: Uuid,
     pub created_at: Millis,
 }
 
 impl<'a> Ids<'a> {
-    pub async fn fix(conn: &mut SqliteConnection, app_id: i64, commit: Option<&'a CommitInfo>) -> Result<Self, Error> {
+    pub(crate) async fn fix(
+        conn: &mut SqliteConnection,
+        app_id: i64,
+        commit: Option<&'a CommitInfo>,
+    ) -> Result<Self, Error> {
         let newest = updates::newest_created_at(conn, app_id).await?;
         let (group_id, created_at) = match commit {
             Some(c) => {
@@ -74,7 +78,7 @@ impl<'a> Ids<'a> {
         })
     }
 
-    pub fn update_id(&self, platform: Platform, runtime_version: &RuntimeVersion) -> Result<Uuid, Error> {
+    pub(crate) fn update_id(&self, platform: Platform, runtime_version: &RuntimeVersion) -> Result<Uuid, Error> {
         match self.commit {
             None => Ok(Uuid::new_v4()),
             Some(c) => c
@@ -92,7 +96,7 @@ impl<'a> Ids<'a> {
 }
 
 /// One update about to be stored.
-pub struct PlannedUpdate {
+pub(crate) struct PlannedUpdate {
     pub platform: Platform,
     pub runtime_version: RuntimeVersion,
     pub id: Uuid,
@@ -103,7 +107,7 @@ pub struct PlannedUpdate {
 }
 
 /// A group about to be stored.
-pub struct Plan {
+pub(crate) struct Plan {
     pub group_id: Uuid,
     pub created_at: Millis,
     pub branch_id: i64,
@@ -118,14 +122,14 @@ pub struct Plan {
 }
 
 /// Everything a manifest is rebuilt from.
-pub struct ManifestParts<'a> {
+pub(crate) struct ManifestParts<'a> {
     pub runtime_version: &'a RuntimeVersion,
     pub launch_asset: &'a AssetRef,
     pub assets: &'a [AssetRef],
     pub expo_client: Option<&'a Value>,
 }
 
-pub fn manifest_update(
+pub(crate) fn manifest_update(
     state: &AppState,
     ids: &Ids<'_>,
     platform: Platform,
@@ -156,7 +160,7 @@ pub fn manifest_update(
 }
 
 /// A `rollBackToEmbedded` directive whose `commitTime` is the group's `createdAt`.
-pub fn directive_update(
+pub(crate) fn directive_update(
     ids: &Ids<'_>,
     platform: Platform,
     runtime_version: RuntimeVersion,
@@ -174,7 +178,7 @@ pub fn directive_update(
 
 /// Rebuilds a stored update with new ids and `createdAt`: the same assets and app config, or for
 /// a directive, a new `commitTime`.
-pub fn republished_update(
+pub(crate) fn republished_update(
     state: &AppState,
     ids: &Ids<'_>,
     stored: &StoredUpdate,
@@ -227,7 +231,7 @@ fn rebuilt(state: &AppState, ids: &Ids<'_>, stored: &StoredUpdate, kind: BodyKin
 }
 
 /// Plans a republish of `source` onto `branch`.
-pub async fn republish_plan(
+pub(crate) async fn republish_plan(
     state: &AppState,
     conn: &mut SqliteConnection,
     ids: &Ids<'_>,
@@ -258,7 +262,7 @@ pub async fn republish_plan(
 /// Plans a group that republishes the given served manifests (one per platform and runtime
 /// version, possibly from different groups) onto `branch`. Directives are left out: a group holds
 /// one kind of body, and re-sending a directive is a new rollback, not a republish.
-pub async fn republish_updates_plan(
+pub(crate) async fn republish_updates_plan(
     state: &AppState,
     conn: &mut SqliteConnection,
     ids: &Ids<'_>,
@@ -293,7 +297,7 @@ pub async fn republish_updates_plan(
 }
 
 /// What an operation did.
-pub enum Finished {
+pub(crate) enum Finished {
     /// `?prepare=true`: the bodies to sign; nothing was stored.
     Prepared(PreparedGroup),
     /// Stored and recorded: the summary, and the group it published, if any.
@@ -301,7 +305,7 @@ pub enum Finished {
 }
 
 /// What the audit log (and the answer) says an operation did.
-pub struct Record {
+pub(crate) struct Record {
     pub action: &'static str,
     pub target: String,
     pub summary: String,
@@ -311,7 +315,7 @@ pub struct Record {
 
 /// What the caller asks an operation to do with its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Only return the bodies to sign (`?prepare=true`); store nothing.
     Prepare,
     /// Store the result. `allow_unsigned`: store unsigned updates even on an app whose earlier
@@ -321,7 +325,7 @@ pub enum Mode {
 
 /// An operation as asked for: by whom, to what end, with what an earlier prepare fixed, and how
 /// it is recorded once committed.
-pub struct Operation<'a> {
+pub(crate) struct Operation<'a> {
     pub by: &'a Actor,
     pub mode: Mode,
     /// The ids, `createdAt` and signatures of an earlier prepare (the request's `commit`).
@@ -331,7 +335,7 @@ pub struct Operation<'a> {
 
 impl<'a> Operation<'a> {
     /// An operation that never needs a signature: it is stored as soon as it is asked for.
-    pub fn commit(by: &'a Actor, record: Record) -> Self {
+    pub(crate) fn commit(by: &'a Actor, record: Record) -> Self {
         Self {
             by,
             mode: Mode::Commit { allow_unsigned: false },
@@ -343,7 +347,7 @@ impl<'a> Operation<'a> {
 
 /// Ends an operation: rolls back and returns the bodies (prepare), or signs, stores the plan,
 /// records the operation in the audit log, commits and refreshes what devices are served.
-pub async fn finish(
+pub(crate) async fn finish(
     state: &AppState,
     app: &App,
     mut change: super::Change,
@@ -507,7 +511,7 @@ fn sign(app: &App, plan: Plan, commit: Option<&CommitInfo>, published_by: &str) 
     })
 }
 
-pub fn hex_sha256(bytes: &[u8]) -> String {
+pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
     ContentHash::of(bytes).to_hex()
 }
 

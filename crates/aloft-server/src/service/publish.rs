@@ -21,7 +21,11 @@ use crate::state::AppState;
 
 /// The branch a publish lands on: the channel's (a new channel gets a branch of its own name),
 /// or the named branch (created if new).
-pub async fn resolve_target(conn: &mut SqliteConnection, app: &App, target: &Target) -> Result<(i64, String), Error> {
+pub(crate) async fn resolve_target(
+    conn: &mut SqliteConnection,
+    app: &App,
+    target: &Target,
+) -> Result<(i64, String), Error> {
     match target {
         Target::Channel(c) => {
             let channel = channels::ensure_channel(conn, app.id, c.as_str()).await?;
@@ -48,7 +52,7 @@ pub async fn resolve_target(conn: &mut SqliteConnection, app: &App, target: &Tar
 /// and runtime versions is in progress there, unless forced (which completes those rollouts:
 /// their groups become ordinary updates under the new one). Rollouts for other runtime versions
 /// or platforms go on untouched.
-pub async fn check_rollout(
+pub(crate) async fn check_rollout(
     conn: &mut SqliteConnection,
     branch_id: i64,
     branch: &str,
@@ -83,7 +87,7 @@ pub async fn check_rollout(
 /// that is rolled back (as `?prepare=true` does), so its answer is the publish's: same status,
 /// code and message, and a new channel or branch is not kept. Like the publish, it is refused
 /// only by a rollout of the same platform and runtime version.
-pub async fn check_publish(
+pub(crate) async fn check_publish(
     state: &AppState,
     app: &App,
     target: &Target,
@@ -128,10 +132,10 @@ async fn asset_ref(state: &AppState, file: &FileRef) -> Result<AssetRef, Error> 
 
 /// What one publish updates, each a platform and runtime version: at least one platform, each
 /// at most once.
-pub struct Updates(Vec<Key>);
+pub(crate) struct Updates(Vec<Key>);
 
 impl Updates {
-    pub fn new(updates: Vec<Key>) -> Result<Self, Error> {
+    pub(crate) fn new(updates: Vec<Key>) -> Result<Self, Error> {
         one_update_per_platform(updates.iter().map(|(p, _)| *p))?;
         Ok(Self(updates))
     }
@@ -192,7 +196,12 @@ async fn check_request(state: &AppState, req: &PublishRequest) -> Result<Checked
     Ok(Checked { updates: out })
 }
 
-pub async fn publish(state: &AppState, app: &App, req: &PublishRequest, op: Operation<'_>) -> Result<Finished, Error> {
+pub(crate) async fn publish(
+    state: &AppState,
+    app: &App,
+    req: &PublishRequest,
+    op: Operation<'_>,
+) -> Result<Finished, Error> {
     let checked = check_request(state, req).await?;
     let mut change = Change::begin(state).await?;
     let target = Target::parse(req.channel.as_deref(), req.branch.as_deref())?;
@@ -243,7 +252,7 @@ pub async fn publish(state: &AppState, app: &App, req: &PublishRequest, op: Oper
     operation::finish(state, app, change, &ids, Some(plan), op).await
 }
 
-pub async fn republish(
+pub(crate) async fn republish(
     state: &AppState,
     app: &App,
     group_id: Uuid,

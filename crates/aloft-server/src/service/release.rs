@@ -41,10 +41,10 @@ async fn channel_branch(conn: &mut SqliteConnection, app: &App, channel: &Channe
 }
 
 /// A platform and runtime version: the devices an update is for.
-pub type Key = (Platform, RuntimeVersion);
+pub(crate) type Key = (Platform, RuntimeVersion);
 
 /// The rollouts in progress on a branch that an operation on some keys would step on.
-pub struct Blocking {
+pub(crate) struct Blocking {
     /// Their groups, newest first.
     pub groups: Vec<Uuid>,
     /// "group G (ios 1.0.0, android 1.0.0)" for each, for a refusal's message.
@@ -54,7 +54,7 @@ pub struct Blocking {
 /// The rollouts in progress on a branch that an operation on `keys` would step on: those rolling
 /// out an update for one of the same platforms and runtime versions. A rollout for runtime
 /// version 2.0.0 says nothing about the devices on 1.0.0.
-pub async fn blocking_rollouts(
+pub(crate) async fn blocking_rollouts(
     conn: &mut SqliteConnection,
     branch_id: i64,
     keys: &BTreeSet<Key>,
@@ -105,7 +105,7 @@ async fn refuse_active_rollout(
 }
 
 /// A rollback of a channel, as asked for.
-pub struct Rollback {
+pub(crate) struct Rollback {
     pub channel: ChannelName,
     /// To the build's embedded update instead of the previous group.
     pub to_embedded: bool,
@@ -126,7 +126,12 @@ impl Rollback {
 }
 
 /// `aloft rollback --channel C`: republish the group before the one devices run now.
-pub async fn rollback(state: &AppState, app: &App, req: &Rollback, op: Operation<'_>) -> Result<Finished, Error> {
+pub(crate) async fn rollback(
+    state: &AppState,
+    app: &App,
+    req: &Rollback,
+    op: Operation<'_>,
+) -> Result<Finished, Error> {
     if req.to_embedded {
         return rollback_to_embedded(state, app, req, op).await;
     }
@@ -173,7 +178,7 @@ pub async fn rollback(state: &AppState, app: &App, req: &Rollback, op: Operation
 }
 
 /// Served updates of a branch by platform and runtime version, each list newest first.
-pub fn by_key(served: &[UpdateRef]) -> BTreeMap<(Platform, RuntimeVersion), Vec<&UpdateRef>> {
+pub(crate) fn by_key(served: &[UpdateRef]) -> BTreeMap<(Platform, RuntimeVersion), Vec<&UpdateRef>> {
     let mut map: BTreeMap<(Platform, RuntimeVersion), Vec<&UpdateRef>> = BTreeMap::new();
     for u in served {
         map.entry((u.platform, u.runtime_version.clone())).or_default().push(u);
@@ -283,7 +288,7 @@ async fn withdraw(
 }
 
 /// `aloft updates disable GROUP`: the emergency stop.
-pub async fn disable(state: &AppState, app: &App, group_id: Uuid, op: Operation<'_>) -> Result<Finished, Error> {
+pub(crate) async fn disable(state: &AppState, app: &App, group_id: Uuid, op: Operation<'_>) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     let group = updates::group(&mut change.tx, app.id, group_id).await?;
     if !group.is_served() {
@@ -293,7 +298,7 @@ pub async fn disable(state: &AppState, app: &App, group_id: Uuid, op: Operation<
 }
 
 /// `aloft rollout set GROUP N` (only upwards: a device that has an update keeps it).
-pub async fn set_rollout(
+pub(crate) async fn set_rollout(
     state: &AppState,
     app: &App,
     group_id: Uuid,
@@ -323,7 +328,7 @@ pub async fn set_rollout(
 }
 
 /// `aloft rollout complete GROUP`: every device gets the group.
-pub async fn complete_rollout(
+pub(crate) async fn complete_rollout(
     state: &AppState,
     app: &App,
     group_id: Uuid,
@@ -338,7 +343,12 @@ pub async fn complete_rollout(
 
 /// `aloft rollout revert GROUP`: the group is withdrawn; devices that got it are moved back to
 /// the control update by a republish of it.
-pub async fn revert_rollout(state: &AppState, app: &App, group_id: Uuid, op: Operation<'_>) -> Result<Finished, Error> {
+pub(crate) async fn revert_rollout(
+    state: &AppState,
+    app: &App,
+    group_id: Uuid,
+    op: Operation<'_>,
+) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     let group = active_rollout_group(&mut change.tx, app, group_id).await?;
     withdraw(state, app, change, group, "rollout_reverted", op).await
@@ -346,7 +356,12 @@ pub async fn revert_rollout(state: &AppState, app: &App, group_id: Uuid, op: Ope
 
 /// A rollout halted by its policy (`service::halt`): reverted as [`revert_rollout`] does,
 /// recorded as a halt.
-pub async fn halt_rollout(state: &AppState, app: &App, group_id: Uuid, op: Operation<'_>) -> Result<Finished, Error> {
+pub(crate) async fn halt_rollout(
+    state: &AppState,
+    app: &App,
+    group_id: Uuid,
+    op: Operation<'_>,
+) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     let group = active_rollout_group(&mut change.tx, app, group_id).await?;
     withdraw(state, app, change, group, "rollout_halted", op).await
@@ -354,7 +369,7 @@ pub async fn halt_rollout(state: &AppState, app: &App, group_id: Uuid, op: Opera
 
 /// A halted rollout whose revert would need the publisher's signatures: the group stops being
 /// served, and nothing is republished.
-pub async fn stop_rollout(
+pub(crate) async fn stop_rollout(
     state: &AppState,
     app: &App,
     group_id: Uuid,
@@ -382,7 +397,12 @@ async fn active_rollout_group(conn: &mut SqliteConnection, app: &App, group_id: 
 
 /// Deletes a group that is no longer served (disable it first), recorded as `entry`. Its files
 /// stay until `gc` finds them unreferenced, so no asset URL of a served update breaks.
-pub async fn delete_group(state: &AppState, app: &App, group_id: Uuid, entry: audit::Entry) -> Result<(), Error> {
+pub(crate) async fn delete_group(
+    state: &AppState,
+    app: &App,
+    group_id: Uuid,
+    entry: audit::Entry,
+) -> Result<(), Error> {
     let mut change = Change::begin(state).await?;
     let group = updates::group(&mut change.tx, app.id, group_id).await?;
     if group.is_served() {

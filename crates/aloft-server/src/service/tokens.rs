@@ -9,7 +9,7 @@ use super::Error;
 use super::{Actor, Write};
 use crate::state::AppState;
 
-pub fn parse_scope(scope: &str, apps: &[String]) -> Result<Scope, Error> {
+pub(crate) fn parse_scope(scope: &str, apps: &[String]) -> Result<Scope, Error> {
     for app in apps {
         AppSlug::parse(app.as_str()).map_err(|e| Error::invalid("invalid_slug", e.to_string()))?;
     }
@@ -34,7 +34,7 @@ pub fn parse_scope(scope: &str, apps: &[String]) -> Result<Scope, Error> {
 
 /// A new token named `name`, for `scope` (as asked: `scope_text` and `apps`), expiring after
 /// `expires_in_days` if given. Returns it with its secret.
-pub async fn create_token(
+pub(crate) async fn create_token(
     state: &AppState,
     by: &Actor,
     name: &str,
@@ -60,7 +60,7 @@ pub async fn create_token(
     Ok((token, secret))
 }
 
-pub async fn revoke_token(state: &AppState, by: &Actor, id: i64) -> Result<(), Error> {
+pub(crate) async fn revoke_token(state: &AppState, by: &Actor, id: i64) -> Result<(), Error> {
     let mut write = Write::begin(state).await?;
     tokens::set_revoked(&mut write.tx, id).await?;
     write

@@ -13,7 +13,7 @@ use crate::state::AppState;
 const MAX_URL_LEN: usize = 2048;
 
 /// The events asked for, each once, in the documented order; refused when empty or unknown.
-pub fn parse_events(names: &[String]) -> Result<Vec<Event>, Error> {
+pub(crate) fn parse_events(names: &[String]) -> Result<Vec<Event>, Error> {
     let mut events = Vec::new();
     for name in names {
         let event = Event::parse(name.trim()).ok_or_else(|| {
@@ -37,7 +37,7 @@ pub fn parse_events(names: &[String]) -> Result<Vec<Event>, Error> {
 }
 
 /// An `http://` or `https://` URL with a host.
-pub fn check_url(url: &str) -> Result<(), Error> {
+pub(crate) fn check_url(url: &str) -> Result<(), Error> {
     let invalid = |why: &str| Error::invalid("invalid_webhook_url", format!("webhook URL {url:?} {why}"));
     if url.len() > MAX_URL_LEN {
         return Err(invalid("is longer than 2048 characters"));
@@ -64,7 +64,7 @@ fn origin(url: &str) -> &str {
 }
 
 /// A new webhook of `app`: returns it with its secret (the one given, or a new one).
-pub async fn add_webhook(
+pub(crate) async fn add_webhook(
     state: &AppState,
     by: &Actor,
     app: &App,
@@ -95,7 +95,7 @@ pub async fn add_webhook(
     Ok((hook, secret))
 }
 
-pub async fn remove_webhook(state: &AppState, by: &Actor, app: &App, id: i64) -> Result<(), Error> {
+pub(crate) async fn remove_webhook(state: &AppState, by: &Actor, app: &App, id: i64) -> Result<(), Error> {
     let mut write = Write::begin(state).await?;
     webhooks::delete(&mut write.tx, app.id, id).await?;
     write

@@ -101,7 +101,7 @@ impl DatabaseTarget {
 
 /// A database error at start-up, with what to do about it when its kind is known.
 fn with_hint(err: aloft_store::DbError, context: String) -> anyhow::Error {
-    let hint = aloft_server::error::database_hint(&err);
+    let hint = aloft_server::database_hint(&err);
     let err = anyhow::Error::new(err).context(context);
     match hint {
         Some(hint) => err.context(hint),
