@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use aloft_core::halt::{DEFAULT_POLICY, HaltPolicy};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
@@ -19,6 +20,42 @@ pub struct ServerArgs {
     /// API token (from `aloft tokens create`).
     #[arg(long, env = "ALOFT_TOKEN", hide_env_values = true)]
     pub token: String,
+}
+
+// When a rollout halts by itself (a plain comment: clap would take a doc comment as the description of the commands that
+// flatten this).
+#[derive(Args, Debug, Clone, Default)]
+pub struct HaltArgs {
+    /// Halt the rollout by itself when, on a platform, more than PCT percent of the devices that
+    /// ran its update report it failed (and more than fail on the control update) [default: the app's
+    /// policy, else 5].
+    #[arg(long, value_name = "PCT")]
+    pub halt_on_failure_rate: Option<f64>,
+    /// ...once at least N devices installed it on that platform [default: the app's policy,
+    /// else 50].
+    #[arg(long, value_name = "N")]
+    pub halt_min_devices: Option<u64>,
+    /// Never halt this rollout by itself.
+    #[arg(long, conflicts_with_all = ["halt_on_failure_rate", "halt_min_devices"])]
+    pub no_halt: bool,
+}
+
+impl HaltArgs {
+    /// The request's `halt_policy`: given when either flag is, the other from the built-in
+    /// default.
+    pub fn policy(&self) -> Option<HaltPolicy> {
+        if self.halt_on_failure_rate.is_none() && self.halt_min_devices.is_none() {
+            return None;
+        }
+        Some(HaltPolicy {
+            failure_rate: self.halt_on_failure_rate.unwrap_or(DEFAULT_POLICY.failure_rate),
+            min_devices: self.halt_min_devices.unwrap_or(DEFAULT_POLICY.min_devices),
+        })
+    }
+
+    pub fn any(&self) -> bool {
+        self.no_halt || self.policy().is_some()
+    }
 }
 
 pub struct Client {

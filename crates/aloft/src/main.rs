@@ -8,6 +8,7 @@ mod keys;
 mod output;
 mod publish;
 mod release;
+mod rollout;
 mod serve;
 mod tokens;
 mod webhooks;
@@ -55,7 +56,7 @@ enum Command {
     Updates(release::UpdatesCommand),
     /// Per-group rollouts: raise, complete, revert.
     #[command(subcommand)]
-    Rollout(release::RolloutCommand),
+    Rollout(rollout::RolloutCommand),
     /// Republish an update group (new ids, newer createdAt, same assets).
     Republish(release::RepublishArgs),
     /// Roll a channel back to its previous update, or to the embedded update.
@@ -92,7 +93,7 @@ fn main() -> ExitCode {
             Command::Channels(cmd) => release::channels(cmd).await,
             Command::Branches(cmd) => release::branches(cmd).await,
             Command::Updates(cmd) => release::updates(cmd).await,
-            Command::Rollout(cmd) => release::rollout(cmd).await,
+            Command::Rollout(cmd) => rollout::rollout(cmd).await,
             Command::Republish(args) => release::republish(args).await,
             Command::Rollback(args) => release::rollback(args).await,
             Command::Insights(args) => insights::run(args).await,

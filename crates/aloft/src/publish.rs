@@ -58,7 +58,7 @@ pub struct PublishArgs {
     rollout_percentage: Option<u8>,
     /// With --rollout-percentage: when the rollout halts by itself.
     #[command(flatten)]
-    halt: crate::release::HaltArgs,
+    halt: crate::client::HaltArgs,
     /// Publish even though the branch has a rollout in progress (that rollout is completed).
     #[arg(long)]
     force: bool,

@@ -4,15 +4,13 @@
 use aloft_core::Platform;
 use aloft_core::api::{
     AuditEntry, BranchInfo, ChannelInfo, ChannelRolloutAction, ChannelRolloutRequest, CreateBranch, CreateChannel,
-    EditChannel, GcRequest, GcResult, GroupInfo, Outcome, RepublishRequest, RollbackRequest, RolloutStatus, SetRollout,
+    EditChannel, GcRequest, GcResult, GroupInfo, Outcome, RepublishRequest, RollbackRequest,
 };
-use aloft_core::halt::{DEFAULT_POLICY, HaltPolicy};
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use reqwest::Method;
-use serde_json::json;
 
-use crate::client::{Client, ServerArgs, SigningArgs};
+use crate::client::{Client, HaltArgs, ServerArgs, SigningArgs};
 use crate::output::{self, outln};
 
 // Server, token and app: what every app-scoped command needs. (A plain comment: clap would take
@@ -27,51 +25,16 @@ pub struct AppArgs {
 }
 
 impl AppArgs {
-    fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         Client::new(&self.server)
     }
 
-    fn path(&self, rest: &str) -> String {
+    pub(crate) fn path(&self, rest: &str) -> String {
         format!("/apps/{}{rest}", self.app)
     }
 }
 
-// When a rollout halts by itself (a plain comment, for the reason given above AppArgs).
-#[derive(Args, Debug, Clone, Default)]
-pub struct HaltArgs {
-    /// Halt the rollout by itself when, on a platform, more than PCT percent of the devices that
-    /// ran its update report it failed (and more than of the control's) [default: the app's
-    /// policy, else 5].
-    #[arg(long, value_name = "PCT")]
-    pub halt_on_failure_rate: Option<f64>,
-    /// ...once at least N devices installed it on that platform [default: the app's policy,
-    /// else 50].
-    #[arg(long, value_name = "N")]
-    pub halt_min_devices: Option<u64>,
-    /// Never halt this rollout by itself.
-    #[arg(long, conflicts_with_all = ["halt_on_failure_rate", "halt_min_devices"])]
-    pub no_halt: bool,
-}
-
-impl HaltArgs {
-    /// The request's `halt_policy`: given when either flag is, the other from the built-in
-    /// default.
-    pub fn policy(&self) -> Option<HaltPolicy> {
-        if self.halt_on_failure_rate.is_none() && self.halt_min_devices.is_none() {
-            return None;
-        }
-        Some(HaltPolicy {
-            failure_rate: self.halt_on_failure_rate.unwrap_or(DEFAULT_POLICY.failure_rate),
-            min_devices: self.halt_min_devices.unwrap_or(DEFAULT_POLICY.min_devices),
-        })
-    }
-
-    pub fn any(&self) -> bool {
-        self.no_halt || self.policy().is_some()
-    }
-}
-
-fn print_outcome(outcome: &Outcome, json: bool) -> anyhow::Result<()> {
+pub(crate) fn print_outcome(outcome: &Outcome, json: bool) -> anyhow::Result<()> {
     if json {
         output::json(outcome)?;
         return Ok(());
@@ -504,128 +467,6 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
     print_outcome(&outcome, args.json)
 }
 
-#[derive(Subcommand)]
-pub enum RolloutCommand {
-    /// Raise a group's rollout to N percent of devices.
-    Set {
-        group: String,
-        #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
-        percentage: u8,
-        #[command(flatten)]
-        halt: HaltArgs,
-        #[command(flatten)]
-        app: AppArgs,
-    },
-    /// A rollout's state and, per platform, its live failure figures against its halt policy.
-    Status {
-        group: String,
-        #[command(flatten)]
-        app: AppArgs,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Complete a group's rollout: every device gets the group.
-    Complete {
-        group: String,
-        #[command(flatten)]
-        app: AppArgs,
-    },
-    /// Withdraw the group; devices that got it are moved back to the control update.
-    Revert {
-        group: String,
-        #[command(flatten)]
-        signing: SigningArgs,
-        #[command(flatten)]
-        app: AppArgs,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-fn print_status(s: &RolloutStatus) -> anyhow::Result<()> {
-    outln!("Group {}: {}", s.group_id, s.state)?;
-    if let Some(p) = s.percentage {
-        outln!("  rolled out to {p} % of devices")?;
-    }
-    match &s.policy {
-        Some(p) => outln!(
-            "  halts when more than {} % of devices fail on a platform, once {} installed it",
-            p.failure_rate,
-            p.min_devices
-        )?,
-        None => outln!("  never halts by itself")?,
-    }
-    for x in &s.platforms {
-        let rate = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2} %"));
-        outln!(
-            "  {:<8} runtime {}  installs {}  launches {}  failures {}  failure rate {}  (control {}){}",
-            x.platform.as_str(),
-            x.runtime_version,
-            x.installs,
-            x.launches,
-            x.failures,
-            rate(x.failure_rate),
-            rate(x.control_failure_rate),
-            if x.past_policy { "  PAST THE POLICY" } else { "" }
-        )?;
-    }
-    Ok(())
-}
-
-pub async fn rollout(cmd: RolloutCommand) -> anyhow::Result<()> {
-    match cmd {
-        RolloutCommand::Set {
-            group,
-            percentage,
-            halt,
-            app,
-        } => {
-            let client = app.client()?;
-            let request = client
-                .request(Method::PUT, &app.path(&format!("/groups/{group}/rollout")))
-                .json(&SetRollout {
-                    percentage,
-                    halt_policy: halt.policy(),
-                    no_halt: halt.no_halt,
-                });
-            let outcome: Outcome = client.send(request).await?;
-            print_outcome(&outcome, false)?;
-        }
-        RolloutCommand::Status { group, app, json } => {
-            let status: RolloutStatus = app
-                .client()?
-                .get(&app.path(&format!("/groups/{group}/rollout")))
-                .await?;
-            if json {
-                output::json(&status)?;
-            } else {
-                print_status(&status)?;
-            }
-        }
-        RolloutCommand::Complete { group, app } => {
-            let outcome: Outcome = app
-                .client()?
-                .post(&app.path(&format!("/groups/{group}/rollout/complete")), &json!({}))
-                .await?;
-            print_outcome(&outcome, false)?;
-        }
-        RolloutCommand::Revert {
-            group,
-            signing,
-            app,
-            json,
-        } => {
-            let path = app.path(&format!("/groups/{group}/rollout/revert"));
-            let outcome = app
-                .client()?
-                .operate(&path, signed_operation(&signing)?, signing.load()?.as_ref())
-                .await?;
-            print_outcome(&outcome, json)?;
-        }
-    }
-    Ok(())
-}
-
 #[derive(Args)]
 pub struct AuditArgs {
     #[command(flatten)]
@@ -693,7 +534,7 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
 }
 
 /// The body of an operation that has no parameters of its own but may publish.
-fn signed_operation(signing: &SigningArgs) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn signed_operation(signing: &SigningArgs) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::to_value(aloft_core::api::SignedOperation {
         commit: None,
         allow_unsigned: signing.allow_unsigned,
