@@ -120,8 +120,9 @@ pub(super) async fn publish(
     };
     let by = caller.actor();
     let mode = mode(&uri, req.allow_unsigned)?;
+    let parsed = publishing::Publish::parse(&req)?;
     let op = operation(&by, mode, req.commit.as_ref(), "publish", target, summary);
-    Ok(respond(publishing::publish(&state, &app, &req, op).await?))
+    Ok(respond(publishing::publish(&state, &app, &parsed, op).await?))
 }
 
 /// Whether a publish to this target would be refused, before anything is uploaded; read-only,
@@ -154,8 +155,14 @@ pub(super) async fn republish(
     let by = caller.actor();
     let summary = format!("republished {id}");
     let mode = mode(&uri, req.allow_unsigned)?;
+    let target = match (&req.channel, &req.branch) {
+        (None, None) => None,
+        (channel, branch) => Some(input::Target::parse(channel.as_deref(), branch.as_deref())?),
+    };
     let op = operation(&by, mode, req.commit.as_ref(), "republish", id, summary);
-    Ok(respond(publishing::republish(&state, &app, group, &req, op).await?))
+    Ok(respond(
+        publishing::republish(&state, &app, group, target.as_ref(), &req, op).await?,
+    ))
 }
 
 pub(super) async fn rollback(

@@ -1,8 +1,8 @@
 //! Request fields as typed values. Each parser refuses a bad value with the code and message
 //! clients rely on (`invalid_channel`, ...). Handlers parse at the edge and hand the use-cases
-//! typed values wherever that keeps the order in which refusals come; the few fields a use-case
-//! can only judge after reading the state (a publish's target, a branch rollout's branch) are
-//! parsed by the same functions there.
+//! typed values (a publish as `service::publish::Publish`); the one exception is a branch
+//! rollout's action, whose branch and percentage only mean something once the channel's state
+//! is read (a `set` on a channel without a rollout is refused for that, not for its percentage).
 
 use aloft_core::halt::{Halt, HaltPolicy};
 use aloft_core::{BranchName, ChannelName, RuntimeVersion};

@@ -156,61 +156,93 @@ fn one_update_per_platform(platforms: impl ExactSizeIterator<Item = Platform>) -
     Ok(())
 }
 
-/// Checks a publish request and resolves its files, before any lock is taken.
-struct Checked {
-    updates: Vec<(Platform, RuntimeVersion, AssetRef, Vec<AssetRef>)>,
+/// A publish request with every field parsed, at the edge: what the use-case works from. The
+/// refusals come in this order: two updates for one platform, `expo_client`, the rollout and
+/// its halt setting, each runtime version, the target.
+pub(crate) struct Publish<'r> {
+    pub(crate) request: &'r PublishRequest,
+    pub(crate) target: Target,
+    pub(crate) updates: Vec<(Platform, RuntimeVersion, &'r PlatformUpdate)>,
+    /// A rollout to this share of devices (below 100).
+    pub(crate) rollout: Option<Percentage>,
+    pub(crate) halt: Option<Halt>,
 }
 
-async fn check_request(state: &AppState, req: &PublishRequest) -> Result<Checked, Error> {
-    one_update_per_platform(req.updates.iter().map(|u| u.platform))?;
-    if req.expo_client.as_ref().is_some_and(|v| !v.is_object()) {
-        return Err(Error::invalid(
-            "invalid_expo_client",
-            "expo_client must be a JSON object (the public app config)",
-        ));
+impl<'r> Publish<'r> {
+    pub(crate) fn parse(request: &'r PublishRequest) -> Result<Self, Error> {
+        one_update_per_platform(request.updates.iter().map(|u| u.platform))?;
+        if request.expo_client.as_ref().is_some_and(|v| !v.is_object()) {
+            return Err(Error::invalid(
+                "invalid_expo_client",
+                "expo_client must be a JSON object (the public app config)",
+            ));
+        }
+        let rollout = request
+            .rollout_percentage
+            .map(Percentage::new)
+            .transpose()?
+            .filter(|p| p.get() < 100);
+        let halt = input::halt_setting(request.halt_policy, request.no_halt)?;
+        if halt.is_some() && rollout.is_none() {
+            return Err(Error::invalid(
+                "invalid_halt_policy",
+                "halt_policy and no_halt go with a rollout_percentage below 100",
+            ));
+        }
+        let updates = request
+            .updates
+            .iter()
+            .map(|u| Ok((u.platform, input::runtime_version(&u.runtime_version)?, u)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let target = Target::parse(request.channel.as_deref(), request.branch.as_deref())?;
+        Ok(Self {
+            request,
+            target,
+            updates,
+            rollout,
+            halt,
+        })
     }
-    if let Some(p) = req.rollout_percentage {
-        Percentage::new(p)?;
-    }
+}
+
+/// Each update's launch asset and other assets, resolved from the stored blobs before any lock
+/// is taken.
+async fn resolve_files(
+    state: &AppState,
+    publish: &Publish<'_>,
+) -> Result<Vec<(Platform, RuntimeVersion, AssetRef, Vec<AssetRef>)>, Error> {
     let mut out = Vec::new();
-    for PlatformUpdate {
-        platform,
-        runtime_version,
-        launch_asset,
-        assets,
-    } in &req.updates
-    {
-        let rv = input::runtime_version(runtime_version)?;
-        let launch = asset_ref(state, launch_asset).await?;
-        let mut refs = Vec::with_capacity(assets.len());
+    for (platform, rv, update) in &publish.updates {
+        let launch = asset_ref(state, &update.launch_asset).await?;
+        let mut refs = Vec::with_capacity(update.assets.len());
         let mut seen: BTreeSet<ContentHash> = BTreeSet::new();
-        for asset in assets {
+        for asset in &update.assets {
             let r = asset_ref(state, asset).await?;
             // The client keys assets by MD5: the same file twice is one asset.
             if r.hash != launch.hash && seen.insert(r.hash) {
                 refs.push(r);
             }
         }
-        out.push((*platform, rv, launch, refs));
+        out.push((*platform, rv.clone(), launch, refs));
     }
-    Ok(Checked { updates: out })
+    Ok(out)
 }
 
 pub(crate) async fn publish(
     state: &AppState,
     app: &App,
-    req: &PublishRequest,
+    publish: &Publish<'_>,
     op: Operation<'_>,
 ) -> Result<Finished, Error> {
-    let checked = check_request(state, req).await?;
+    let req = publish.request;
+    let files = resolve_files(state, publish).await?;
     let mut change = Change::begin(state).await?;
-    let target = Target::parse(req.channel.as_deref(), req.branch.as_deref())?;
-    let (branch_id, branch) = resolve_target(&mut change.tx, app, &target).await?;
-    let keys = checked.updates.iter().map(|(p, rv, _, _)| (*p, rv.clone())).collect();
+    let (branch_id, branch) = resolve_target(&mut change.tx, app, &publish.target).await?;
+    let keys = files.iter().map(|(p, rv, _, _)| (*p, rv.clone())).collect();
     check_rollout(&mut change.tx, branch_id, &branch, &keys, req.force).await?;
     let ids = Ids::fix(&mut change.tx, app.id, op.fixed).await?;
     let mut planned = Vec::new();
-    for (platform, rv, launch, assets) in &checked.updates {
+    for (platform, rv, launch, assets) in &files {
         planned.push(operation::manifest_update(
             state,
             &ids,
@@ -223,20 +255,10 @@ pub(crate) async fn publish(
             },
         )?);
     }
-    let rollout = req
-        .rollout_percentage
-        .filter(|p| *p < 100)
-        .map(|percentage| RolloutSpec {
-            percentage,
-            salt: rollout::new_salt(),
-        });
-    let halt = super::input::halt_setting(req.halt_policy, req.no_halt)?;
-    if halt.is_some() && rollout.is_none() {
-        return Err(Error::invalid(
-            "invalid_halt_policy",
-            "halt_policy and no_halt go with a rollout_percentage below 100",
-        ));
-    }
+    let rollout = publish.rollout.map(|percentage| RolloutSpec {
+        percentage: percentage.get(),
+        salt: rollout::new_salt(),
+    });
     let plan = Plan {
         group_id: ids.group_id,
         created_at: ids.created_at,
@@ -245,17 +267,19 @@ pub(crate) async fn publish(
         kind: GroupKind::Update,
         message: req.message.clone(),
         rollout,
-        halt_policy: halt.map(Halt::to_stored),
+        halt_policy: publish.halt.map(Halt::to_stored),
         republished_from: None,
         updates: planned,
     };
     operation::finish(state, app, change, &ids, Some(plan), op).await
 }
 
+/// Republishes a group, onto `target` (default: its own branch).
 pub(crate) async fn republish(
     state: &AppState,
     app: &App,
     group_id: Uuid,
+    target: Option<&Target>,
     req: &RepublishRequest,
     op: Operation<'_>,
 ) -> Result<Finished, Error> {
@@ -267,9 +291,9 @@ pub(crate) async fn republish(
             "this group is being rolled out; complete or revert the rollout before republishing it",
         ));
     }
-    let (branch_id, branch) = match (&req.channel, &req.branch) {
-        (None, None) => (source.branch_id, source.branch.clone()),
-        (c, b) => resolve_target(&mut change.tx, app, &Target::parse(c.as_deref(), b.as_deref())?).await?,
+    let (branch_id, branch) = match target {
+        None => (source.branch_id, source.branch.clone()),
+        Some(target) => resolve_target(&mut change.tx, app, target).await?,
     };
     let keys = source
         .updates
