@@ -429,3 +429,126 @@ async fn a_rollout_that_crashes_halts_itself() {
         1
     );
 }
+
+/// A channel's branch rollout halts by itself too: half the devices get branch `next`'s update,
+/// a third of those fail on it, and the split ends, the devices on `next` moving back to the
+/// channel branch's content.
+#[tokio::test]
+async fn a_branch_rollout_that_crashes_halts_itself() {
+    let setup = Setup::new();
+    let base = setup.server.base.clone();
+    let key = setup.key();
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &base, "--token", &setup.token]);
+        aloft_ok(&all)
+    };
+    cli(&[
+        "apps",
+        "set-signing-key",
+        "demo",
+        "--private-key",
+        &key,
+        "--keyid",
+        "main",
+    ]);
+    let first = setup.publish(
+        &make_export(setup.dir.path(), "branch-halt-1", RV),
+        "production",
+        false,
+        &[],
+    );
+    let u1 = update_id(&first, "ios");
+    let export = make_export(setup.dir.path(), "branch-halt-2", RV);
+    let mut args = publish_args(&base, &setup.token, "production", &export);
+    let at = args.iter().position(|a| *a == "--channel").unwrap();
+    args[at] = "--branch";
+    args[at + 1] = "next";
+    args.push("--json");
+    let second: Value = serde_json::from_str(&aloft_ok(&args)).unwrap();
+    let u2 = update_id(&second, "ios");
+    // Update 1's content, as a device on its embedded update gets it before the split.
+    let before = Device::new(100_000, EMBEDDED).check(&base).await.unwrap();
+    assert_eq!(before["id"].as_str().unwrap(), u1);
+    let u1_bundle = before["launchAsset"]["hash"].as_str().unwrap().to_owned();
+    cli(&[
+        "channels",
+        "rollout",
+        "production",
+        "--branch",
+        "next",
+        "--percentage",
+        "50",
+        "--halt-on-failure-rate",
+        "20",
+        "--halt-min-devices",
+        "20",
+        "--app",
+        "demo",
+    ]);
+
+    let (u1_ref, u2_ref) = (u1.as_str(), u2.as_str());
+    let rolled: Vec<(usize, Value)> = join_all((0..120).map(|i| {
+        let base = base.clone();
+        async move { Some((i, Device::new(i, u1_ref).check(&base).await?)) }
+    }))
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(rolled.len() >= 30, "{} devices on the rollout side", rolled.len());
+    assert!(rolled.iter().all(|(_, m)| m["id"].as_str().unwrap() == u2));
+    let failing = rolled.len() / 3;
+    join_all(rolled.iter().enumerate().map(|(n, (i, manifest))| {
+        let base = base.clone();
+        async move {
+            Device::new(*i, u1_ref).install(manifest).await;
+            let mut after = Device::new(*i, if n < failing { u1_ref } else { u2_ref });
+            if n < failing {
+                after.failed = vec![u2_ref];
+            }
+            let _ = after.check(&base).await;
+        }
+    }))
+    .await;
+
+    let start = std::time::Instant::now();
+    loop {
+        let channels: Value = serde_json::from_str(&cli(&["channels", "list", "--app", "demo", "--json"])).unwrap();
+        let production = channels
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "production")
+            .unwrap();
+        if production["rollout"].is_null() {
+            assert_eq!(
+                production["branch"], "production",
+                "a halt reverts; it does not promote"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "not halted: {channels:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Devices on `next`'s update move back to the channel branch's content.
+    for (i, _) in &rolled[failing..] {
+        let back = Device::new(*i, u2_ref)
+            .check(&base)
+            .await
+            .expect("a way back from next");
+        assert_eq!(back["launchAsset"]["hash"].as_str().unwrap(), u1_bundle);
+    }
+    let audit: Value = serde_json::from_str(&cli(&["audit", "--app", "demo", "--json"])).unwrap();
+    let halts: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "rollout.halt")
+        .collect();
+    assert_eq!(halts.len(), 1, "{audit:#}");
+    assert_eq!(halts[0]["target"], "production");
+}
