@@ -186,6 +186,7 @@ async fn devices_reports_become_exact_insights() {
         "--app",
         "demo",
     ]);
+    println!("aloft insights {group2}:\n{text}");
     assert!(
         text.contains("devices 200  installs 200  launches 150  failures 50  failure rate 25.00 %"),
         "{text}"
