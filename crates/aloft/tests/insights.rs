@@ -553,3 +553,106 @@ async fn a_branch_rollout_that_crashes_halts_itself() {
     assert_eq!(halts.len(), 1, "{audit:#}");
     assert_eq!(halts[0]["target"], "production");
 }
+
+/// When only the publisher can sign (no server-side key), a halt cannot republish: it stops the
+/// rollout instead, so devices that had not taken the update no longer get it, and says so.
+#[tokio::test]
+async fn a_halt_without_the_signing_key_stops_the_rollout() {
+    let setup = Setup::new();
+    let base = setup.server.base.clone();
+    let first = setup.publish(
+        &make_export(setup.dir.path(), "signed-halt-1", RV),
+        "production",
+        true,
+        &[],
+    );
+    let u1 = update_id(&first, "ios");
+    let second = setup.publish(
+        &make_export(setup.dir.path(), "signed-halt-2", RV),
+        "production",
+        true,
+        &[
+            "--rollout-percentage",
+            "30",
+            "--halt-on-failure-rate",
+            "10",
+            "--halt-min-devices",
+            "10",
+        ],
+    );
+    let (u2, group2) = (
+        update_id(&second, "ios"),
+        second["group_id"].as_str().unwrap().to_owned(),
+    );
+    let (u1_ref, u2_ref) = (u1.as_str(), u2.as_str());
+    let answers = join_all((0..120).map(|i| {
+        let base = base.clone();
+        async move { (i, Device::new(i, u1_ref).check(&base).await) }
+    }))
+    .await;
+    let (rolled, outside): (Vec<_>, Vec<_>) = answers.into_iter().partition(|(_, m)| m.is_some());
+    assert!(rolled.len() >= 15, "{} devices in a 30 % rollout", rolled.len());
+    // Every device in the rollout installs it and half fail.
+    join_all(rolled.iter().enumerate().map(|(n, (i, manifest))| {
+        let base = base.clone();
+        async move {
+            Device::new(*i, u1_ref).install(manifest.as_ref().unwrap()).await;
+            let mut after = Device::new(*i, if n % 2 == 0 { u1_ref } else { u2_ref });
+            if n % 2 == 0 {
+                after.failed = vec![u2_ref];
+            }
+            let _ = after.check(&base).await;
+        }
+    }))
+    .await;
+    let start = std::time::Instant::now();
+    while rollout_status(&setup, &group2)["state"] != "halted" {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "not halted in 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Nothing was republished: the newest group is still update 2's, withdrawn, and devices
+    // outside the rollout keep update 1 (204), as do the ones that failed.
+    for (i, _) in outside.iter().take(20) {
+        assert!(Device::new(*i, u1_ref).check(&base).await.is_none());
+    }
+    let audit: Value = serde_json::from_str(&aloft_ok(&[
+        "audit",
+        "--server",
+        &base,
+        "--token",
+        &setup.token,
+        "--app",
+        "demo",
+        "--json",
+    ]))
+    .unwrap();
+    let halt = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "rollout.halt")
+        .expect("a halt in the audit log");
+    let summary = halt["details"]["summary"].as_str().unwrap();
+    assert!(summary.contains("without republishing"), "{summary}");
+    assert!(halt["details"]["published_group"].is_null(), "{halt:#}");
+    // Two groups still: the halt published nothing; update 2's group is no longer served.
+    let groups: Value = serde_json::from_str(&aloft_ok(&[
+        "updates",
+        "list",
+        "--server",
+        &base,
+        "--token",
+        &setup.token,
+        "--app",
+        "demo",
+        "--json",
+    ]))
+    .unwrap();
+    let groups = groups.as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{groups:#?}");
+    let halted = groups.iter().find(|g| g["id"] == group2.as_str()).unwrap();
+    assert_eq!(halted["disabled"], "rollout_halted", "{halted:#}");
+}
