@@ -85,9 +85,23 @@ pub fn generate_secret() -> Result<String, aws_lc_rs::error::Unspecified> {
 }
 
 /// The one line a chat message shows: `[demo] publish by ci (token 3): published ... to production`.
+/// Ready to post as Slack's `text` as it is: line breaks become spaces, and `&`, `<` and `>` are
+/// escaped as Slack's message format asks (so a name or summary never turns into a link or a
+/// mention).
 pub fn text(app: &str, event: Event, actor: &str, summary: &str) -> String {
     let summary = if summary.is_empty() { "(no summary)" } else { summary };
-    format!("[{app}] {event} by {actor}: {summary}")
+    let line = format!("[{app}] {event} by {actor}: {summary}");
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\r' | '\n' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -130,6 +144,10 @@ mod tests {
         assert_eq!(
             text("demo", Event::Halt, "halt job", "halted at 5 %"),
             "[demo] halt by halt job: halted at 5 %"
+        );
+        assert_eq!(
+            text("demo", Event::Publish, "ci", "fix <@here> & more\nsecond line"),
+            "[demo] publish by ci: fix &lt;@here&gt; &amp; more second line"
         );
     }
 }
