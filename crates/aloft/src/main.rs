@@ -54,7 +54,7 @@ enum Command {
     /// Update groups: list, show, disable, delete.
     #[command(subcommand)]
     Updates(release::UpdatesCommand),
-    /// Per-group rollouts: raise, complete, revert.
+    /// Per-group rollouts: raise, complete, revert, and their status against the halt policy.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
     /// Republish an update group (new ids, newer createdAt, same assets).
