@@ -194,6 +194,28 @@ async fn devices_reports_become_exact_insights() {
     assert!(text.contains("TypeError: undefined is not a function"), "{text}");
 }
 
+/// The `rollout.halt` entries of app `demo`'s audit log.
+fn halts_in_audit(setup: &Setup) -> Vec<Value> {
+    let audit: Value = serde_json::from_str(&aloft_ok(&[
+        "audit",
+        "--server",
+        &setup.server.base,
+        "--token",
+        &setup.token,
+        "--app",
+        "demo",
+        "--json",
+    ]))
+    .unwrap();
+    audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "rollout.halt")
+        .cloned()
+        .collect()
+}
+
 fn rollout_status(setup: &Setup, group: &str) -> Value {
     serde_json::from_str(&aloft_ok(&[
         "rollout",
@@ -372,24 +394,8 @@ async fn a_rollout_that_crashes_halts_itself() {
     }
 
     // Once, with the figures that triggered it.
-    let audit: Value = serde_json::from_str(&aloft_ok(&[
-        "audit",
-        "--server",
-        &base,
-        "--token",
-        &setup.token,
-        "--app",
-        "demo",
-        "--json",
-    ]))
-    .unwrap();
-    let halts: Vec<&Value> = audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "rollout.halt")
-        .collect();
-    assert_eq!(halts.len(), 1, "{audit:#}");
+    let halts = halts_in_audit(&setup);
+    assert_eq!(halts.len(), 1, "{halts:#?}");
     let trigger = &halts[0]["details"]["trigger"];
     assert_eq!(trigger["failures"], 39, "{:#}", halts[0]);
     assert_eq!(trigger["installs"].as_u64().unwrap(), rolled.len() as u64);
@@ -409,26 +415,7 @@ async fn a_rollout_that_crashes_halts_itself() {
     assert_eq!(payload["details"]["trigger"]["failures"], 39, "{payload:#}");
     // A halted rollout stays halted: nothing more happens on the next passes.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let audit: Value = serde_json::from_str(&aloft_ok(&[
-        "audit",
-        "--server",
-        &base,
-        "--token",
-        &setup.token,
-        "--app",
-        "demo",
-        "--json",
-    ]))
-    .unwrap();
-    assert_eq!(
-        audit
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["action"] == "rollout.halt")
-            .count(),
-        1
-    );
+    assert_eq!(halts_in_audit(&setup).len(), 1);
 }
 
 /// A channel's branch rollout halts by itself too: half the devices get branch `next`'s update,
@@ -543,14 +530,8 @@ async fn a_branch_rollout_that_crashes_halts_itself() {
             .expect("a way back from next");
         assert_eq!(back["launchAsset"]["hash"].as_str().unwrap(), u1_bundle);
     }
-    let audit: Value = serde_json::from_str(&cli(&["audit", "--app", "demo", "--json"])).unwrap();
-    let halts: Vec<&Value> = audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "rollout.halt")
-        .collect();
-    assert_eq!(halts.len(), 1, "{audit:#}");
+    let halts = halts_in_audit(&setup);
+    assert_eq!(halts.len(), 1, "{halts:#?}");
     assert_eq!(halts[0]["target"], "production");
 }
 
@@ -618,23 +599,8 @@ async fn a_halt_without_the_signing_key_stops_the_rollout() {
     for (i, _) in outside.iter().take(20) {
         assert!(Device::new(*i, u1_ref).check(&base).await.is_none());
     }
-    let audit: Value = serde_json::from_str(&aloft_ok(&[
-        "audit",
-        "--server",
-        &base,
-        "--token",
-        &setup.token,
-        "--app",
-        "demo",
-        "--json",
-    ]))
-    .unwrap();
-    let halt = audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["action"] == "rollout.halt")
-        .expect("a halt in the audit log");
+    let halts = halts_in_audit(&setup);
+    let halt = halts.first().expect("a halt in the audit log");
     let summary = halt["details"]["summary"].as_str().unwrap();
     assert!(summary.contains("without republishing"), "{summary}");
     assert!(halt["details"]["published_group"].is_null(), "{halt:#}");

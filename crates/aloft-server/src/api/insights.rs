@@ -7,7 +7,7 @@ use aloft_core::api::{
     DailyInsights, FatalErrorCount, FleetInsights, GroupInsights, PlatformInsights, RolloutFigures, RolloutStatus,
     RuntimeFleet, UnknownChannel, UpdateShare,
 };
-use aloft_core::halt::{Figures, Halt, should_halt};
+use aloft_core::halt::{Halt, should_halt};
 use aloft_core::time::Millis;
 use aloft_store::db::insights::{self as stored, EMBEDDED};
 use aloft_store::db::rollouts::{self, WatchedRollout};
@@ -210,11 +210,7 @@ pub(super) async fn rollout_status(
             .iter()
             .zip(reports)
             .map(|(u, r)| {
-                let figures = Figures {
-                    installs: r.totals.installs,
-                    launches: r.totals.launches,
-                    failures: r.totals.failures,
-                };
+                let figures = r.totals.figures();
                 RolloutFigures {
                     platform: u.platform,
                     runtime_version: u.runtime_version.to_string(),

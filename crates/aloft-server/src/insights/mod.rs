@@ -215,8 +215,11 @@ impl Recorder {
             if let Some(channel) = &facts.channel {
                 let names = pending.unknown_names.entry((app_id, day)).or_default();
                 if names.len() < MAX_UNKNOWN_CHANNELS || names.contains(channel.as_ref()) {
-                    names.insert(channel.to_string());
-                    *pending.unknown.entry((app_id, channel.to_string(), day)).or_default() += 1;
+                    names.insert(channel.as_ref().to_owned());
+                    *pending
+                        .unknown
+                        .entry((app_id, channel.as_ref().to_owned(), day))
+                        .or_default() += 1;
                 }
             }
             return;
@@ -274,7 +277,7 @@ impl Recorder {
                     };
                     let key = FleetKey {
                         app_id,
-                        channel: channel.to_string(),
+                        channel: channel.as_ref().to_owned(),
                         platform,
                         runtime_version: facts.runtime_version.to_owned(),
                         running,
@@ -447,6 +450,8 @@ impl Recorder {
 mod tests {
     use std::borrow::Cow;
 
+    use crate::protocol::manifest::ChannelOf;
+
     use super::*;
 
     const NOW: Millis = Millis(20_000 * DAY_MS + 1_000);
@@ -455,7 +460,7 @@ mod tests {
         Facts {
             app_id: Some(1),
             slug: "demo",
-            channel: Some(Cow::Borrowed("production")),
+            channel: Some(ChannelOf::Named("production")),
             channel_known: true,
             platform: Some(Platform::Ios),
             runtime_version: "1.0.0",
@@ -509,7 +514,7 @@ mod tests {
         recorder.check(&facts, 204, NOW);
         let mut unknown = check("B", Running::Embedded, None, vec![]);
         unknown.channel_known = false;
-        unknown.channel = Some(Cow::Borrowed("typo"));
+        unknown.channel = Some(ChannelOf::Named("typo"));
         recorder.check(&unknown, 204, NOW);
         let failed = recorder.take(NOW);
         assert_eq!(failed.fatal_errors.len(), 1);

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use aloft_core::Platform;
 use aloft_core::distinct::Distinct;
+use aloft_core::halt::Figures;
 use aloft_store::Database;
 use aloft_store::DbError;
 use aloft_store::db::insights::{self, Event};
@@ -25,10 +26,18 @@ pub(crate) struct Counts {
 }
 
 impl Counts {
+    /// What a halt policy weighs.
+    pub(crate) fn figures(&self) -> Figures {
+        Figures {
+            installs: self.installs,
+            launches: self.launches,
+            failures: self.failures,
+        }
+    }
+
     /// Failures over launches and failures, in percent; `None` before any device reported.
     pub(crate) fn failure_rate(&self) -> Option<f64> {
-        let seen = self.launches + self.failures;
-        (seen > 0).then(|| self.failures as f64 * 100.0 / seen as f64)
+        self.figures().failure_rate()
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aloft_core::accept::{ManifestFormat, negotiate};
 use aloft_core::signature::ExpectSignature;
@@ -259,7 +260,7 @@ pub(crate) struct Facts<'a> {
     pub(crate) app_id: Option<i64>,
     pub(crate) slug: &'a str,
     /// The channel the check was answered for: the one named, or the app's default.
-    pub(crate) channel: Option<Cow<'a, str>>,
+    pub(crate) channel: Option<ChannelOf<'a>>,
     /// Whether that channel exists (else the check was answered "no update").
     pub(crate) channel_known: bool,
     pub(crate) platform: Option<Platform>,
@@ -272,6 +273,32 @@ pub(crate) struct Facts<'a> {
     pub(crate) fatal_error: Option<Cow<'a, str>>,
     /// The update whose manifest was sent.
     pub(crate) served: Option<Uuid>,
+}
+
+/// The channel a check is for: the one the request names (borrowed from it), or the app's
+/// default (shared with the served state). Neither copies a string on the check path.
+#[derive(Debug, Clone)]
+pub(crate) enum ChannelOf<'a> {
+    Named(&'a str),
+    Default(Arc<str>),
+}
+
+impl<'a> ChannelOf<'a> {
+    fn new(named: Option<&'a str>, default: &Arc<str>) -> Self {
+        match named {
+            Some(name) => ChannelOf::Named(name),
+            None => ChannelOf::Default(default.clone()),
+        }
+    }
+}
+
+impl AsRef<str> for ChannelOf<'_> {
+    fn as_ref(&self) -> &str {
+        match self {
+            ChannelOf::Named(name) => name,
+            ChannelOf::Default(name) => name,
+        }
+    }
 }
 
 /// What a device runs, as its check says.
@@ -312,6 +339,7 @@ pub(crate) fn answer<'a>(
         Some(resolved) => {
             facts.app_id = Some(resolved.app_id);
             facts.slug = slug;
+            facts.channel = Some(ChannelOf::new(check.channel, &resolved.default_channel));
             facts.channel_known = true;
             resolved.head_for(client_id)
         }
@@ -324,6 +352,7 @@ pub(crate) fn answer<'a>(
                 .ok_or_else(|| ApiError::not_found("app_not_found", format!("no app {slug:?} on this server")))?;
             facts.app_id = Some(app.id);
             facts.slug = slug;
+            facts.channel = Some(ChannelOf::new(check.channel, &app.default_channel));
             let channel = check.channel.unwrap_or(&app.default_channel);
             match app.route(channel) {
                 Some(route) => {
@@ -344,14 +373,6 @@ pub(crate) fn answer<'a>(
     };
     let app_id = facts.app_id;
     let known = |id: &Uuid| snapshot.update(id).filter(|(app, _)| Some(*app) == app_id);
-    facts.channel = Some(match check.channel {
-        Some(channel) => Cow::Borrowed(channel),
-        None => Cow::Owned(
-            snapshot
-                .app(slug)
-                .map_or_else(String::new, |a| a.default_channel.clone()),
-        ),
-    });
     facts.platform = Some(check.platform);
     facts.runtime_version = check.runtime_version;
     facts.client_id = client_id;

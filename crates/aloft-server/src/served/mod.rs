@@ -175,7 +175,7 @@ pub(crate) struct ServedApp {
     pub slug: AppSlug,
     /// The app's revision this state was loaded at.
     pub revision: i64,
-    pub default_channel: String,
+    pub default_channel: Arc<str>,
     pub channels: HashMap<String, Route>,
     /// Branch id → platform → runtime version → head.
     pub heads: HashMap<i64, Heads>,
@@ -247,7 +247,7 @@ impl ServedApp {
             id: app.id,
             slug: app.slug,
             revision: app.revision,
-            default_channel: app.default_channel.to_string(),
+            default_channel: Arc::from(app.default_channel.as_str()),
             channels,
             heads,
         })
@@ -292,6 +292,8 @@ impl ServedApp {
 #[derive(Debug)]
 pub(crate) struct Resolved {
     pub app_id: i64,
+    /// The app's default channel: what a check that names none is recorded under.
+    pub default_channel: Arc<str>,
     /// The channel's route: devices in its branch rollout are served `rolled`, the rest `main`.
     route: Route,
     main: Option<Head>,
@@ -414,7 +416,7 @@ impl ServedApp {
     /// under the empty channel.
     fn index_into(&self, index: &mut HashMap<Box<str>, Resolved>) {
         let mut channels: Vec<(&str, &Route)> = self.channels.iter().map(|(n, r)| (n.as_str(), r)).collect();
-        if let Some(route) = self.channels.get(&self.default_channel) {
+        if let Some(route) = self.channels.get(&*self.default_channel) {
             channels.push(("", route));
         }
         let slug = self.slug.as_str();
@@ -437,6 +439,7 @@ impl ServedApp {
                 };
                 let resolved = Resolved {
                     app_id: self.id,
+                    default_channel: self.default_channel.clone(),
                     route: route.clone(),
                     main: self.head(route.branch, platform, rv).cloned(),
                     rolled: rolled_branch.and_then(|b| self.head(b, platform, rv).cloned()),

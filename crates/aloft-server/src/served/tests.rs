@@ -101,7 +101,7 @@ fn slow(
     rv: &str,
     client: Option<&str>,
 ) -> Option<Option<Uuid>> {
-    let route = app.route(channel.unwrap_or(&app.default_channel))?;
+    let route = app.route(channel.unwrap_or(&*app.default_channel))?;
     Some(app.update_for(route, platform, rv, client).map(|u| u.id))
 }
 

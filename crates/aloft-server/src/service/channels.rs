@@ -205,10 +205,5 @@ pub(crate) async fn stop_channel_rollout(
         ));
     }
     channels::set_rollout(&mut change.tx, channel.id, None).await?;
-    let mut details = serde_json::json!({"summary": record.summary});
-    if let (serde_json::Value::Object(more), Some(d)) = (record.details, details.as_object_mut()) {
-        d.extend(more);
-    }
-    let entry = by.entry(Some(app.slug.as_str()), record.action, record.target, details);
-    change.commit(state, app.id, entry).await
+    change.commit(state, app.id, record.entry(by, app, None)).await
 }

@@ -125,11 +125,7 @@ pub(crate) async fn weigh(
         reports
             .iter()
             .find(|r| r.update_id == id)
-            .map_or_else(Figures::default, |r| Figures {
-                installs: r.totals.installs,
-                launches: r.totals.launches,
-                failures: r.totals.failures,
-            })
+            .map_or_else(Figures::default, |r| r.totals.figures())
     };
     Ok(pairs
         .into_iter()

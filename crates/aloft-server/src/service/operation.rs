@@ -15,6 +15,7 @@ use aloft_core::time::Millis;
 use aloft_core::{ContentHash, Md5Key, Platform, RuntimeVersion, directive};
 use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
+use aloft_store::db::audit;
 use aloft_store::db::rollouts;
 use aloft_store::db::updates::{self, BodyKind, GroupKind, NewGroup, NewUpdate, RolloutSpec, StoredUpdate};
 use serde_json::{Map, Value, json};
@@ -313,6 +314,18 @@ pub(crate) struct Record {
     pub details: Value,
 }
 
+impl Record {
+    /// The audit entry `by` makes for this record on `app`: its summary, the group it published
+    /// (if any) and its own details.
+    pub(crate) fn entry(self, by: &Actor, app: &App, published_group: Option<Uuid>) -> audit::Entry {
+        let mut details = json!({"summary": self.summary, "published_group": published_group});
+        if let (Value::Object(more), Some(details)) = (self.details, details.as_object_mut()) {
+            details.extend(more);
+        }
+        by.entry(Some(app.slug.as_str()), self.action, self.target, details)
+    }
+}
+
 /// What the caller asks an operation to do with its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -390,19 +403,10 @@ pub(crate) async fn finish(
             Some(published(state, app, &group, branch))
         }
     };
-    let mut details = json!({
-        "summary": record.summary,
-        "published_group": published.as_ref().map(|p| p.group_id),
-    });
-    if let (Value::Object(more), Some(details)) = (record.details, details.as_object_mut()) {
-        details.extend(more);
-    }
-    let entry = by.entry(Some(app.slug.as_str()), record.action, record.target, details);
+    let summary = record.summary.clone();
+    let entry = record.entry(by, app, published.as_ref().map(|p| p.group_id));
     change.commit(state, app.id, entry).await?;
-    Ok(Finished::Committed(Outcome {
-        summary: record.summary,
-        published,
-    }))
+    Ok(Finished::Committed(Outcome { summary, published }))
 }
 
 /// The bodies a prepare returns, for signing.

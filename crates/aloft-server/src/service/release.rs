@@ -12,7 +12,6 @@ use aloft_store::db::audit;
 use aloft_store::db::channels;
 use aloft_store::db::rollouts;
 use aloft_store::db::updates::{self, BodyKind, Group, GroupKind, UpdateRef};
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Error;
@@ -349,9 +348,7 @@ pub(crate) async fn revert_rollout(
     group_id: Uuid,
     op: Operation<'_>,
 ) -> Result<Finished, Error> {
-    let mut change = Change::begin(state).await?;
-    let group = active_rollout_group(&mut change.tx, app, group_id).await?;
-    withdraw(state, app, change, group, "rollout_reverted", op).await
+    end_in_withdrawal(state, app, group_id, "rollout_reverted", op).await
 }
 
 /// A rollout halted by its policy (`service::halt`): reverted as [`revert_rollout`] does,
@@ -362,9 +359,20 @@ pub(crate) async fn halt_rollout(
     group_id: Uuid,
     op: Operation<'_>,
 ) -> Result<Finished, Error> {
+    end_in_withdrawal(state, app, group_id, "rollout_halted", op).await
+}
+
+/// Withdraws a group whose rollout is in progress, for `reason`.
+async fn end_in_withdrawal(
+    state: &AppState,
+    app: &App,
+    group_id: Uuid,
+    reason: &str,
+    op: Operation<'_>,
+) -> Result<Finished, Error> {
     let mut change = Change::begin(state).await?;
     let group = active_rollout_group(&mut change.tx, app, group_id).await?;
-    withdraw(state, app, change, group, "rollout_halted", op).await
+    withdraw(state, app, change, group, reason, op).await
 }
 
 /// A halted rollout whose revert would need the publisher's signatures: the group stops being
@@ -379,12 +387,7 @@ pub(crate) async fn stop_rollout(
     let mut change = Change::begin(state).await?;
     let group = active_rollout_group(&mut change.tx, app, group_id).await?;
     updates::disable(&mut change.tx, group.id, "rollout_halted").await?;
-    let mut details = json!({"summary": record.summary});
-    if let (Value::Object(more), Some(d)) = (record.details, details.as_object_mut()) {
-        d.extend(more);
-    }
-    let entry = by.entry(Some(app.slug.as_str()), record.action, record.target, details);
-    change.commit(state, app.id, entry).await
+    change.commit(state, app.id, record.entry(by, app, None)).await
 }
 
 async fn active_rollout_group(conn: &mut SqliteConnection, app: &App, group_id: Uuid) -> Result<Group, Error> {
