@@ -98,6 +98,8 @@ impl From<DbError> for ApiError {
             DbError::NoSuchGroup => ApiError::not_found("group_not_found", "no update group with that id"),
             DbError::NoSuchToken => ApiError::not_found("token_not_found", "no token with that id"),
             DbError::NoSuchWebhook => ApiError::not_found("webhook_not_found", "no webhook with that id on this app"),
+            DbError::NoSuchUser => ApiError::not_found("user_not_found", "no such user"),
+            e @ DbError::UserAlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "user_exists", e.to_string()),
             e @ DbError::ChannelAlreadyExists(_) => {
                 ApiError::new(StatusCode::CONFLICT, "channel_exists", e.to_string())
             }

@@ -7,12 +7,14 @@
 //! - `device`: the hook every device request passes through, on every lane.
 //! - `protocol/`: what devices call (manifest, assets): the device routes, answered from memory.
 //! - `api/`: the management API under `/api/v1`, bearer-token protected.
-//! - `service/`: the use-cases behind the API.
+//! - `dashboard/`: the web dashboard at `/`, for signed-in users.
+//! - `service/`: the use-cases behind the API and the dashboard.
 //! - `served`: the in-memory state a check is answered from, rebuilt when a change commits.
 //! - `state`: the parts handlers are given; `jobs`: background work and its shutdown.
 
 pub mod api;
 mod conn;
+mod dashboard;
 mod device;
 mod error;
 mod explain;
@@ -37,6 +39,35 @@ pub use metrics::install_recorder;
 pub use protocol::assets::AssetDelivery;
 pub use state::{AppState, ServerConfig};
 
+/// Dashboard users made straight in the database, for `aloft users create/reset` without a
+/// server (the first admin of a fresh install). Each returns the user's email and a one-time
+/// sign-in link under `public_url`, valid 24 hours; an error is the message to show.
+pub mod offline_users {
+    use aloft_store::Database;
+
+    /// Adds a user with `role` (admin, publisher or viewer) for `apps`.
+    pub async fn create(
+        db: &Database,
+        public_url: &str,
+        email: &str,
+        role: &str,
+        apps: &[String],
+    ) -> Result<(String, String), String> {
+        let (user, secret) = crate::service::users::create_offline(db, email, role, apps)
+            .await
+            .map_err(|e| crate::ApiError::from(e).message)?;
+        Ok((user.email, crate::service::users::link_url(public_url, &secret)))
+    }
+
+    /// A new sign-in link for an existing user; their earlier links stop working.
+    pub async fn reset(db: &Database, public_url: &str, email: &str) -> Result<(String, String), String> {
+        let (user, secret) = crate::service::users::reset_offline(db, email)
+            .await
+            .map_err(|e| crate::ApiError::from(e).message)?;
+        Ok((user.email, crate::service::users::link_url(public_url, &secret)))
+    }
+}
+
 /// The whole application: device protocol, management API, health and metrics. Update checks
 /// take the front lane; the rest goes to the router.
 pub fn app(state: AppState) -> Front {
@@ -44,11 +75,16 @@ pub fn app(state: AppState) -> Front {
 }
 
 fn router(state: AppState) -> Router {
+    let dashboard = match state.config.dashboard {
+        true => dashboard::routes(&state),
+        false => Router::new(),
+    };
     Router::new()
         // Device routes: answered and recorded by the device hook.
         .route(protocol::MANIFEST_ROUTE, get(device::check))
         .route(protocol::ASSET_ROUTE, get(device::asset))
         .nest("/api/v1", api::routes(&state))
+        .merge(dashboard)
         .route("/healthz", get(healthz))
         .route("/readyz", get(sync::readyz))
         .route("/metrics", get(metrics::render))

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub asset_delivery: AssetDelivery,
     /// Memory for asset bytes kept between requests (0: none).
     pub asset_cache_bytes: usize,
+    /// Whether the web dashboard is served at `/`.
+    pub dashboard: bool,
 }
 
 impl ServerConfig {

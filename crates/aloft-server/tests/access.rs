@@ -169,6 +169,7 @@ impl World {
             asset_base_url: None,
             asset_delivery: Default::default(),
             asset_cache_bytes: 16 << 20,
+            dashboard: true,
         };
         let mut secrets = BTreeMap::new();
         let (_, admin) = tokens::create(&db, "admin-token", &Scope::Admin, None).await.unwrap();

@@ -70,6 +70,7 @@ impl World {
             asset_base_url: None,
             asset_delivery: Default::default(),
             asset_cache_bytes: 1 << 20,
+            dashboard: true,
         };
         let (_, admin) = tokens::create(&db, "audit-admin", &Scope::Admin, None).await.unwrap();
         let (spare, _) = tokens::create(&db, "spare", &Scope::Read(vec!["alpha".into()]), None)

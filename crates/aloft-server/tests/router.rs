@@ -105,6 +105,7 @@ impl Env {
             asset_base_url: None,
             asset_delivery: Default::default(),
             asset_cache_bytes: 16 << 20,
+            dashboard: true,
         };
         let (_, token) = aloft_store::db::tokens::create(&db, "test", &aloft_store::db::tokens::Scope::Admin, None)
             .await

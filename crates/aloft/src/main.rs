@@ -11,6 +11,7 @@ mod release;
 mod rollout;
 mod serve;
 mod tokens;
+mod users;
 mod webhooks;
 
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Dashboard users: add one (printing a sign-in link), a new link, list, remove.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
     /// Code-signing keys and certificates.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
             Command::Publish(args) => publish::run(args).await,
             Command::Apps(cmd) => apps::run(cmd).await,
             Command::Tokens(cmd) => tokens::run(cmd).await,
+            Command::Users(cmd) => users::run(cmd).await,
             Command::Keys(cmd) => keys::run(cmd),
             Command::Channels(cmd) => release::channels(cmd).await,
             Command::Branches(cmd) => release::branches(cmd).await,

@@ -10,6 +10,7 @@ use crate::platform::Platform;
 use crate::signature::CodeSignature;
 
 mod insights;
+mod users;
 mod webhooks;
 
 pub use crate::halt::HaltPolicy;
@@ -17,6 +18,7 @@ pub use insights::{
     DailyInsights, FatalErrorCount, FleetInsights, GroupInsights, PlatformInsights, RolloutFigures, RolloutStatus,
     RuntimeFleet, SetHaltPolicy, UnknownChannel, UpdateShare,
 };
+pub use users::{CreateUser, UserInfo, UserSignInLink};
 pub use webhooks::{CreateWebhook, CreatedWebhook, WebhookAttempt, WebhookDelivery, WebhookInfo, WebhookPayload};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -36,11 +36,17 @@ use crate::state::AppState;
 /// The authenticated caller of a management route.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
-    pub token_id: i64,
-    pub token_name: String,
+    pub who: Who,
     pub scope: Scope,
     /// Peer address, and `X-Forwarded-For` when a proxy set it.
     pub remote: String,
+}
+
+/// Who a caller is: a token (API) or a signed-in user (dashboard).
+#[derive(Debug, Clone)]
+pub(crate) enum Who {
+    Token { id: i64, name: String },
+    User { email: String },
 }
 
 /// What a route does to an app.
@@ -97,9 +103,13 @@ impl Caller {
 
     /// Who the changes this caller makes are by.
     pub(crate) fn actor(&self) -> Actor {
+        let (who, name) = match &self.who {
+            Who::Token { id, name } => (format!("{name} (token {id})"), name.clone()),
+            Who::User { email } => (email.clone(), email.clone()),
+        };
         Actor {
-            token_id: self.token_id,
-            token_name: self.token_name.clone(),
+            who,
+            name,
             remote: self.remote.clone(),
         }
     }
@@ -117,27 +127,34 @@ impl Caller {
         let token = tokens::find_by_hash(&state.db, &tokens::hash_secret(secret))
             .await?
             .ok_or_else(ApiError::unauthorized)?;
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.to_string());
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let remote = match (peer, forwarded) {
-            (Some(p), Some(f)) => format!("{p} (for {f})"),
-            (Some(p), None) => p,
-            (None, Some(f)) => format!("(for {f})"),
-            (None, None) => String::new(),
-        };
         Ok(Caller {
-            token_id: token.id,
-            token_name: token.name,
+            who: Who::Token {
+                id: token.id,
+                name: token.name,
+            },
             scope: token.scope,
-            remote,
+            remote: remote(parts),
         })
+    }
+}
+
+/// Where a request came from, as the audit log shows it: the peer address, and
+/// `X-Forwarded-For` when a proxy set it.
+pub(crate) fn remote(parts: &Parts) -> String {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let forwarded = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match (peer, forwarded) {
+        (Some(p), Some(f)) => format!("{p} (for {f})"),
+        (Some(p), None) => p,
+        (None, Some(f)) => format!("(for {f})"),
+        (None, None) => String::new(),
     }
 }
 

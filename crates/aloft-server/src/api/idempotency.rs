@@ -25,7 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::auth::Caller;
+use super::auth::{Caller, Who};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -59,7 +59,11 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let Ok(caller) = Caller::authenticate(&parts, &state).await else {
+    let Ok(Caller {
+        who: Who::Token { id: token_id, .. },
+        ..
+    }) = Caller::authenticate(&parts, &state).await
+    else {
         // The route refuses the caller itself, exactly as it would without a key.
         return next.run(Request::from_parts(parts, body)).await;
     };
@@ -85,7 +89,7 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
     let fingerprint = fingerprint(&parts.method, &uri, &bytes);
     let request = Request::from_parts(parts, Body::from(bytes));
     // Spawned: dropping this future (the client went away) leaves the task running to the end.
-    let task = tokio::spawn(act_once(state, caller.token_id, key, fingerprint, request, next));
+    let task = tokio::spawn(act_once(state, token_id, key, fingerprint, request, next));
     match task.await {
         Ok(response) => response,
         Err(e) => ApiError::internal("a recorded request failed", &e).into_response(),

@@ -9,6 +9,7 @@ use aloft_core::api::{
 };
 use aloft_core::halt::{Halt, should_halt};
 use aloft_core::time::Millis;
+use aloft_store::db::apps::App;
 use aloft_store::db::insights::{self as stored, EMBEDDED};
 use aloft_store::db::rollouts::{self, WatchedRollout};
 use aloft_store::db::updates;
@@ -57,6 +58,11 @@ pub(super) async fn group_insights(
     }
     let id =
         Uuid::parse_str(&id).map_err(|_| ApiError::not_found("group_not_found", "no update group with that id"))?;
+    Ok(Json(group_report(&state, &app, id, days).await?))
+}
+
+/// What devices did with a group over the last `days` days (the API's and the dashboard's).
+pub(crate) async fn group_report(state: &AppState, app: &App, id: Uuid, days: u32) -> Result<GroupInsights, ApiError> {
     let mut conn = state.db.conn().await?;
     let group = updates::group(&mut conn, app.id, id).await?;
     drop(conn);
@@ -95,11 +101,11 @@ pub(super) async fn group_insights(
                 .collect(),
         })
         .collect();
-    Ok(Json(GroupInsights {
+    Ok(GroupInsights {
         group_id: id,
         since: Millis::date_of_day(since),
         platforms,
-    }))
+    })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -115,10 +121,19 @@ pub(super) async fn fleet_insights(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<FleetQuery>,
 ) -> Result<Json<FleetInsights>, ApiError> {
+    Ok(Json(fleet_report(&state, &app, q.channel.as_deref()).await?))
+}
+
+/// What the app's devices run today (the API's and the dashboard's).
+pub(crate) async fn fleet_report(
+    state: &AppState,
+    app: &App,
+    channel: Option<&str>,
+) -> Result<FleetInsights, ApiError> {
     state.insights.store(&state.db).await;
     let today = day_of(Millis::now());
     let mut runtimes: BTreeMap<(String, String, String), RuntimeFleet> = BTreeMap::new();
-    for share in report::fleet(&state.db, app.id, q.channel.as_deref(), today).await? {
+    for share in report::fleet(&state.db, app.id, channel, today).await? {
         let Ok(platform) = share.platform.parse::<Platform>() else {
             continue;
         };
@@ -154,11 +169,11 @@ pub(super) async fn fleet_insights(
         .into_iter()
         .map(|(channel, checks)| UnknownChannel { channel, checks })
         .collect();
-    Ok(Json(FleetInsights {
+    Ok(FleetInsights {
         date: Millis::date_of_day(today),
         runtimes,
         unknown_channels,
-    }))
+    })
 }
 
 /// A group's rollout and its live figures against its halt policy.
@@ -169,6 +184,11 @@ pub(super) async fn rollout_status(
 ) -> Result<Json<RolloutStatus>, ApiError> {
     let group_id =
         Uuid::parse_str(&id).map_err(|_| ApiError::not_found("group_not_found", "no update group with that id"))?;
+    Ok(Json(rollout_report(&state, &app, group_id).await?))
+}
+
+/// A group's rollout state and live figures (the API's and the dashboard's).
+pub(crate) async fn rollout_report(state: &AppState, app: &App, group_id: Uuid) -> Result<RolloutStatus, ApiError> {
     let mut conn = state.db.conn().await?;
     let group = updates::group(&mut conn, app.id, group_id).await?;
     let own = rollouts::halt_policy(&mut conn, group_id).await?;
@@ -185,7 +205,7 @@ pub(super) async fn rollout_status(
     };
     state.insights.store(&state.db).await;
     let platforms = if state_name == "rolling_out" {
-        halt::weigh(&state, app.slug.as_str(), &WatchedRollout::Group(group_id), halt)
+        halt::weigh(state, app.slug.as_str(), &WatchedRollout::Group(group_id), halt)
             .await?
             .into_iter()
             .map(|w| RolloutFigures {
@@ -226,7 +246,7 @@ pub(super) async fn rollout_status(
             })
             .collect()
     };
-    Ok(Json(RolloutStatus {
+    Ok(RolloutStatus {
         group_id,
         state: state_name.to_owned(),
         percentage: group.rollout.as_ref().map(|r| r.percentage),
@@ -235,5 +255,5 @@ pub(super) async fn rollout_status(
             Halt::Policy(p) => Some(p),
         },
         platforms,
-    }))
+    })
 }

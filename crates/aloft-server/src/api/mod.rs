@@ -11,16 +11,17 @@
 //! what the gate let through, so a handler can neither run unchecked nor assume more access than
 //! its row declares: there is no check to forget.
 
-mod apps;
-mod auth;
+pub(crate) mod apps;
+pub(crate) mod auth;
 mod blobs;
-mod channels;
+pub(crate) mod channels;
 pub(crate) mod idempotency;
-mod insights;
+pub(crate) mod insights;
 mod publish;
-mod tokens;
-mod updates;
-mod webhooks;
+pub(crate) mod tokens;
+pub(crate) mod updates;
+pub(crate) mod users;
+pub(crate) mod webhooks;
 
 use aloft_core::api as body;
 use axum::extract::{DefaultBodyLimit, State};
@@ -150,6 +151,11 @@ pub fn endpoints() -> Vec<Endpoint> {
         // The answer holds the secret, which is never stored.
         endpoint!(POST "/tokens", "Create a token (the secret is shown once)", Admin, tokens::create_token, req: json::<CreateToken>(), res: json::<CreatedToken>(), status: 201, replays: false),
         endpoint!(DELETE "/tokens/{id}", "Revoke a token", Admin, tokens::revoke_token, req: None, res: None, status: 204),
+        endpoint!(GET "/users", "List dashboard users", Admin, users::list_users, req: None, res: json::<Vec<UserInfo>>(), status: 200),
+        // The answer holds the sign-in link, which is never stored.
+        endpoint!(POST "/users", "Add a dashboard user; the answer holds a one-time sign-in link (24 hours) where they set a password", Admin, users::create_user, req: json::<CreateUser>(), res: json::<UserSignInLink>(), status: 201, replays: false),
+        endpoint!(POST "/users/{email}/sign-in-link", "A new one-time sign-in link for a user (their earlier links stop working)", Admin, users::reset_user, req: None, res: json::<UserSignInLink>(), status: 201, replays: false),
+        endpoint!(DELETE "/users/{email}", "Remove a dashboard user and end their sessions", Admin, users::remove_user, req: None, res: None, status: 204),
         endpoint!(GET "/audit", "The audit log (?app= for one app, else admin only; ?limit=)", AnyToken, tokens::list_audit, req: None, res: json::<Vec<AuditEntry>>(), status: 200),
     ]
 }

@@ -33,8 +33,8 @@ const WINDOW_DAYS: i64 = 7;
 /// Who halts, in the audit log.
 fn halter() -> Actor {
     Actor {
-        token_id: 0,
-        token_name: "aloft (automatic halt)".to_owned(),
+        who: "aloft (automatic halt) (token 0)".to_owned(),
+        name: "aloft (automatic halt)".to_owned(),
         remote: String::new(),
     }
 }

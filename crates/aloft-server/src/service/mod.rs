@@ -13,6 +13,7 @@ pub(crate) mod operation;
 pub(crate) mod publish;
 pub(crate) mod release;
 pub(crate) mod tokens;
+pub(crate) mod users;
 pub(crate) mod webhooks;
 
 use aloft_core::time::Millis;
@@ -28,8 +29,10 @@ pub(crate) use error::Error;
 /// Who makes a change: named in the audit log, and as the publisher of the groups it stores.
 #[derive(Debug, Clone)]
 pub(crate) struct Actor {
-    pub token_id: i64,
-    pub token_name: String,
+    /// Who, as the audit log names them: a token's name and id, or a user's email.
+    pub who: String,
+    /// The publisher name of the groups this actor stores.
+    pub name: String,
     /// Where the request came from, as the audit log shows it.
     pub remote: String,
 }
@@ -45,7 +48,7 @@ impl Actor {
     ) -> audit::Entry {
         audit::Entry {
             at: Millis::now(),
-            actor: format!("{} (token {})", self.token_name, self.token_id),
+            actor: self.who.clone(),
             app: app.map(str::to_owned),
             action: action.to_owned(),
             target: target.into(),

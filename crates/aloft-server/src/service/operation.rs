@@ -381,7 +381,7 @@ pub(crate) async fn finish(
         Some(plan) => {
             let branch = plan.branch.clone();
             let halt_policy = plan.halt_policy.clone();
-            let group = sign(app, plan, ids.commit, &by.token_name)?;
+            let group = sign(app, plan, ids.commit, &by.name)?;
             if !allow_unsigned
                 && group.updates.iter().any(|u| u.signature.is_none())
                 && updates::app_has_signed_updates(&mut change.tx, app.id).await?

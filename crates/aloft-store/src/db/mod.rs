@@ -9,6 +9,7 @@ pub mod insights;
 pub mod rollouts;
 pub mod tokens;
 pub mod updates;
+pub mod users;
 pub mod webhooks;
 
 use std::path::Path;
@@ -39,6 +40,10 @@ pub enum DbError {
     NoSuchToken,
     #[error("no such webhook")]
     NoSuchWebhook,
+    #[error("no such user")]
+    NoSuchUser,
+    #[error("a user with email {0:?} already exists")]
+    UserAlreadyExists(String),
     #[error("blob {0} has not been uploaded")]
     MissingBlob(String),
     #[error("update {0} already exists")]

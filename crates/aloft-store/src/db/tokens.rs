@@ -19,7 +19,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn columns(&self) -> (&'static str, String) {
+    pub(crate) fn columns(&self) -> (&'static str, String) {
         match self {
             Scope::Admin => ("admin", String::new()),
             Scope::Publish(apps) => ("publish", apps.join(",")),
@@ -27,7 +27,7 @@ impl Scope {
         }
     }
 
-    fn from_columns(scope: &str, apps: &str) -> Self {
+    pub(crate) fn from_columns(scope: &str, apps: &str) -> Self {
         let apps = || apps.split(',').filter(|a| !a.is_empty()).map(str::to_owned).collect();
         match scope {
             "admin" => Scope::Admin,
@@ -156,6 +156,6 @@ pub async fn find_by_hash(db: &Database, hash: &str) -> Result<Option<Token>, Db
     Ok(Some(from_row(&row)?))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

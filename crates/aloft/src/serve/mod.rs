@@ -152,6 +152,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         asset_base_url: settings.asset_base_url.clone(),
         asset_delivery: settings.asset_delivery,
         asset_cache_bytes: settings.asset_cache_bytes,
+        dashboard: settings.dashboard,
         listen: bound,
         public_url: public_url.clone(),
         max_upload_bytes: settings.max_upload_bytes,

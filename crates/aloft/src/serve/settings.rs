@@ -42,6 +42,7 @@ pub mod defaults {
     pub const IDLE_TIMEOUT_SECONDS: u64 = 75;
     pub const LOG_FORMAT: LogFormat = LogFormat::Text;
     pub const INSIGHTS: Switch = Switch::On;
+    pub const DASHBOARD: Switch = Switch::On;
     /// The variable holding the tracing filter. Read by logging itself, not an [`super::Options`]
     /// setting: it has no flag and no TOML key.
     pub const LOG_FILTER_ENV: &str = "ALOFT_LOG";
@@ -142,6 +143,11 @@ pub struct Options {
         value_name(defaults::INSIGHTS),
     ))]
     insights: Option<Switch>,
+    #[arg(long, env = "ALOFT_DASHBOARD", help = help(
+        "Serve the web dashboard at / (people sign in with links from `aloft users create`)",
+        value_name(defaults::DASHBOARD),
+    ))]
+    dashboard: Option<Switch>,
 }
 
 /// A setting's help line: what it is, then its default.
@@ -179,6 +185,7 @@ impl Options {
             idle_timeout_seconds: self.idle_timeout_seconds.or(file.idle_timeout_seconds),
             log_format: self.log_format.or(file.log_format),
             insights: self.insights.or(file.insights),
+            dashboard: self.dashboard.or(file.dashboard),
         }
     }
 }
@@ -222,6 +229,7 @@ pub(super) struct Settings {
     pub(super) idle_timeout: Duration,
     pub(super) log_format: LogFormat,
     pub(super) insights: bool,
+    pub(super) dashboard: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -314,6 +322,7 @@ pub(super) fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         idle_timeout: Duration::from_secs(idle_timeout_seconds),
         log_format: options.log_format.unwrap_or(defaults::LOG_FORMAT),
         insights: options.insights.unwrap_or(defaults::INSIGHTS) == Switch::On,
+        dashboard: options.dashboard.unwrap_or(defaults::DASHBOARD) == Switch::On,
     })
 }
 
