@@ -5,6 +5,7 @@
 
 pub mod accept;
 pub mod api;
+pub mod bsdiff;
 pub mod content_type;
 pub mod directive;
 pub mod distinct;
