@@ -26,6 +26,9 @@ use uuid::Uuid;
 // ---------------------------------------------------------------------------------------------
 // Harness
 
+/// A dashboard user the user routes act on.
+const SPARE_USER: &str = "spare@example.com";
+
 #[derive(Debug)]
 struct Resp {
     status: StatusCode,
@@ -194,6 +197,11 @@ impl World {
         let (spare, _) = tokens::create(&db, "spare", &Scope::Read(vec!["alpha".into()]), None)
             .await
             .unwrap();
+        let mut tx = db.begin_write().await.unwrap();
+        aloft_store::db::users::insert(&mut tx, SPARE_USER, &Scope::Read(vec!["alpha".into()]))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
         let state = AppState::new(config, db, blobs, None).await.unwrap();
 
         let mut world = World {
@@ -458,13 +466,17 @@ fn json_body(w: &World, r: &Route) -> Option<Value> {
         ("POST", "/blobs/missing") => json!({"hashes": [w.alpha_bundle.to_string()]}),
         ("POST", "/gc") => json!({"grace_seconds": 86_400}),
         ("POST", "/tokens") => json!({"name": "walk", "scope": "read", "apps": ["alpha"]}),
+        ("POST", "/users") => json!({"email": "walk@example.com", "role": "viewer", "apps": ["alpha"]}),
         _ => return None,
     };
     Some(body)
 }
 
 /// Write routes that take no body at all (everything else that is not a GET or DELETE takes one).
-const BODILESS_WRITES: [(&str, &str); 1] = [("POST", "/apps/{slug}/groups/{group}/rollout/complete")];
+const BODILESS_WRITES: [(&str, &str); 2] = [
+    ("POST", "/apps/{slug}/groups/{group}/rollout/complete"),
+    ("POST", "/users/{email}/sign-in-link"),
+];
 
 /// The one route whose body is raw bytes rather than JSON.
 const RAW_UPLOAD: (&str, &str) = ("PUT", "/blobs/{hash}");
@@ -493,6 +505,7 @@ fn call_for(w: &World, r: &Route, slug: &str, query: &str) -> Call {
         .replace("{branch}", "spare")
         .replace("{hash}", &ContentHash::of(&w.new_blob).to_string())
         .replace("{id}", &w.spare_token.to_string())
+        .replace("{email}", SPARE_USER)
         .replace("{webhook}", &w.webhook.to_string());
     assert!(
         !path.contains('{'),

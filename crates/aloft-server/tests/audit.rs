@@ -46,6 +46,9 @@ fn signing_key_pem() -> &'static str {
 
 /// A server with app `alpha`: groups `g1`, `g2` on channel `production`, `g3` a 50% rollout on
 /// branch `canary`, `g4` disabled on branch `retired`, an unused branch `spare`, a spare token.
+/// A dashboard user the user routes act on.
+const SPARE_USER: &str = "spare@example.com";
+
 struct World {
     _dir: TempDir,
     state: AppState,
@@ -76,6 +79,11 @@ impl World {
         let (spare, _) = tokens::create(&db, "spare", &Scope::Read(vec!["alpha".into()]), None)
             .await
             .unwrap();
+        let mut tx = db.begin_write().await.unwrap();
+        aloft_store::db::users::insert(&mut tx, SPARE_USER, &Scope::Read(vec!["alpha".into()]))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
         let state = AppState::new(config, db, blobs, None).await.unwrap();
         let mut w = World {
             _dir: dir,
@@ -211,6 +219,7 @@ fn write_call(w: &World, method: &str, path: &str) -> (String, Option<Value>, Op
             .replace("{branch}", "spare")
             .replace("{hash}", &ContentHash::of(&w.new_blob).to_string())
             .replace("{id}", &w.spare_token.to_string())
+            .replace("{email}", SPARE_USER)
             .replace("{webhook}", &w.webhook.to_string())
     );
     let (body, action) = match (method, path) {
@@ -255,6 +264,12 @@ fn write_call(w: &World, method: &str, path: &str) -> (String, Option<Value>, Op
             Some("token.create"),
         ),
         ("DELETE", "/tokens/{id}") => (None, Some("token.revoke")),
+        ("POST", "/users") => (
+            Some(json!({"email": "walk@example.com", "role": "viewer", "apps": ["alpha"]})),
+            Some("user.create"),
+        ),
+        ("POST", "/users/{email}/sign-in-link") => (None, Some("user.reset")),
+        ("DELETE", "/users/{email}") => (None, Some("user.remove")),
         _ => panic!("{method} {path}: a write route this test does not know; teach `write_call` about it"),
     };
     (uri, body, action)
@@ -552,6 +567,7 @@ async fn every_route_but_the_public_ones_answers_401_without_a_token() {
                 .replace("{branch}", "spare")
                 .replace("{hash}", &ContentHash::of(&w.new_blob).to_string())
                 .replace("{id}", &w.spare_token.to_string())
+                .replace("{email}", SPARE_USER)
         );
         // Not even a malformed body is looked at first.
         let r = w

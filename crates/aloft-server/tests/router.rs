@@ -1720,9 +1720,12 @@ async fn healthz_and_unknown_routes() {
     let r = env.get("/healthz", &[]).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(&r.body[..], b"ok\n");
-    for uri in ["/nope", "/apps/demo", "/api/v1/nope", "/assets"] {
+    for uri in ["/nope", "/apps/demo/nope", "/api/v1/nope", "/assets"] {
         env.get(uri, &[]).await.assert_error(StatusCode::NOT_FOUND, "not_found");
     }
+    // An app's page is the dashboard's: signed out, it sends the browser to sign in.
+    let r = env.get("/apps/demo", &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
     env.request(Method::DELETE, "/healthz", &[])
         .await
         .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");

@@ -3,6 +3,8 @@
 //! session's token or after sign-out, a viewer cannot change anything by posting anyway, failed
 //! sign-ins are limited, and dashboard changes are audited with the user's email.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 mod support;
 
 use std::collections::HashMap;
@@ -39,7 +41,10 @@ impl Browser {
 
     fn cookie_header(&self) -> String {
         let jar = self.cookies.lock().unwrap();
-        jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+        jar.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// Keeps the cookies a response sets, as a browser would (`Max-Age=0` removes one).
@@ -62,7 +67,13 @@ impl Browser {
     }
 
     async fn get(&self, path: &str) -> (StatusCode, String, Option<String>) {
-        let r = self.client.get(self.url(path)).header("cookie", self.cookie_header()).send().await.unwrap();
+        let r = self
+            .client
+            .get(self.url(path))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
         self.finish(r).await
     }
 
@@ -121,7 +132,17 @@ fn csrf_of(page: &str) -> String {
 
 /// A user made offline (like the first admin of a fresh install): their sign-in link.
 fn create_user(setup: &Setup, email: &str, role: &str, apps: &[&str]) -> String {
-    let mut args = vec!["users", "create", email, "--role", role, "--server", &setup.server.base, "--token", &setup.token];
+    let mut args = vec![
+        "users",
+        "create",
+        email,
+        "--role",
+        role,
+        "--server",
+        &setup.server.base,
+        "--token",
+        &setup.token,
+    ];
     for app in apps {
         args.extend(["--app", app]);
     }
@@ -129,7 +150,14 @@ fn create_user(setup: &Setup, email: &str, role: &str, apps: &[&str]) -> String 
 }
 
 fn audit(setup: &Setup) -> Vec<Value> {
-    let out = aloft_ok(&["audit", "--server", &setup.server.base, "--token", &setup.token, "--json"]);
+    let out = aloft_ok(&[
+        "audit",
+        "--server",
+        &setup.server.base,
+        "--token",
+        &setup.token,
+        "--json",
+    ]);
     serde_json::from_str(&out).unwrap()
 }
 
@@ -144,10 +172,21 @@ async fn a_sign_in_link_works_once_and_sessions_guard_every_form() {
         // ...or its data folder.
         None => vec!["--data-dir".into(), data.to_str().unwrap().into()],
     };
-    let mut args = vec!["users", "create", "Ann@Example.com", "--role", "admin", "--public-url", &setup.server.base];
+    let mut args = vec![
+        "users",
+        "create",
+        "Ann@Example.com",
+        "--role",
+        "admin",
+        "--public-url",
+        &setup.server.base,
+    ];
     args.extend(location_args.iter().map(String::as_str));
     let link = aloft_ok(&args).trim().to_owned();
-    assert!(link.starts_with(&format!("{}/sign-in/link/", setup.server.base)), "{link}");
+    assert!(
+        link.starts_with(&format!("{}/sign-in/link/", setup.server.base)),
+        "{link}"
+    );
 
     // Signed out, pages send the browser to sign in (and back).
     let ann = Browser::new(&setup.server.base);
@@ -156,7 +195,9 @@ async fn a_sign_in_link_works_once_and_sessions_guard_every_form() {
     assert_eq!(location.as_deref(), Some("/sign-in?next=%2Fapps%2Fdemo"));
 
     // The password form without its token is refused, and the link still works after that.
-    let (status, _, _) = ann.post(&link, &[("password", "abcdefghijk"), ("repeat", "abcdefghijk")]).await;
+    let (status, _, _) = ann
+        .post(&link, &[("password", "abcdefghijk"), ("repeat", "abcdefghijk")])
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     ann.accept_link(&link, "a long enough password").await;
     let (status, page, _) = ann.get("/").await;
@@ -175,13 +216,25 @@ async fn a_sign_in_link_works_once_and_sessions_guard_every_form() {
     let (_, page, _) = other.get("/sign-in").await;
     let pre = csrf_of(&page);
     let (status, _, _) = other
-        .post("/sign-in", &[("csrf", &pre), ("email", "ann@example.com"), ("password", "wrong password!")])
+        .post(
+            "/sign-in",
+            &[
+                ("csrf", &pre),
+                ("email", "ann@example.com"),
+                ("password", "wrong password!"),
+            ],
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _, location) = other
         .post(
             "/sign-in",
-            &[("csrf", &pre), ("email", "ANN@example.com"), ("password", "a long enough password"), ("next", "/audit")],
+            &[
+                ("csrf", &pre),
+                ("email", "ANN@example.com"),
+                ("password", "a long enough password"),
+                ("next", "/audit"),
+            ],
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
@@ -192,28 +245,53 @@ async fn a_sign_in_link_works_once_and_sessions_guard_every_form() {
     let other_csrf = other.csrf().await;
     assert_ne!(ann_csrf, other_csrf);
     let (status, page, _) = ann
-        .post("/apps/demo/channels/production", &[("csrf", &other_csrf), ("branch", "production"), ("confirmed", "yes")])
+        .post(
+            "/apps/demo/channels/production",
+            &[("csrf", &other_csrf), ("branch", "production"), ("confirmed", "yes")],
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
     assert!(page.contains("csrf_refused"));
     let (status, _, _) = ann
-        .post("/apps/demo/channels/production", &[("branch", "production"), ("confirmed", "yes")])
+        .post(
+            "/apps/demo/channels/production",
+            &[("branch", "production"), ("confirmed", "yes")],
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // With its own token it goes through; the audit log names the user.
-    aloft_ok(&["branches", "create", "next", "--app", "demo", "--server", &setup.server.base, "--token", &setup.token]);
+    aloft_ok(&[
+        "branches",
+        "create",
+        "next",
+        "--app",
+        "demo",
+        "--server",
+        &setup.server.base,
+        "--token",
+        &setup.token,
+    ]);
     let (status, page, _) = ann
-        .post("/apps/demo/channels/production", &[("csrf", &ann_csrf), ("branch", "next")])
+        .post(
+            "/apps/demo/channels/production",
+            &[("csrf", &ann_csrf), ("branch", "next")],
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "a confirmation page first");
     assert!(page.contains("will point at branch next"), "{page}");
     let (status, _, location) = ann
-        .post("/apps/demo/channels/production", &[("csrf", &ann_csrf), ("branch", "next"), ("confirmed", "yes")])
+        .post(
+            "/apps/demo/channels/production",
+            &[("csrf", &ann_csrf), ("branch", "next"), ("confirmed", "yes")],
+        )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location.as_deref(), Some("/apps/demo?notice=repointed"));
-    let entry = audit(&setup).into_iter().find(|e| e["action"] == "channel.edit").expect("audited");
+    let entry = audit(&setup)
+        .into_iter()
+        .find(|e| e["action"] == "channel.edit")
+        .expect("audited");
     assert_eq!(entry["actor"], "ann@example.com");
 
     // After sign-out the session's cookie and token are worth nothing.
@@ -221,7 +299,10 @@ async fn a_sign_in_link_works_once_and_sessions_guard_every_form() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location.as_deref(), Some("/sign-in"));
     let (status, _, _) = ann
-        .post("/apps/demo/channels/production", &[("csrf", &ann_csrf), ("branch", "production"), ("confirmed", "yes")])
+        .post(
+            "/apps/demo/channels/production",
+            &[("csrf", &ann_csrf), ("branch", "production"), ("confirmed", "yes")],
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // The other session lives on until "sign out everywhere".
@@ -256,9 +337,18 @@ async fn a_viewer_sees_no_controls_and_cannot_post_its_way_past_them() {
 
     // Posting anyway, with the viewer's own valid token: refused, and nothing changed.
     for (path, fields) in [
-        (format!("/apps/demo/groups/{group}/rollout"), vec![("percentage", "50"), ("confirmed", "yes")]),
-        (format!("/apps/demo/groups/{group}/complete"), vec![("confirmed", "yes")]),
-        ("/apps/demo/channels/production".to_owned(), vec![("branch", "production"), ("confirmed", "yes")]),
+        (
+            format!("/apps/demo/groups/{group}/rollout"),
+            vec![("percentage", "50"), ("confirmed", "yes")],
+        ),
+        (
+            format!("/apps/demo/groups/{group}/complete"),
+            vec![("confirmed", "yes")],
+        ),
+        (
+            "/apps/demo/channels/production".to_owned(),
+            vec![("branch", "production"), ("confirmed", "yes")],
+        ),
         ("/tokens".to_owned(), vec![("name", "mine"), ("scope", "admin")]),
     ] {
         let mut fields = fields;
@@ -267,12 +357,29 @@ async fn a_viewer_sees_no_controls_and_cannot_post_its_way_past_them() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {page}");
     }
     let status = aloft_ok(&[
-        "rollout", "status", &group, "--app", "demo", "--server", &setup.server.base, "--token", &setup.token, "--json",
+        "rollout",
+        "status",
+        &group,
+        "--app",
+        "demo",
+        "--server",
+        &setup.server.base,
+        "--token",
+        &setup.token,
+        "--json",
     ]);
     let status: Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["percentage"], 10);
     // An app the viewer is not for does not exist for them.
-    aloft_ok(&["apps", "create", "other", "--server", &setup.server.base, "--token", &setup.token]);
+    aloft_ok(&[
+        "apps",
+        "create",
+        "other",
+        "--server",
+        &setup.server.base,
+        "--token",
+        &setup.token,
+    ]);
     let (status, _, _) = vic.get("/apps/other").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
@@ -282,36 +389,72 @@ async fn failed_sign_ins_are_limited_and_links_are_replaced() {
     let setup = Setup::new();
     let first = create_user(&setup, "pat@example.com", "publisher", &["demo"]);
     // A new link replaces the first, through the API.
-    let out = aloft_ok(&["users", "reset", "pat@example.com", "--server", &setup.server.base, "--token", &setup.token]);
+    let out = aloft_ok(&[
+        "users",
+        "reset",
+        "pat@example.com",
+        "--server",
+        &setup.server.base,
+        "--token",
+        &setup.token,
+    ]);
     let second = out.trim().to_owned();
     let pat = Browser::new(&setup.server.base);
     let (status, _, _) = pat.get(&first).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "the replaced link is dead");
     pat.accept_link(&second, "publisher pass 1").await;
     let listed = aloft_ok(&["users", "list", "--server", &setup.server.base, "--token", &setup.token]);
-    assert!(listed.contains("pat@example.com") && listed.contains("publisher") && listed.contains("set"), "{listed}");
+    assert!(
+        listed.contains("pat@example.com") && listed.contains("publisher") && listed.contains("set"),
+        "{listed}"
+    );
 
     let guess = Browser::new(&setup.server.base);
     let (_, page, _) = guess.get("/sign-in").await;
     let pre = csrf_of(&page);
     for _ in 0..5 {
         let (status, _, _) = guess
-            .post("/sign-in", &[("csrf", &pre), ("email", "pat@example.com"), ("password", "not it at all")])
+            .post(
+                "/sign-in",
+                &[
+                    ("csrf", &pre),
+                    ("email", "pat@example.com"),
+                    ("password", "not it at all"),
+                ],
+            )
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     // The sixth try is not even checked, right password or not.
     let (status, page, _) = guess
-        .post("/sign-in", &[("csrf", &pre), ("email", "pat@example.com"), ("password", "publisher pass 1")])
+        .post(
+            "/sign-in",
+            &[
+                ("csrf", &pre),
+                ("email", "pat@example.com"),
+                ("password", "publisher pass 1"),
+            ],
+        )
         .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{page}");
     assert!(page.contains("try again in"), "{page}");
 
     // Removing a user ends their session.
-    aloft_ok(&["users", "remove", "pat@example.com", "--server", &setup.server.base, "--token", &setup.token]);
+    aloft_ok(&[
+        "users",
+        "remove",
+        "pat@example.com",
+        "--server",
+        &setup.server.base,
+        "--token",
+        &setup.token,
+    ]);
     let (status, _, _) = pat.get("/").await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    let actions: Vec<String> = audit(&setup).iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
+    let actions: Vec<String> = audit(&setup)
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
     for action in ["user.create", "user.reset", "user.password", "user.remove"] {
         assert!(actions.contains(&action.to_owned()), "{action} in {actions:?}");
     }

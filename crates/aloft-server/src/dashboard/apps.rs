@@ -556,21 +556,25 @@ pub(super) async fn halt_policy(
 ) -> PageResult {
     let Posted { signed, form } = posted;
     let app = view::app(&dash.state, &signed.caller, &slug, Need::Write).await?;
+    let halt = halt_from_form(&form.mode, form.failure_rate.as_deref(), form.min_devices.as_deref())?;
+    service::apps::set_halt_policy(&dash.state, &signed.caller.actor(), &app, halt).await?;
+    Ok(done(&format!("/apps/{slug}"), "halt-policy"))
+}
+
+/// A halt policy form's setting: `None` for the built-in default (`mode=default`), off, or a
+/// policy of the two numbers.
+pub(super) fn halt_from_form(mode: &str, rate: Option<&str>, min: Option<&str>) -> Result<Option<Halt>, Failure> {
     let invalid = |what: &str| Failure::from(service::Error::invalid("invalid_halt_policy", what.to_owned()));
-    let halt = match form.mode.as_str() {
+    Ok(match mode {
         "default" => None,
         "off" => input::halt_setting(None, true)?,
         "policy" => {
-            let failure_rate: f64 = form
-                .failure_rate
-                .as_deref()
+            let failure_rate: f64 = rate
                 .unwrap_or_default()
                 .trim()
                 .parse()
                 .map_err(|_| invalid("the failure rate is a number of percent, 0 to 100"))?;
-            let min_devices: u64 = form
-                .min_devices
-                .as_deref()
+            let min_devices: u64 = min
                 .unwrap_or_default()
                 .trim()
                 .parse()
@@ -584,9 +588,7 @@ pub(super) async fn halt_policy(
             )?
         }
         other => return Err(invalid(&format!("unknown halt policy mode {other:?}"))),
-    };
-    service::apps::set_halt_policy(&dash.state, &signed.caller.actor(), &app, halt).await?;
-    Ok(done(&format!("/apps/{slug}"), "halt-policy"))
+    })
 }
 
 /// Apps the caller sees, for the audit filter.

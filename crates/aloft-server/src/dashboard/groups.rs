@@ -166,6 +166,8 @@ struct GroupPage {
     percentage: Option<u8>,
     next_percentage: u8,
     policy: String,
+    halt_rate: String,
+    halt_min: u64,
     live: Vec<LiveRow>,
     platforms: Vec<PlatformPanel>,
     can_write: bool,
@@ -341,6 +343,15 @@ pub(super) async fn group(
             ),
             None => "never halts by itself".to_owned(),
         },
+        halt_rate: status
+            .policy
+            .as_ref()
+            .map_or(aloft_core::halt::DEFAULT_POLICY.failure_rate, |p| p.failure_rate)
+            .to_string(),
+        halt_min: status
+            .policy
+            .as_ref()
+            .map_or(aloft_core::halt::DEFAULT_POLICY.min_devices, |p| p.min_devices),
         live,
         platforms,
         can_write: can_write(&signed.caller),
@@ -365,6 +376,10 @@ struct GroupLive<'a> {
 #[derive(Deserialize)]
 pub(super) struct ActForm {
     percentage: Option<String>,
+    /// The halt policy form: `policy` (with the two numbers) or `off`.
+    mode: Option<String>,
+    failure_rate: Option<String>,
+    min_devices: Option<String>,
     confirmed: Option<String>,
 }
 
@@ -378,6 +393,29 @@ pub(super) async fn act(
     let group = find_group(&dash, &app, &id).await?;
     let back = format!("/apps/{slug}/groups/{id}");
     let status = rollout_report(&dash.state, &app, group.id).await?;
+    if action == "halt" {
+        // The rollout's own halt policy: what devices get does not change, so no confirmation.
+        let halt = super::apps::halt_from_form(
+            form.mode.as_deref().unwrap_or_default(),
+            form.failure_rate.as_deref(),
+            form.min_devices.as_deref(),
+        )?;
+        let current = input::Percentage::new(status.percentage.unwrap_or(100))?;
+        let by = signed.caller.actor();
+        let op = Operation {
+            by: &by,
+            mode: Mode::Commit { allow_unsigned: false },
+            fixed: None,
+            record: Record {
+                action: "rollout.set",
+                target: id.clone(),
+                summary: format!("halt policy of the rollout of {id} changed"),
+                details: Value::Null,
+            },
+        };
+        release::set_rollout(&dash.state, &app, group.id, current, halt, op).await?;
+        return Ok(done(&back, "halt-policy"));
+    }
     let controls: Vec<String> = status
         .platforms
         .iter()
