@@ -50,10 +50,27 @@ fn launch_hash(manifest: &Value) -> String {
     manifest["launchAsset"]["hash"].as_str().unwrap().to_owned()
 }
 
+/// What a page weighs, as the browser loaded it: its HTML, and the stylesheet and script (the
+/// same two files on every page), decoded.
+async fn weigh(browser: &Browser, name: &str) {
+    let sizes = browser
+        .execute(
+            r#"const nav = performance.getEntriesByType("navigation")[0];
+               const rest = performance.getEntriesByType("resource").reduce((n, r) => n + r.decodedBodySize, 0);
+               return [nav.decodedBodySize, rest];"#,
+        )
+        .await;
+    let (html, rest) = (sizes[0].as_u64().unwrap(), sizes[1].as_u64().unwrap());
+    println!("page weight: {name}: {html} bytes of HTML, {rest} bytes of CSS and script");
+    assert!(html < 64 * 1024, "{name}: {html} bytes of HTML");
+    assert!(rest < 12 * 1024, "{name}: {rest} bytes of CSS and script");
+}
+
 /// Opens a page, screenshots it in both themes and checks the accessibility basics in both.
 async fn page(browser: &Browser, url: &str, name: &str) {
     browser.goto(url).await;
     browser.wait_for("main h1").await;
+    weigh(browser, name).await;
     browser.screenshot(name).await;
     browser.set_color_scheme(true).await;
     browser.screenshot(&format!("{name}-dark")).await;
