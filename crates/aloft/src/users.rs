@@ -7,7 +7,7 @@ use reqwest::Method;
 
 use crate::client::{Client, ServerArgs};
 use crate::output::{errln, outln};
-use crate::serve::DatabaseTarget;
+use crate::serve::{DatabaseTarget, defaults};
 
 #[derive(Subcommand)]
 pub enum UsersCommand {
@@ -32,20 +32,22 @@ pub enum UsersCommand {
     },
 }
 
-/// Where a user is written: a server's database, or a server.
+/// Where a user is written: a server's database (offline), or a server. With neither given,
+/// the data folder `aloft serve` uses by default (`./aloft-data`), when it exists.
 #[derive(Args)]
 pub struct Target {
     /// Write into this data folder (offline) instead of asking a server.
-    #[arg(long, conflicts_with_all = ["database_url", "server"])]
+    #[arg(long, env = "ALOFT_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Write into this database (postgres://… or sqlite:…, offline) instead of asking a server.
-    #[arg(long, conflicts_with_all = ["data_dir", "server"])]
+    #[arg(long, env = "ALOFT_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// The server's public URL, which the sign-in link starts with (offline only; a server uses
     /// its own).
     #[arg(long, env = "ALOFT_PUBLIC_URL", default_value = "http://127.0.0.1:3000")]
     public_url: String,
-    /// Base URL of the Aloft server to ask (with an admin --token).
+    /// Base URL of the Aloft server to ask (with an admin --token), when no --data-dir or
+    /// --database-url is given.
     #[arg(long, env = "ALOFT_SERVER")]
     server: Option<String>,
     #[arg(long, env = "ALOFT_TOKEN", hide_env_values = true)]
@@ -84,6 +86,7 @@ impl Target {
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             bail!("--public-url must start with http:// or https://, got {public_url:?}");
         }
+        let default_dir = PathBuf::from(defaults::DATA_DIR);
         match (&self.database_url, &self.data_dir, &self.server) {
             (Some(url), _, _) => Ok(Where::Offline(
                 DatabaseTarget::resolve(Some(url.clone()), std::path::Path::new("."))?,
@@ -99,9 +102,14 @@ impl Target {
                     token: token.clone(),
                 })?))
             }
-            (None, None, None) => {
-                bail!("give --data-dir or --database-url (offline), or --server and --token (an admin token)")
+            (None, None, None) if default_dir.join("aloft.db").exists() => {
+                Ok(Where::Offline(DatabaseTarget::DataDir(default_dir), public_url))
             }
+            (None, None, None) => bail!(
+                "no ./{} here: give --data-dir or --database-url (the server's database, offline), \
+                 or --server and --token (an admin token)",
+                defaults::DATA_DIR
+            ),
         }
     }
 }

@@ -113,7 +113,6 @@ async fn an_admin_steers_a_release_from_the_browser() {
     // The link: set a password, and be signed in.
     page(&browser, &link, "set-password").await;
     browser.fill("#password", "a good long password").await;
-    browser.fill("#repeat", "a good long password").await;
     browser.click("main button[type=submit]").await;
     browser.wait_for_text("main h1", "Apps").await;
     let session = browser.cookie("aloft_session").await.expect("a session cookie");
@@ -287,7 +286,6 @@ async fn an_admin_steers_a_release_from_the_browser() {
     // The viewer: no controls anywhere, and a POST forged from their own page is refused.
     browser.goto(&viewer_link).await;
     browser.fill("#password", "viewer password!").await;
-    browser.fill("#repeat", "viewer password!").await;
     browser.click("main button[type=submit]").await;
     browser.wait_for_text("main h1", "Apps").await;
     page(&browser, &format!("{base}/apps/demo/groups/{group}"), "group-as-viewer").await;

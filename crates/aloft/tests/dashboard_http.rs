@@ -100,9 +100,7 @@ impl Browser {
         let (status, page, _) = self.get(link).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         let csrf = csrf_of(&page);
-        let (status, body, location) = self
-            .post(link, &[("csrf", &csrf), ("password", password), ("repeat", password)])
-            .await;
+        let (status, body, location) = self.post(link, &[("csrf", &csrf), ("password", password)]).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
         assert_eq!(location.as_deref(), Some("/"));
     }
@@ -195,10 +193,15 @@ async fn a_sign_in_link_works_once_and_sessions_guard_every_form() {
     assert_eq!(location.as_deref(), Some("/sign-in?next=%2Fapps%2Fdemo"));
 
     // The password form without its token is refused, and the link still works after that.
-    let (status, _, _) = ann
-        .post(&link, &[("password", "abcdefghijk"), ("repeat", "abcdefghijk")])
-        .await;
+    let (status, _, _) = ann.post(&link, &[("password", "abcdefghijk")]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // So is a password that is too short, and the link still works after that too.
+    let (_, page, _) = ann.get(&link).await;
+    let (status, page, _) = ann
+        .post(&link, &[("csrf", &csrf_of(&page)), ("password", "short")])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("at least 10 characters"), "{page}");
     ann.accept_link(&link, "a long enough password").await;
     let (status, page, _) = ann.get("/").await;
     assert_eq!(status, StatusCode::OK);
@@ -458,6 +461,43 @@ async fn failed_sign_ins_are_limited_and_links_are_replaced() {
     for action in ["user.create", "user.reset", "user.password", "user.remove"] {
         assert!(actions.contains(&action.to_owned()), "{action} in {actions:?}");
     }
+}
+
+#[test]
+fn users_create_says_where_to_write_when_it_is_not_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["users", "create", "ann@example.com", "--role", "admin"])
+        .current_dir(dir.path())
+        .env_remove("ALOFT_SERVER")
+        .env_remove("ALOFT_DATA_DIR")
+        .env_remove("ALOFT_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--data-dir") && err.contains("--server"), "{err}");
+    // With the default data folder of `aloft serve` present, that is where the user goes.
+    let data = dir.path().join("aloft-data");
+    aloft_ok(&["migrate", "--data-dir", data.to_str().unwrap()]);
+    let out = std::process::Command::new(BIN)
+        .args([
+            "users",
+            "create",
+            "ann@example.com",
+            "--role",
+            "viewer",
+            "--app",
+            "demo",
+        ])
+        .current_dir(dir.path())
+        .env_remove("ALOFT_SERVER")
+        .env_remove("ALOFT_DATA_DIR")
+        .env_remove("ALOFT_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("http://127.0.0.1:3000/sign-in/link/"));
 }
 
 #[test]

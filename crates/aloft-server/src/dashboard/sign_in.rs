@@ -172,7 +172,6 @@ pub(super) async fn link_page(State(dash): State<Dash>, headers: HeaderMap, Path
 #[derive(Deserialize)]
 pub(super) struct PasswordForm {
     password: String,
-    repeat: String,
 }
 
 pub(super) async fn set_password(
@@ -183,13 +182,8 @@ pub(super) async fn set_password(
 ) -> PageResult {
     let PreForm { remote, form } = form;
     let user = users::link_user(&dash.state.db, &secret).await?.ok_or_else(link_gone)?;
-    let problem = if form.password != form.repeat {
-        Some("The two passwords differ.".to_owned())
-    } else if form.password.chars().count() < MIN_PASSWORD {
-        Some(format!("A password is at least {MIN_PASSWORD} characters."))
-    } else {
-        None
-    };
+    let problem = (form.password.chars().count() < MIN_PASSWORD)
+        .then(|| format!("A password is at least {MIN_PASSWORD} characters."));
     if let Some(problem) = problem {
         let (csrf, set) = pre_token(&dash, &headers);
         let mut response = page(&SetPasswordPage {

@@ -13,8 +13,8 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use crate::output::{self, outln};
-pub use settings::LogFormat;
-use settings::{Options, StorageTarget, defaults, resolve};
+pub use settings::{LogFormat, defaults};
+use settings::{Options, StorageTarget, resolve};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
