@@ -82,7 +82,8 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<()> {
             let apps: Vec<AppInfo> = client.get("/apps").await?;
             for app in apps {
                 let signing = if app.server_signing { "server-signed" } else { "" };
-                outln!("{}\t{}\t{}", app.slug, app.manifest_url, signing)?;
+                let patches = if app.patches { "" } else { "patches off" };
+                outln!("{}\t{}\t{}\t{}", app.slug, app.manifest_url, signing, patches)?;
             }
         }
         AppsCommand::SetSigningKey {
