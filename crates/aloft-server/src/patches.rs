@@ -22,8 +22,13 @@ use aloft_store::db::patches::{self, Job, Outcome};
 use aloft_store::{BlobStore, Database, Encoding};
 use bytes::Bytes;
 
-/// How long a worker holds a claimed patch; one that crashed is taken over after this.
-pub(crate) const LEASE: Duration = Duration::from_secs(60);
+/// How long a claim on a patch lasts; its worker renews it every [`RENEW_EVERY`] while it
+/// computes, so a patch whose worker crashed (or whose server was killed) is taken over by
+/// another worker, or the restarted server, within this.
+pub(crate) const LEASE: Duration = Duration::from_secs(15);
+
+/// How often a worker renews its lease while it computes.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
 
 /// A patch is kept only when it is at least this much smaller than the brotli-compressed
 /// bundle: smaller savings are not worth a second code path on the device.
@@ -43,14 +48,29 @@ pub(crate) fn worth_it(patch: u64, full: u64) -> bool {
 
 /// Claims up to `free` due patches.
 pub(crate) async fn claim(db: &Database, free: usize) -> Result<Vec<Job>, aloft_store::DbError> {
-    let now = Millis::now();
-    let until = Millis(now.0 + i64::try_from(LEASE.as_millis()).unwrap_or(60_000));
-    patches::claim_due(db, now, until, i64::try_from(free).unwrap_or(0)).await
+    patches::claim_due(db, Millis::now(), lease_end(), i64::try_from(free).unwrap_or(0)).await
 }
 
-/// Computes one claimed patch and records how it ended.
+fn lease_end() -> Millis {
+    Millis(Millis::now().0 + i64::try_from(LEASE.as_millis()).unwrap_or(15_000))
+}
+
+/// Computes one claimed patch, renewing the lease meanwhile, and records how it ended.
 pub(crate) async fn compute(db: Database, blobs: BlobStore, job: Job) {
-    let outcome = match outcome(&db, &blobs, &job).await {
+    let work = outcome(&db, &blobs, &job);
+    tokio::pin!(work);
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + RENEW_EVERY, RENEW_EVERY);
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            _ = renew.tick() => {
+                if let Err(e) = patches::renew(&db, &job, lease_end()).await {
+                    tracing::warn!(error = %e, "renewing the lease on a bundle patch failed");
+                }
+            }
+        }
+    };
+    let outcome = match result {
         Ok(outcome) => outcome,
         Err(error) if job.attempts >= MAX_ATTEMPTS => {
             tracing::warn!(target_update = %job.target, base = %job.base, %error, "computing a bundle patch failed; giving up");

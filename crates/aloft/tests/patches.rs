@@ -449,6 +449,27 @@ async fn pending_patches_are_computed_after_a_restart() {
 }
 
 #[tokio::test]
+async fn a_server_killed_right_after_a_publish_computes_its_patches_after_a_restart() {
+    let Setup { dir, server, token } = Setup::new();
+    let u1 = publish(&server, &token, dir.path(), "one");
+    let u2 = publish(&server, &token, dir.path(), "two");
+    // SIGKILL at once: the patches are pending, or claimed by a computation that dies with it.
+    let server = server.crash_and_restart();
+    let (on_u1, to_u2) = (ios_id(&u1), ios_id(&u2));
+    wait_for_patch(
+        &server,
+        &token,
+        u2["group_id"].as_str().unwrap(),
+        &to_u2,
+        &on_u1,
+        "done",
+    );
+    let (url, hash, _) = manifest(&server, "ios").await;
+    let reply = get(&url, &asset_headers("ios", &on_u1, &to_u2, true)).await;
+    assert_eq!(sha256_b64url(&applied(&reply, &on_u1, &bundle("ios", "one"))), hash);
+}
+
+#[tokio::test]
 async fn behind_a_cdn_patches_are_never_cached() {
     // Manifests link assets through a CDN whose origin is Aloft; what Aloft answers the CDN
     // must keep any cache in between from storing a patch, or a full bundle as the answer to a

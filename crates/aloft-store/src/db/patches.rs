@@ -253,6 +253,18 @@ pub async fn claim_due(db: &Database, now: Millis, until: Millis, limit: i64) ->
     Ok(claimed)
 }
 
+/// Extends a worker's lease on a patch it still computes; whether it still holds it.
+pub async fn renew(db: &Database, job: &Job, until: Millis) -> Result<bool, DbError> {
+    let done =
+        sqlx::query("UPDATE patches SET lease_until = $1 WHERE target_id = $2 AND base_id = $3 AND state = 'pending'")
+            .bind(until.0)
+            .bind(job.target.to_string())
+            .bind(job.base.to_string())
+            .execute(db.pool())
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// How a computation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -467,8 +479,16 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+        // Renewed by its holder while it computes: still held after the first lease.
+        assert!(renew(&db, &jobs[0], Millis(70_000)).await.unwrap());
+        assert!(
+            claim_due(&db, Millis(62_001), Millis(122_001), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         // Its holder died: after the lease it is taken over.
-        let again = claim_due(&db, Millis(62_001), Millis(122_001), 10).await.unwrap();
+        let again = claim_due(&db, Millis(70_001), Millis(130_001), 10).await.unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].attempts, 2);
 
