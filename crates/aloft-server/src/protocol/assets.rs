@@ -252,9 +252,18 @@ pub(crate) async fn answer(
         if method == Method::HEAD {
             return Ok((StatusCode::IM_USED, out).into_response());
         }
-        let body = body_of(state, &patch, Encoding::Identity, size, None).await?;
-        state.patches.hit(ask);
-        return Ok((StatusCode::IM_USED, out, body).into_response());
+        match body_of(state, &patch, Encoding::Identity, size, None).await {
+            Ok(body) => {
+                state.patches.hit(ask);
+                return Ok((StatusCode::IM_USED, out, body).into_response());
+            }
+            // Removed since (its embedded bundle or target was deleted and `gc` ran), or out of
+            // reach: the full bundle, which is always right.
+            Err(e) => {
+                tracing::warn!(%patch, error = %e.message, "a bundle patch cannot be read; serving the full bundle");
+                state.patches.forget(ask);
+            }
+        }
     }
     let vary = if launch.is_some() {
         LAUNCH_VARY

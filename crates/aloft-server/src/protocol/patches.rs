@@ -112,6 +112,13 @@ impl PatchIndex {
         }
     }
 
+    /// Forgets a patch that can no longer be read.
+    pub(crate) fn forget(&self, ask: PatchAsk) {
+        if let Ok(mut found) = self.found.write() {
+            found.remove(&ask);
+        }
+    }
+
     /// Counts one patch served.
     pub(crate) fn hit(&self, ask: PatchAsk) {
         if let Ok(mut hits) = self.hits.lock() {
