@@ -9,6 +9,7 @@ pub mod bsdiff;
 pub mod content_type;
 pub mod directive;
 pub mod distinct;
+pub mod embedded;
 pub mod export;
 pub mod fasthash;
 pub mod halt;

@@ -108,6 +108,21 @@ pub fn build(input: &ManifestInput<'_>) -> Vec<u8> {
     serde_json::to_vec(&manifest).unwrap_or_default()
 }
 
+/// The `launchAsset.hash` of stored manifest bytes, if they name a valid one.
+pub fn launch_asset_hash(body: &[u8]) -> Option<ContentHash> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        #[serde(rename = "launchAsset")]
+        launch_asset: Launch,
+    }
+    #[derive(serde::Deserialize)]
+    struct Launch {
+        hash: String,
+    }
+    let stored: Stored = serde_json::from_slice(body).ok()?;
+    ContentHash::parse(&stored.launch_asset.hash).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +152,8 @@ mod tests {
             expo_client: Some(&config),
             asset_base_url: "http://127.0.0.1:3000/assets/",
         });
+        assert_eq!(launch_asset_hash(&bytes), Some(bundle.hash));
+        assert_eq!(launch_asset_hash(b"{\"type\":\"rollBackToEmbedded\"}"), None);
         let expected = concat!(
             r#"{"id":"0f8a3c5e-9b1d-4e2f-8a7b-6c5d4e3f2a1b","createdAt":"2024-05-01T12:34:56.789Z","runtimeVersion":"1.0.0","#,
             r#""launchAsset":{"hash":"Hm7WXXfWNk7q7Vp0W6XEmFritwDdhdfPfwJ73ylKM_w","key":"94377c156735b39dfa4ac607234cb87c","contentType":"application/javascript","fileExtension":".bundle","url":"http://127.0.0.1:3000/assets/Hm7WXXfWNk7q7Vp0W6XEmFritwDdhdfPfwJ73ylKM_w.bundle"},"#,

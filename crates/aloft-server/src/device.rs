@@ -13,6 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 
+use aloft_core::ContentHash;
 use aloft_core::time::Millis;
 use uuid::Uuid;
 
@@ -22,6 +23,7 @@ use crate::insights::Recorder;
 use crate::metrics::RequestMetrics;
 use crate::protocol::assets::{self, Assets};
 use crate::protocol::manifest::{self, CheckHeaders, Facts};
+use crate::protocol::patches::{self, LaunchRequest, PatchAsk};
 use crate::protocol::{ASSET_ROUTE, MANIFEST_ROUTE};
 use crate::served::Served;
 
@@ -64,6 +66,32 @@ impl Devices {
             .unwrap_or_else(IntoResponse::into_response);
         self.insights.check(&facts, response.status().as_u16(), Millis::now());
         self.finish(MANIFEST_ROUTE, method, path, response, start)
+    }
+
+    /// Whether a download is of a launch asset, and if so which patch would answer it
+    /// (docs/protocol.md §9): with `A-IM: bsdiff`, for the launch asset of the update in
+    /// `Expo-Requested-Update-ID`, of an app with patches on, from the device's current update
+    /// (`Expo-Current-Update-ID`, the embedded update's id when it runs that), else its embedded
+    /// update. Never for any other asset.
+    fn launch_request(&self, hash: &ContentHash, headers: &HeaderMap) -> Option<LaunchRequest> {
+        let snapshot = self.served.snapshot();
+        if !snapshot.is_launch_asset(hash) {
+            return None;
+        }
+        let asks = patches::asks_bsdiff(headers);
+        let patch = asks
+            .then(|| {
+                let target = header_uuid(headers, "expo-requested-update-id")?;
+                let (app_id, update) = snapshot.update(&target)?;
+                if update.launch_asset.as_ref() != Some(hash) || !snapshot.patches_on(app_id) {
+                    return None;
+                }
+                let base = header_uuid(headers, "expo-current-update-id")
+                    .or_else(|| header_uuid(headers, "expo-embedded-update-id"))?;
+                (base != target).then_some(PatchAsk { target, base })
+            })
+            .flatten();
+        Some(LaunchRequest { asks, patch })
     }
 
     /// Where every device request ends: metrics and the log line. (What the request tells about
@@ -120,9 +148,12 @@ pub(crate) async fn asset(
     let path = request.uri().path();
     let headers: &HeaderMap = request.headers();
     let response = match &file {
-        Ok(ApiPath(file)) => assets::answer(&assets, file, &method, headers)
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
+        Ok(ApiPath(file)) => {
+            let launch = assets::hash_of(file).and_then(|hash| devices.launch_request(&hash, headers));
+            assets::answer(&assets, file, &method, headers, launch)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        }
         Err(refused) => refused.clone().into_response(),
     };
     // An install: the launch asset of the update the device is downloading, fetched (not a

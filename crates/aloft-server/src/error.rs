@@ -99,6 +99,13 @@ impl From<DbError> for ApiError {
             DbError::NoSuchToken => ApiError::not_found("token_not_found", "no token with that id"),
             DbError::NoSuchWebhook => ApiError::not_found("webhook_not_found", "no webhook with that id on this app"),
             DbError::NoSuchUser => ApiError::not_found("user_not_found", "no such user"),
+            DbError::NoSuchEmbedded => ApiError::not_found(
+                "embedded_not_found",
+                "no embedded update with that id on this app (see aloft embedded list)",
+            ),
+            e @ DbError::EmbeddedAlreadyExists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "embedded_exists", e.to_string())
+            }
             e @ DbError::UserAlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "user_exists", e.to_string()),
             e @ DbError::ChannelAlreadyExists(_) => {
                 ApiError::new(StatusCode::CONFLICT, "channel_exists", e.to_string())

@@ -10,6 +10,8 @@
 //! - **halts**: weighs every rollout in progress against its halt policy every two seconds and
 //!   reverts those past it (`service::halt`), so a crashing update stops spreading within
 //!   seconds of crossing the threshold.
+//! - **patches**: computes pending bundle patches (`patches.rs`), `--patch-workers` at once,
+//!   woken by publishes and every two seconds; and stores how often each was served.
 //! - **webhooks**: every second, turns new audit entries of subscribed events into deliveries
 //!   and sends the due ones, four at most at once, each in a task of its own (`webhooks.rs`).
 //!
@@ -17,7 +19,8 @@
 //! work in progress (one blob's variants, one poll) finishes first, up to a deadline after which
 //! it is abandoned. Every unit is safe to abandon: variants are written beside the blob and
 //! recorded in one insert, and a poll only reads. A webhook send in progress gets the deadline
-//! too; one abandoned is sent again once its lease runs out (with the same delivery id).
+//! too; one abandoned is sent again once its lease runs out (with the same delivery id), and so is
+//! a patch computation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +103,7 @@ impl Jobs {
                 tokio::spawn(every(UPKEEP_EVERY, stopped.clone(), move || handle.run_upkeep())),
             ));
         }
+        running.push(("patches", tokio::spawn(compute_patches(state.clone(), stopped.clone()))));
         running.push(("webhooks", tokio::spawn(deliver_webhooks(state.db.clone(), stopped))));
         Self { stop, running }
     }
@@ -213,6 +217,55 @@ async fn deliver_webhooks(db: Database, mut stop: watch::Receiver<bool>) {
         }
     }
     while sending.join_next().await.is_some() {}
+}
+
+/// How often the patches job looks for due patches (publishes also wake it) and stores served
+/// counts.
+const PATCHES_EVERY: Duration = Duration::from_secs(2);
+
+/// Computes due bundle patches, at most the configured number at once, each in a task of its
+/// own; stores the served counts of patches. At a stop, computations in progress get the
+/// shutdown deadline (one abandoned is claimed again when its lease ends).
+async fn compute_patches(state: AppState, mut stop: watch::Receiver<bool>) {
+    let workers = state.patch_workers();
+    let mut ticker = tokio::time::interval(PATCHES_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = state.patches_wanted.notified() => {}
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            () = stopping(&mut stop) => break,
+        }
+        while running.try_join_next().is_some() {}
+        store_patch_hits(&state).await;
+        let free = workers.saturating_sub(running.len());
+        if free == 0 {
+            continue;
+        }
+        match crate::patches::claim(&state.db, free).await {
+            Ok(jobs) => {
+                for job in jobs {
+                    running.spawn(crate::patches::compute(state.db.clone(), state.blobs.clone(), job));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "claiming due bundle patches failed; retrying"),
+        }
+    }
+    store_patch_hits(&state).await;
+    while running.join_next().await.is_some() {}
+}
+
+async fn store_patch_hits(state: &AppState) {
+    let hits = state.assets.patches.take_hits();
+    if hits.is_empty() {
+        return;
+    }
+    if let Err(e) = aloft_store::db::patches::add_hits(&state.db, &hits).await {
+        tracing::warn!(error = %e, "storing bundle patch counts failed; retrying");
+        state.assets.patches.put_back(hits);
+    }
 }
 
 /// Polls the revisions forever: changes made through other replicas (or other processes on the

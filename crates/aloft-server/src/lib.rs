@@ -10,7 +10,8 @@
 //! - `dashboard/`: the web dashboard at `/`, for signed-in users.
 //! - `service/`: the use-cases behind the API and the dashboard.
 //! - `served`: the in-memory state a check is answered from, rebuilt when a change commits.
-//! - `state`: the parts handlers are given; `jobs`: background work and its shutdown.
+//! - `state`: the parts handlers are given; `jobs`: background work and its shutdown;
+//!   `patches`: computing bundle patches, one of those jobs.
 
 pub mod api;
 mod conn;
@@ -22,6 +23,7 @@ mod extract;
 mod insights;
 mod jobs;
 mod metrics;
+mod patches;
 mod protocol;
 mod served;
 mod service;

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aloft_store::{BlobStore, Database};
 use axum::extract::FromRef;
@@ -79,6 +80,10 @@ pub struct Shared {
     pub(crate) request_metrics: Arc<RequestMetrics>,
     /// What devices report, counted until the insights job stores it.
     pub(crate) insights: Arc<Recorder>,
+    /// Wakes the patches job (`jobs.rs`): a publish recorded patches to compute.
+    pub(crate) patches_wanted: Arc<Notify>,
+    /// How many bundle patches this process computes at once (0: none, it only serves them).
+    patch_workers: AtomicUsize,
 }
 
 impl AppState {
@@ -111,12 +116,29 @@ impl AppState {
             health,
             request_metrics: Arc::default(),
             insights: Arc::default(),
+            patches_wanted: Arc::default(),
+            patch_workers: AtomicUsize::new(1),
         })))
     }
 
     /// Turns recording what devices report on or off (`--insights`); on by default.
     pub fn record_insights(&self, on: bool) {
         self.insights.set_enabled(on);
+    }
+
+    /// How many bundle patches this process computes at once (`--patch-workers`, default 1;
+    /// 0: none, another replica computes them). Read when the jobs start.
+    pub fn set_patch_workers(&self, workers: usize) {
+        self.patch_workers.store(workers, Ordering::Relaxed);
+    }
+
+    pub(crate) fn patch_workers(&self) -> usize {
+        self.patch_workers.load(Ordering::Relaxed)
+    }
+
+    /// Wakes the patches job: there are new patches to compute.
+    pub(crate) fn want_patches(&self) {
+        self.patches_wanted.notify_one();
     }
 
     /// Asks the background pass to look for blobs without variants again now.

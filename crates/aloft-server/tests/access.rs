@@ -284,6 +284,15 @@ impl World {
             .await;
         hook.assert_status(StatusCode::CREATED);
         world.webhook = hook.json()["webhook"]["id"].as_i64().unwrap();
+        world
+            .json(
+                Who::Admin,
+                Method::POST,
+                "/api/v1/apps/alpha/embedded",
+                &json!({"id": EMBEDDED, "platform": "ios", "runtime_version": "1", "bundle": world.alpha_bundle}),
+            )
+            .await
+            .assert_status(StatusCode::CREATED);
         world.beta_group = world
             .publish_ok("beta", &publish_request(Some("production"), None, b"beta bundle", None))
             .await;
@@ -463,6 +472,11 @@ fn json_body(w: &World, r: &Route) -> Option<Value> {
         ("POST", "/apps/{slug}/webhooks") => {
             json!({"url": "https://hooks.example.com/x", "events": ["publish", "halt"]})
         }
+        ("PUT", "/apps/{slug}/patches") => json!({"enabled": false}),
+        ("POST", "/apps/{slug}/embedded") => {
+            json!({"id": "0b5a2e4c-3d1f-4a6b-8c7d-9e0f1a2b3c4d", "platform": "android",
+                                                     "runtime_version": "1", "bundle": w.alpha_bundle})
+        }
         ("POST", "/blobs/missing") => json!({"hashes": [w.alpha_bundle.to_string()]}),
         ("POST", "/gc") => json!({"grace_seconds": 86_400}),
         ("POST", "/tokens") => json!({"name": "walk", "scope": "read", "apps": ["alpha"]}),
@@ -471,6 +485,9 @@ fn json_body(w: &World, r: &Route) -> Option<Value> {
     };
     Some(body)
 }
+
+/// An embedded update of alpha, for `DELETE /apps/{slug}/embedded/{embedded}`.
+const EMBEDDED: &str = "7c2e8f4a-1b3d-4e5f-9a8b-6c7d8e9f0a1b";
 
 /// Write routes that take no body at all (everything else that is not a GET or DELETE takes one).
 const BODILESS_WRITES: [(&str, &str); 2] = [
@@ -506,7 +523,8 @@ fn call_for(w: &World, r: &Route, slug: &str, query: &str) -> Call {
         .replace("{hash}", &ContentHash::of(&w.new_blob).to_string())
         .replace("{id}", &w.spare_token.to_string())
         .replace("{email}", SPARE_USER)
-        .replace("{webhook}", &w.webhook.to_string());
+        .replace("{webhook}", &w.webhook.to_string())
+        .replace("{embedded}", EMBEDDED);
     assert!(
         !path.contains('{'),
         "{} {}: the walk does not know a path parameter of this route; teach `call_for` about it",

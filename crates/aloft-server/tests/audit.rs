@@ -120,6 +120,13 @@ impl World {
             )
             .await;
         w.webhook = hook["webhook"]["id"].as_i64().unwrap();
+        let bundle = ContentHash::of(b"alpha bundle 1");
+        w.ok(
+            Method::POST,
+            "/api/v1/apps/alpha/embedded",
+            json!({"id": EMBEDDED, "platform": "ios", "runtime_version": "1.0.0", "bundle": bundle}),
+        )
+        .await;
         w
     }
 
@@ -201,6 +208,9 @@ fn publish_body(channel: Option<&str>, branch: Option<&str>, bundle: u32, rollou
     })
 }
 
+/// An embedded update of alpha, for `DELETE /apps/{slug}/embedded/{embedded}`.
+const EMBEDDED: &str = "7c2e8f4a-1b3d-4e5f-9a8b-6c7d8e9f0a1b";
+
 /// Each write route of the table: a request that succeeds on a fresh [`World`], and the action
 /// its audit entry has (`None`: the route is not audited, and says why in the table).
 fn write_call(w: &World, method: &str, path: &str) -> (String, Option<Value>, Option<&'static str>) {
@@ -221,6 +231,7 @@ fn write_call(w: &World, method: &str, path: &str) -> (String, Option<Value>, Op
             .replace("{id}", &w.spare_token.to_string())
             .replace("{email}", SPARE_USER)
             .replace("{webhook}", &w.webhook.to_string())
+            .replace("{embedded}", EMBEDDED)
     );
     let (body, action) = match (method, path) {
         ("POST", "/apps") => (Some(json!({"slug": "gamma"})), Some("app.create")),
@@ -255,6 +266,15 @@ fn write_call(w: &World, method: &str, path: &str) -> (String, Option<Value>, Op
             Some("webhook.add"),
         ),
         ("DELETE", "/apps/{slug}/webhooks/{webhook}") => (None, Some("webhook.remove")),
+        ("PUT", "/apps/{slug}/patches") => (Some(json!({"enabled": false})), Some("app.patches.set")),
+        ("POST", "/apps/{slug}/embedded") => (
+            Some(
+                json!({"id": "0b5a2e4c-3d1f-4a6b-8c7d-9e0f1a2b3c4d", "platform": "android",
+                        "runtime_version": "1.0.0", "bundle": ContentHash::of(b"alpha bundle 2")}),
+            ),
+            Some("embedded.add"),
+        ),
+        ("DELETE", "/apps/{slug}/embedded/{embedded}") => (None, Some("embedded.remove")),
         ("POST", "/blobs/missing") => (Some(json!({"hashes": [ContentHash::of(b"alpha bundle 1")]})), None),
         // Raw bytes, not JSON: see below.
         ("PUT", "/blobs/{hash}") => (None, None),

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use aloft_core::api::{AppInfo, CreateApp, SetHaltPolicy, SetSigningKey};
+use aloft_core::api::{AppInfo, CreateApp, SetHaltPolicy, SetPatches, SetSigningKey};
 use aloft_core::halt::{DEFAULT_POLICY, HaltPolicy};
 use anyhow::Context;
 use clap::Subcommand;
@@ -56,6 +56,17 @@ pub enum AppsCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Turn bundle patches on or off (on by default): when on, a device that asks for a new
+    /// bundle with `A-IM: bsdiff` gets a small bsdiff patch from the update it runs, once one is
+    /// computed. iOS clients ask even when the app disabled patch support in its config
+    /// (expo/expo#50318), so turn them off here if such an app must get whole bundles.
+    SetPatches {
+        slug: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 pub async fn run(cmd: AppsCommand) -> anyhow::Result<()> {
@@ -71,7 +82,8 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<()> {
             let apps: Vec<AppInfo> = client.get("/apps").await?;
             for app in apps {
                 let signing = if app.server_signing { "server-signed" } else { "" };
-                outln!("{}\t{}\t{}", app.slug, app.manifest_url, signing)?;
+                let patches = if app.patches { "" } else { "patches off" };
+                outln!("{}\t{}\t{}\t{}", app.slug, app.manifest_url, signing, patches)?;
             }
         }
         AppsCommand::SetSigningKey {
@@ -127,6 +139,22 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<()> {
                     p.min_devices
                 )?,
                 None => outln!("app {slug}: rollouts never halt by themselves unless they set a policy")?,
+            }
+        }
+        AppsCommand::SetPatches { slug, state, server } => {
+            let client = Client::new(&server)?;
+            let body = SetPatches { enabled: state == "on" };
+            let app: AppInfo = client
+                .send(
+                    client
+                        .request(Method::PUT, &format!("/apps/{slug}/patches"))
+                        .json(&body),
+                )
+                .await?;
+            if app.patches {
+                outln!("app {slug}: devices that ask get bundle patches")?;
+            } else {
+                outln!("app {slug}: devices always get whole bundles")?;
             }
         }
     }

@@ -3,6 +3,7 @@
 
 mod apps;
 mod client;
+mod embedded;
 mod insights;
 mod keys;
 mod output;
@@ -55,7 +56,10 @@ enum Command {
     /// Branches: ordered lists of update groups.
     #[command(subcommand)]
     Branches(release::BranchesCommand),
-    /// Update groups: list, show, disable, delete.
+    /// Embedded bundles of store builds: the bases of patches to a build's first updates.
+    #[command(subcommand)]
+    Embedded(embedded::EmbeddedCommand),
+    /// Update groups: list, show (with each update's patches), disable, delete.
     #[command(subcommand)]
     Updates(release::UpdatesCommand),
     /// Per-group rollouts: raise, complete, revert, and their status against the halt policy.
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
             Command::Channels(cmd) => release::channels(cmd).await,
             Command::Branches(cmd) => release::branches(cmd).await,
             Command::Updates(cmd) => release::updates(cmd).await,
+            Command::Embedded(cmd) => embedded::run(cmd).await,
             Command::Rollout(cmd) => rollout::rollout(cmd).await,
             Command::Republish(args) => release::republish(args).await,
             Command::Rollback(args) => release::rollback(args).await,

@@ -144,8 +144,9 @@ async fn an_admin_steers_a_release_from_the_browser() {
         "{branch}"
     );
     page(&browser, &format!("{base}/apps/demo/groups/{group}"), "group").await;
-    assert_eq!(browser.text("#group-state").await, "rolling out");
-    assert_eq!(browser.text("#rollout-percentage").await, "10%");
+    // (The live section is refreshed by the page's script; waiting reads survive a refresh.)
+    browser.wait_for_text("#group-state", "rolling out").await;
+    browser.wait_for_text("#rollout-percentage", "10%").await;
     assert!(browser.exists(".qr svg").await, "the development-build QR code");
     assert!(
         browser.keyboard_reaches("#raise", 40).await,
@@ -157,7 +158,7 @@ async fn an_admin_steers_a_release_from_the_browser() {
     let at_10 = getting(&base, &fleet, &u2_ios).await;
     browser.fill("#percentage", "30").await;
     confirm(&browser, "#raise", "30% of the devices", "confirm-rollout").await;
-    assert_eq!(browser.text("#rollout-percentage").await, "30%");
+    browser.wait_for_text("#rollout-percentage", "30%").await;
     let at_30 = getting(&base, &fleet, &u2_ios).await;
     assert!(
         at_10.iter().all(|i| at_30.contains(i)),
@@ -172,7 +173,7 @@ async fn an_admin_steers_a_release_from_the_browser() {
 
     // Revert: every device is moved back to U1's content.
     confirm(&browser, "#revert", "moved back", "confirm-revert").await;
-    assert_eq!(browser.text("#group-state").await, "reverted");
+    browser.wait_for_text("#group-state", "reverted").await;
     for d in fleet.iter().take(20) {
         let got = d.check(&base).await;
         if let Some(m) = got {

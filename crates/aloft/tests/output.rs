@@ -198,6 +198,7 @@ fn a_closed_stdout_ends_every_printing_command_quietly() {
         [strings(&["updates", "list"]), strings(&app)].concat(),
         [strings(&["updates", "list", "--json"]), strings(&app)].concat(),
         [strings(&["updates", "show", &group]), strings(&app)].concat(),
+        [strings(&["embedded", "list"]), strings(&app)].concat(),
     ];
     let mut problems = Vec::new();
     let mut run_closed = |args: Vec<String>| {

@@ -10,6 +10,7 @@ use crate::platform::Platform;
 use crate::signature::CodeSignature;
 
 mod insights;
+mod patches;
 mod users;
 mod webhooks;
 
@@ -18,6 +19,7 @@ pub use insights::{
     DailyInsights, FatalErrorCount, FleetInsights, GroupInsights, PlatformInsights, RolloutFigures, RolloutStatus,
     RuntimeFleet, SetHaltPolicy, UnknownChannel, UpdateShare,
 };
+pub use patches::{AddEmbedded, EmbeddedInfo, PatchInfo, SetPatches};
 pub use users::{CreateUser, UserInfo, UserSignInLink};
 pub use webhooks::{CreateWebhook, CreatedWebhook, WebhookAttempt, WebhookDelivery, WebhookInfo, WebhookPayload};
 
@@ -37,6 +39,10 @@ pub struct AppInfo {
     /// they never do.
     #[serde(default)]
     pub halt_policy: Option<HaltPolicy>,
+    /// Whether devices are sent bsdiff patches of the launch asset when they ask (`A-IM:
+    /// bsdiff`) and one is stored; on unless turned off.
+    #[serde(default = "patches::on")]
+    pub patches: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -463,6 +469,10 @@ pub struct GroupUpdateInfo {
     pub platform: Platform,
     pub id: Uuid,
     pub runtime_version: String,
+    /// Patches of this update's launch asset from earlier updates and embedded bundles, with
+    /// their sizes and how often they were served (only when showing one group).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<PatchInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -13,7 +13,7 @@ use crate::service::apps as service;
 use crate::service::input;
 use crate::state::AppState;
 
-fn info(state: &AppState, app: &App) -> AppInfo {
+pub(super) fn info(state: &AppState, app: &App) -> AppInfo {
     AppInfo {
         slug: app.slug.to_string(),
         default_channel: app.default_channel.to_string(),
@@ -23,6 +23,7 @@ fn info(state: &AppState, app: &App) -> AppInfo {
             Halt::Off => None,
             Halt::Policy(p) => Some(p),
         },
+        patches: app.patches,
     }
 }
 

@@ -17,6 +17,7 @@ mod blobs;
 pub(crate) mod channels;
 pub(crate) mod idempotency;
 pub(crate) mod insights;
+mod patches;
 mod publish;
 pub(crate) mod tokens;
 pub(crate) mod updates;
@@ -122,6 +123,10 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint!(GET "/apps/{slug}/groups/{group}/insights", "What devices did with a group, per platform: devices served it, installs, launches, failures, the failure rate, frequent fatal errors, and a daily series (?days=, 1 to 90, default 14)", AppRead, insights::group_insights, req: None, res: json::<GroupInsights>(), status: 200),
         endpoint!(GET "/apps/{slug}/groups/{group}/rollout", "A group's rollout state and its live failure figures per platform against its halt policy", AppRead, insights::rollout_status, req: None, res: json::<RolloutStatus>(), status: 200),
         endpoint!(PUT "/apps/{slug}/halt-policy", "Set when the app's rollouts halt by themselves (unless a rollout sets its own policy): a policy, off, or neither for the built-in default", AppWrite, apps::set_halt_policy, req: json::<SetHaltPolicy>(), res: json::<AppInfo>(), status: 200),
+        endpoint!(PUT "/apps/{slug}/patches", "Turn the app's bundle patches on or off: when on (the default), a device that asks for its new launch asset with `A-IM: bsdiff` gets a stored bsdiff patch from the update it runs (226 IM Used) instead of the whole bundle", AppWrite, patches::set_patches, req: json::<SetPatches>(), res: json::<AppInfo>(), status: 200),
+        endpoint!(GET "/apps/{slug}/embedded", "List the embedded bundles registered for the app's store builds", AppRead, patches::list_embedded, req: None, res: json::<Vec<EmbeddedInfo>>(), status: 200),
+        endpoint!(POST "/apps/{slug}/embedded", "Register a store build's embedded bundle (uploaded as a blob first) as a base for patches to the app's updates of its platform and runtime version", AppWrite, patches::add_embedded, req: json::<AddEmbedded>(), res: json::<EmbeddedInfo>(), status: 201),
+        endpoint!(DELETE "/apps/{slug}/embedded/{embedded}", "Remove an embedded bundle and the patches from it", AppWrite, patches::remove_embedded, req: None, res: None, status: 204),
         endpoint!(GET "/apps/{slug}/insights", "What the app's devices run today, per channel, platform and runtime version: the embedded update or which update (?channel= for one); and checks for channels that do not exist", AppRead, insights::fleet_insights, req: None, res: json::<FleetInsights>(), status: 200),
         endpoint!(DELETE "/apps/{slug}/groups/{group}", "Delete a group that is no longer served", AppWrite, publish::delete_group, req: None, res: None, status: 204),
         endpoint!(POST "/apps/{slug}/groups/{group}/republish", "Republish a group: new ids and createdAt, same assets", AppWrite, publish::republish, req: json::<RepublishRequest>(), res: json::<Outcome>(), status: 201, prepare: true),

@@ -1,6 +1,6 @@
 use aloft_core::api::{GroupInfo, GroupUpdateInfo};
-use aloft_store::db::channels;
 use aloft_store::db::updates::{self, Group};
+use aloft_store::db::{channels, patches};
 use axum::Json;
 use axum::extract::State;
 use schemars::JsonSchema;
@@ -30,6 +30,7 @@ pub(super) fn group_info(g: Group) -> GroupInfo {
                 platform: u.platform,
                 id: u.id,
                 runtime_version: u.runtime_version.to_string(),
+                patches: Vec::new(),
             })
             .collect(),
     }
@@ -74,5 +75,17 @@ pub(super) async fn show_group(
     let id =
         Uuid::parse_str(&id).map_err(|_| ApiError::not_found("group_not_found", "no update group with that id"))?;
     let mut conn = state.db.conn().await?;
-    Ok(Json(group_info(updates::group(&mut conn, app.id, id).await?)))
+    let group = updates::group(&mut conn, app.id, id).await?;
+    drop(conn);
+    let ids: Vec<Uuid> = group.updates.iter().map(|u| u.id).collect();
+    let found = patches::to_updates(&state.db, &ids).await?;
+    let mut info = group_info(group);
+    for update in &mut info.updates {
+        update.patches = found
+            .iter()
+            .filter(|p| p.target == update.id)
+            .map(super::patches::patch_info)
+            .collect();
+    }
+    Ok(Json(info))
 }

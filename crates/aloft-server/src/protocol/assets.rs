@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use super::bytes_cache::BytesCache;
+use super::patches::{self, LAUNCH_VARY, LaunchRequest, NO_STORE, PatchIndex};
 use crate::error::ApiError;
 use crate::sync::Health;
 
@@ -39,6 +40,8 @@ pub(crate) struct Assets {
     records: RwLock<HashMap<ContentHash, Servable>>,
     /// Bytes of small and medium blobs.
     bytes: BytesCache,
+    /// The stored bundle patches known here, and their served counts.
+    pub(crate) patches: PatchIndex,
 }
 
 impl Assets {
@@ -56,6 +59,7 @@ impl Assets {
             delivery,
             records: RwLock::default(),
             bytes: BytesCache::new(cache_bytes),
+            patches: PatchIndex::default(),
         }
     }
 
@@ -225,17 +229,52 @@ async fn blob_record(state: &Assets, hash: &ContentHash) -> Result<Option<Servab
     }))
 }
 
-/// Answers `GET` or `HEAD` of `/assets/{file}`. Called by the device hook (`device.rs`).
+/// Answers `GET` or `HEAD` of `/assets/{file}`. Called by the device hook (`device.rs`), which
+/// says whether the request is for a launch asset, and which patch would answer it.
 pub(crate) async fn answer(
     state: &Assets,
     file: &str,
     method: &Method,
     headers: &HeaderMap,
+    launch: Option<LaunchRequest>,
 ) -> Result<Response, ApiError> {
     let (hash, content_type) = parse_file(file)?;
     let blob = blob_record(state, &hash)
         .await?
         .ok_or_else(|| ApiError::not_found("asset_not_found", format!("no asset with hash {hash}")))?;
+
+    // A patch, when one is stored for the device's base: always from here, never redirected
+    // (the bucket would answer a plain 200, which the client would take for the full bundle).
+    if let Some(LaunchRequest { patch: Some(ask), .. }) = launch
+        && let Some((patch, size)) = state.patches.lookup(&state.db, &state.health, ask).await
+    {
+        let out = patches::patch_headers(ask.base, size);
+        if method == Method::HEAD {
+            return Ok((StatusCode::IM_USED, out).into_response());
+        }
+        match body_of(state, &patch, Encoding::Identity, size, None).await {
+            Ok(body) => {
+                state.patches.hit(ask);
+                return Ok((StatusCode::IM_USED, out, body).into_response());
+            }
+            // Removed since (its embedded bundle or target was deleted and `gc` ran), or out of
+            // reach: the full bundle, which is always right.
+            Err(e) => {
+                tracing::warn!(%patch, error = %e.message, "a bundle patch cannot be read; serving the full bundle");
+                state.patches.forget(ask);
+            }
+        }
+    }
+    let vary = if launch.is_some() {
+        LAUNCH_VARY
+    } else {
+        "accept-encoding"
+    };
+    let cache_control = if launch.is_some_and(|l| l.asks) {
+        NO_STORE
+    } else {
+        IMMUTABLE
+    };
 
     let range = parse_range(headers, blob.size);
     // Ranges apply to the identity representation only.
@@ -255,8 +294,8 @@ pub(crate) async fn answer(
 
     let mut out = HeaderMap::new();
     out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    out.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
-    out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    out.insert(header::VARY, HeaderValue::from_static(vary));
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(v) = HeaderValue::from_str(&etag) {
         out.insert(header::ETAG, v);
@@ -278,8 +317,8 @@ pub(crate) async fn answer(
                 header::LOCATION,
                 HeaderValue::from_str(&url).map_err(|e| ApiError::internal("presigned URL", &e))?,
             );
-            out.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-            out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            out.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
+            out.insert(header::VARY, HeaderValue::from_static(vary));
             return Ok((StatusCode::FOUND, out).into_response());
         }
     }
@@ -319,6 +358,19 @@ pub(crate) async fn answer(
     if method == Method::HEAD {
         return Ok((status, out).into_response());
     }
+    let body = body_of(state, &hash, encoding, size, byte_range).await?;
+    Ok((status, out, body).into_response())
+}
+
+/// The stored bytes of one representation (or a range of them): small and medium blobs from
+/// memory, no file or bucket access; larger ones streamed.
+async fn body_of(
+    state: &Assets,
+    hash: &ContentHash,
+    encoding: Encoding,
+    size: u64,
+    byte_range: Option<Range<u64>>,
+) -> Result<Body, ApiError> {
     let missing = |e: aloft_store::blobs::StorageError| {
         if aloft_store::blobs::is_missing(&e) {
             // A record without its bytes: a store restored out of order. Say so in the log.
@@ -327,15 +379,14 @@ pub(crate) async fn answer(
         }
         ApiError::internal("reading a stored blob failed", &e)
     };
-    // Small and medium blobs (bundles, images) are kept in memory: no file or bucket access.
     if state.bytes.admits(size) {
-        let key = (hash, encoding);
+        let key = (*hash, encoding);
         let whole = match state.bytes.get(&key) {
             Some(bytes) => bytes,
             None => {
                 let bytes = state
                     .blobs
-                    .get(&hash, encoding, None)
+                    .get(hash, encoding, None)
                     .await
                     .map_err(missing)?
                     .bytes()
@@ -345,22 +396,14 @@ pub(crate) async fn answer(
                 bytes
             }
         };
-        let body = match byte_range {
+        return Ok(Body::from(match byte_range {
             Some(r) => whole.slice(r.start as usize..(r.end as usize).min(whole.len())),
             None => whole,
-        };
-        return Ok((status, out, body).into_response());
+        }));
     }
-    let result = state.blobs.get(&hash, encoding, byte_range).await.map_err(|e| {
-        if aloft_store::blobs::is_missing(&e) {
-            // A record without its bytes: a store restored out of order. Say so in the log.
-            tracing::error!(%hash, "blob recorded in the database but missing from storage");
-            return ApiError::not_found("asset_not_found", format!("no asset with hash {hash}"));
-        }
-        ApiError::internal("reading a stored blob failed", &e)
-    })?;
+    let result = state.blobs.get(hash, encoding, byte_range).await.map_err(missing)?;
     let stream = result.into_stream().map(|chunk| chunk.map_err(std::io::Error::other));
-    Ok((status, out, Body::from_stream(stream)).into_response())
+    Ok(Body::from_stream(stream))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub(crate) mod assets;
 pub(crate) mod bytes_cache;
 pub(crate) mod manifest;
+pub(crate) mod patches;
 
 /// The update check, as the router names it (also its `route` label in metrics).
 pub(crate) const MANIFEST_ROUTE: &str = "/apps/{slug}/manifest";

@@ -3,7 +3,7 @@
 //! bodies prepared once. A check does no I/O, signing or serialisation: it looks up maps, hashes
 //! the device id when a rollout applies, and clones `Bytes`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use aloft_core::fasthash::FastBuild;
@@ -53,7 +53,7 @@ impl ServedUpdate {
         let boundary = multipart::boundary_for(std::slice::from_ref(&part));
         let body = multipart::encode(&boundary, &[part]);
         let launch_asset = match kind {
-            BodyKind::Manifest => launch_asset_of(&update.body),
+            BodyKind::Manifest => aloft_core::manifest::launch_asset_hash(&update.body),
             BodyKind::Directive => None,
         };
         Self {
@@ -73,21 +73,6 @@ impl ServedUpdate {
             body: Bytes::from(update.body),
         }
     }
-}
-
-/// The `launchAsset.hash` of a stored manifest.
-fn launch_asset_of(body: &[u8]) -> Option<ContentHash> {
-    #[derive(serde::Deserialize)]
-    struct Manifest {
-        #[serde(rename = "launchAsset")]
-        launch_asset: LaunchAsset,
-    }
-    #[derive(serde::Deserialize)]
-    struct LaunchAsset {
-        hash: String,
-    }
-    let manifest: Manifest = serde_json::from_slice(body).ok()?;
-    ContentHash::parse(&manifest.launch_asset.hash).ok()
 }
 
 /// The newest served update of a (branch, platform, runtime version). When its group is being
@@ -176,6 +161,8 @@ pub(crate) struct ServedApp {
     /// The app's revision this state was loaded at.
     pub revision: i64,
     pub default_channel: Arc<str>,
+    /// Whether devices that ask get bundle patches.
+    pub patches: bool,
     pub channels: HashMap<String, Route>,
     /// Branch id → platform → runtime version → head.
     pub heads: HashMap<i64, Heads>,
@@ -248,6 +235,7 @@ impl ServedApp {
             slug: app.slug,
             revision: app.revision,
             default_channel: Arc::from(app.default_channel.as_str()),
+            patches: app.patches,
             channels,
             heads,
         })
@@ -332,6 +320,10 @@ pub(crate) struct Snapshot {
     /// `slug \n channel \n platform \n runtime version`; the channel is empty for requests
     /// that name none (the app's default channel).
     index: HashMap<Box<str>, Resolved>,
+    /// The launch assets of every update in memory: their answers vary with the patch headers.
+    launch_assets: HashSet<ContentHash>,
+    /// The apps whose devices get bundle patches.
+    patches_on: HashSet<i64>,
 }
 
 /// Longest index key looked up without allocating; longer keys are not indexed-looked-up
@@ -342,15 +334,27 @@ impl Snapshot {
     fn new(apps: HashMap<String, Arc<ServedApp>>) -> Self {
         let mut index = HashMap::new();
         let mut updates = HashMap::default();
+        let mut launch_assets = HashSet::default();
+        let mut patches_on = HashSet::default();
         for app in apps.values() {
             app.index_into(&mut index);
+            if app.patches {
+                patches_on.insert(app.id);
+            }
             for head in app.heads.values().flat_map(HashMap::values).flat_map(HashMap::values) {
                 for update in std::iter::once(&head.update).chain(head.earlier.iter()) {
                     updates.insert(update.id, (app.id, update.clone()));
+                    launch_assets.extend(update.launch_asset);
                 }
             }
         }
-        Self { apps, index, updates }
+        Self {
+            apps,
+            index,
+            updates,
+            launch_assets,
+            patches_on,
+        }
     }
 
     /// The slug of an app by its id.
@@ -365,6 +369,16 @@ impl Snapshot {
 
     pub(crate) fn app(&self, slug: &str) -> Option<&Arc<ServedApp>> {
         self.apps.get(slug)
+    }
+
+    /// Whether `hash` is the launch asset of an update in memory.
+    pub(crate) fn is_launch_asset(&self, hash: &ContentHash) -> bool {
+        self.launch_assets.contains(hash)
+    }
+
+    /// Whether the app's devices get bundle patches.
+    pub(crate) fn patches_on(&self, app_id: i64) -> bool {
+        self.patches_on.contains(&app_id)
     }
 
     /// The resolved entry for a check, or `None` when the key is not indexed: an unknown app or

@@ -88,6 +88,7 @@ fn app() -> ServedApp {
         slug: AppSlug::parse("demo").unwrap(),
         revision: 1,
         default_channel: "production".into(),
+        patches: true,
         channels,
         heads,
     }

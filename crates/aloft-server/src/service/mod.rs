@@ -10,6 +10,7 @@ pub(crate) mod error;
 pub(crate) mod halt;
 pub(crate) mod input;
 pub(crate) mod operation;
+pub(crate) mod patches;
 pub(crate) mod publish;
 pub(crate) mod release;
 pub(crate) mod tokens;

@@ -16,6 +16,7 @@ use aloft_core::{ContentHash, Md5Key, Platform, RuntimeVersion, directive};
 use aloft_store::db::Conn as SqliteConnection;
 use aloft_store::db::apps::App;
 use aloft_store::db::audit;
+use aloft_store::db::patches;
 use aloft_store::db::rollouts;
 use aloft_store::db::updates::{self, BodyKind, GroupKind, NewGroup, NewUpdate, RolloutSpec, StoredUpdate};
 use serde_json::{Map, Value, json};
@@ -397,6 +398,19 @@ pub(crate) async fn finish(
                 ));
             }
             updates::insert_group(&mut change.tx, &group).await?;
+            // The patches its updates want, recorded with the group (computed in the background).
+            let manifests = group.updates.iter().filter(|_| group.kind.body() == BodyKind::Manifest);
+            for update in manifests {
+                let target = patches::NewTarget {
+                    id: update.id,
+                    group_id: group.id,
+                    branch_id: group.branch_id,
+                    platform: update.platform,
+                    runtime_version: &update.runtime_version,
+                    body: &update.body,
+                };
+                patches::enqueue_for_update(&mut change.tx, app.id, &target).await?;
+            }
             if halt_policy.is_some() {
                 rollouts::set_halt_policy(&mut change.tx, group.id, halt_policy.as_deref()).await?;
             }
@@ -406,6 +420,9 @@ pub(crate) async fn finish(
     let summary = record.summary.clone();
     let entry = record.entry(by, app, published.as_ref().map(|p| p.group_id));
     change.commit(state, app.id, entry).await?;
+    if published.is_some() {
+        state.want_patches();
+    }
     Ok(Finished::Committed(Outcome { summary, published }))
 }
 

@@ -20,6 +20,8 @@ pub struct App {
     /// The halt setting of the app's rollouts that set none (`aloft_core::halt::Halt`, stored);
     /// `None`: the built-in default.
     pub halt_policy: Option<String>,
+    /// Whether devices that ask get bsdiff patches of launch assets (on by default).
+    pub patches: bool,
 }
 
 fn from_row(row: &AnyRow) -> Result<App, DbError> {
@@ -34,13 +36,14 @@ fn from_row(row: &AnyRow) -> Result<App, DbError> {
         created_at: Millis(row.try_get("created_at")?),
         revision: row.try_get("revision")?,
         halt_policy: row.try_get("halt_policy")?,
+        patches: row.try_get::<i64, _>("patches")? != 0,
     })
 }
 
 macro_rules! select_apps {
     ($rest:literal) => {
         concat!(
-            "SELECT id, slug, default_channel, signing_key_pem, signing_keyid, created_at, revision, halt_policy FROM apps ",
+            "SELECT id, slug, default_channel, signing_key_pem, signing_keyid, created_at, revision, halt_policy, patches FROM apps ",
             $rest
         )
     };
@@ -151,6 +154,16 @@ pub async fn revisions(db: &Database) -> Result<Vec<(i64, String, i64)>, DbError
 pub async fn set_halt_policy(conn: &mut Conn, app_id: i64, policy: Option<&str>) -> Result<(), DbError> {
     sqlx::query("UPDATE apps SET halt_policy = $1 WHERE id = $2")
         .bind(policy)
+        .bind(app_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Turns the app's bundle patches on or off.
+pub async fn set_patches(conn: &mut Conn, app_id: i64, on: bool) -> Result<(), DbError> {
+    sqlx::query("UPDATE apps SET patches = $1 WHERE id = $2")
+        .bind(i64::from(on))
         .bind(app_id)
         .execute(&mut *conn)
         .await?;

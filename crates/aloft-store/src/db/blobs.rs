@@ -81,13 +81,16 @@ pub async fn missing(db: &Database, hashes: &[ContentHash]) -> Result<Vec<Conten
     Ok(out)
 }
 
-/// Deletes the records of blobs no update references and nobody touched for `grace`, and returns
+/// Deletes the records of blobs no update, embedded bundle or patch references and nobody touched for `grace`, and returns
 /// their hashes; the caller then removes the bytes. A blob that is referenced is never chosen:
 /// the check and the delete happen in the caller's write transaction.
 pub async fn collect_garbage(conn: &mut Conn, grace_ms: i64) -> Result<Vec<ContentHash>, DbError> {
     let cutoff = Millis::now().0 - grace_ms;
     let rows: Vec<String> = sqlx::query_scalar(
-        "DELETE FROM blobs WHERE created_at < $1 AND NOT EXISTS          (SELECT 1 FROM update_assets a WHERE a.blob_hash = blobs.hash) RETURNING hash",
+        "DELETE FROM blobs WHERE created_at < $1 \
+         AND NOT EXISTS (SELECT 1 FROM update_assets a WHERE a.blob_hash = blobs.hash) \
+         AND NOT EXISTS (SELECT 1 FROM embedded_bundles e WHERE e.blob_hash = blobs.hash) \
+         AND NOT EXISTS (SELECT 1 FROM patches p WHERE p.patch_hash = blobs.hash) RETURNING hash",
     )
     .bind(cutoff)
     .fetch_all(&mut *conn)

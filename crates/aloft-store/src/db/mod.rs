@@ -4,8 +4,10 @@ pub mod apps;
 pub mod audit;
 pub mod blobs;
 pub mod channels;
+pub mod embedded;
 pub mod idempotency;
 pub mod insights;
+pub mod patches;
 pub mod rollouts;
 pub mod tokens;
 pub mod updates;
@@ -38,6 +40,10 @@ pub enum DbError {
     NoSuchGroup,
     #[error("no such token")]
     NoSuchToken,
+    #[error("no such embedded update")]
+    NoSuchEmbedded,
+    #[error("embedded update {0} is already registered")]
+    EmbeddedAlreadyExists(String),
     #[error("no such webhook")]
     NoSuchWebhook,
     #[error("no such user")]

@@ -379,6 +379,12 @@ pub async fn disable(conn: &mut AnyConnection, group_id: Uuid, reason: &str) -> 
 /// Deletes a group and its updates. Their blobs stay until `gc` finds them unreferenced.
 pub async fn delete_group(conn: &mut AnyConnection, group_id: Uuid) -> Result<(), DbError> {
     let id = group_id.to_string();
+    // Patches to these updates go with them; patches from them stay (devices may still run
+    // them, and the patch bytes are still right).
+    sqlx::query("DELETE FROM patches WHERE target_id IN (SELECT id FROM updates WHERE group_id = $1)")
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM update_assets WHERE update_id IN (SELECT id FROM updates WHERE group_id = $1)")
         .bind(&id)
         .execute(&mut *conn)

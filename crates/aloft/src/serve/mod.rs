@@ -164,6 +164,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // (changes made through other replicas, or other processes on the same data, show up here
     // within one poll).
     state.record_insights(settings.insights);
+    state.set_patch_workers(settings.patch_workers);
     let jobs = aloft_server::Jobs::start(&state, std::time::Duration::from_millis(200));
     let app = aloft_server::app(state);
 

@@ -38,6 +38,7 @@ pub mod defaults {
     pub const ASSET_DELIVERY: DeliveryMode = DeliveryMode::Proxy;
     pub const PRESIGN_TTL_SECONDS: u64 = 3600;
     pub const ASSET_CACHE_BYTES: usize = 64 << 20;
+    pub const PATCH_WORKERS: usize = 1;
     pub const MAX_UPLOAD_BYTES: u64 = 256 << 20;
     pub const IDLE_TIMEOUT_SECONDS: u64 = 75;
     pub const LOG_FORMAT: LogFormat = LogFormat::Text;
@@ -121,6 +122,12 @@ pub struct Options {
         defaults::ASSET_CACHE_BYTES,
     ))]
     asset_cache_bytes: Option<usize>,
+    #[arg(long, env = "ALOFT_PATCH_WORKERS", help = help(
+        "Bundle patches computed at once by this process (each holds about 14 times a bundle in \
+         memory); 0 computes none, leaving them to other replicas",
+        defaults::PATCH_WORKERS,
+    ))]
+    patch_workers: Option<usize>,
     #[arg(long, env = "ALOFT_PUBLIC_URL", display_order = 2, help = help(
         "Base URL devices reach this server at; asset URLs in manifests start with it",
         defaults::PUBLIC_URL,
@@ -180,6 +187,7 @@ impl Options {
             asset_delivery: self.asset_delivery.or(file.asset_delivery),
             presign_ttl_seconds: self.presign_ttl_seconds.or(file.presign_ttl_seconds),
             asset_cache_bytes: self.asset_cache_bytes.or(file.asset_cache_bytes),
+            patch_workers: self.patch_workers.or(file.patch_workers),
             public_url: self.public_url.or(file.public_url),
             max_upload_bytes: self.max_upload_bytes.or(file.max_upload_bytes),
             idle_timeout_seconds: self.idle_timeout_seconds.or(file.idle_timeout_seconds),
@@ -224,6 +232,7 @@ pub(super) struct Settings {
     pub(super) asset_base_url: Option<String>,
     pub(super) asset_delivery: AssetDelivery,
     pub(super) asset_cache_bytes: usize,
+    pub(super) patch_workers: usize,
     pub(super) public_url: Option<String>,
     pub(super) max_upload_bytes: u64,
     pub(super) idle_timeout: Duration,
@@ -309,6 +318,7 @@ pub(super) fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
     };
     Ok(Settings {
         asset_cache_bytes: options.asset_cache_bytes.unwrap_or(defaults::ASSET_CACHE_BYTES),
+        patch_workers: options.patch_workers.unwrap_or(defaults::PATCH_WORKERS),
         asset_base_url,
         asset_delivery,
         listen: options.listen.unwrap_or(defaults::LISTEN),
