@@ -87,6 +87,13 @@ fn print_group(report: &GroupInsights) -> anyhow::Result<()> {
             p.failures,
             rate(p.failure_rate)
         )?;
+        if p.patches_served > 0 {
+            outln!(
+                "  bundle patches served {}  bytes saved {}",
+                p.patches_served,
+                p.patch_bytes_saved
+            )?;
+        }
         for day in &p.daily {
             outln!(
                 "  {}  devices {:>7}  installs {:>7}  launches {:>7}  failures {:>7}  {}",

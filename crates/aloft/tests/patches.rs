@@ -292,6 +292,27 @@ async fn a_device_on_an_earlier_update_gets_a_patch() {
         assert!(start.elapsed() < Duration::from_secs(20), "hits never stored: {p}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // ...and in the group's insights.
+    let out = aloft_ok(&[
+        "insights",
+        group,
+        "--app",
+        "demo",
+        "--server",
+        &s.server.base,
+        "--token",
+        &s.token,
+        "--json",
+    ]);
+    let insights: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ios = insights["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["platform"] == "ios")
+        .unwrap();
+    assert_eq!(ios["patchesServed"].as_u64(), Some(2), "{ios}");
+    assert_eq!(ios["patchBytesSaved"].as_u64(), Some(2 * (full - size)), "{ios}");
     // The setting is in the audit log.
     let audit = aloft_ok(&["audit", "--server", &s.server.base, "--token", &s.token]);
     assert!(audit.contains("app.patches.set"), "{audit}");

@@ -39,6 +39,14 @@ pub struct PlatformInsights {
     pub fatal_errors: Vec<FatalErrorCount>,
     /// Per UTC day, oldest first.
     pub daily: Vec<DailyInsights>,
+    /// Downloads of the launch asset answered with a bundle patch instead (since the update was
+    /// published, not only in the period).
+    #[serde(default)]
+    pub patches_served: u64,
+    /// Bytes those patches saved: per patch, its downloads × (the bundle's brotli size − the
+    /// patch's size).
+    #[serde(default)]
+    pub patch_bytes_saved: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

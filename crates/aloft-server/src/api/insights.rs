@@ -70,10 +70,23 @@ pub(crate) async fn group_report(state: &AppState, app: &App, id: Uuid, days: u3
     state.insights.store(&state.db).await;
     let since = day_of(Millis::now()) - i64::from(days - 1);
     let keys: Vec<(Uuid, Platform)> = group.updates.iter().map(|u| (u.id, u.platform)).collect();
+    let ids: Vec<Uuid> = keys.iter().map(|(id, _)| *id).collect();
+    let patches = aloft_store::db::patches::to_updates(&state.db, &ids).await?;
+    let patched = |update: Uuid| {
+        patches
+            .iter()
+            .filter(|p| p.target == update)
+            .fold((0, 0), |(hits, saved), p| {
+                let per_download = p.full_size.unwrap_or(0).saturating_sub(p.size.unwrap_or(0));
+                (hits + p.hits, saved + p.hits * per_download)
+            })
+    };
     let platforms = report::updates(&state.db, &keys, since)
         .await?
         .into_iter()
         .map(|r| PlatformInsights {
+            patches_served: patched(r.update_id).0,
+            patch_bytes_saved: patched(r.update_id).1,
             platform: r.platform,
             update_id: r.update_id,
             devices: r.totals.devices,

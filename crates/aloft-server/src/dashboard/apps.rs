@@ -11,10 +11,10 @@ use aloft_store::db::channels::{self, Channel};
 use aloft_store::db::updates;
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::confirm::{Confirm, confirmed};
 use super::session::{Posted, Signed};
 use super::view::{self, can_write, server_can_sign, when};
 use super::{Dash, Failure, Head, PageResult, done, page};
@@ -245,48 +245,6 @@ pub(super) async fn app(
         server_key: app.signing_key_pem.is_some(),
         slug: app.slug.to_string(),
     }))
-}
-
-#[derive(Template)]
-#[template(path = "dashboard/confirm.html")]
-pub(super) struct ConfirmPage {
-    pub head: Head,
-    pub lines: Vec<String>,
-    pub action: String,
-    pub csrf: String,
-    pub fields: Vec<(String, String)>,
-    pub button: String,
-    pub back: String,
-    pub danger: bool,
-}
-
-/// The page that says what an action will do to devices and asks to go ahead.
-pub(super) struct Confirm<'a> {
-    pub title: String,
-    pub lines: Vec<String>,
-    pub fields: Vec<(&'a str, String)>,
-    pub button: &'a str,
-    pub back: String,
-    pub danger: bool,
-}
-
-impl Confirm<'_> {
-    pub(super) fn render(self, signed: &Signed, action: &str) -> Response {
-        page(&ConfirmPage {
-            head: Head::new(self.title, Some(signed)),
-            lines: self.lines,
-            action: action.to_owned(),
-            csrf: signed.session.csrf.clone(),
-            fields: self.fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-            button: self.button.to_owned(),
-            back: self.back,
-            danger: self.danger,
-        })
-    }
-}
-
-pub(super) fn confirmed(value: &Option<String>) -> bool {
-    value.as_deref() == Some("yes")
 }
 
 async fn channel_of(dash: &Dash, app: &App, name: &str) -> Result<Channel, Failure> {

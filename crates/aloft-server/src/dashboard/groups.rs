@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::apps::{Confirm, confirmed};
+use super::confirm::{Confirm, confirmed};
 use super::session::{Posted, Signed};
 use super::view::{self, bytes, can_write, percent, server_can_sign, when};
 use super::{Dash, Failure, Head, PageResult, chart, done, page};
@@ -145,6 +145,8 @@ struct PlatformPanel {
     launches: u64,
     failures: u64,
     failure_rate: String,
+    patches_served: u64,
+    patch_bytes_saved: String,
     fatal_errors: Vec<(String, i64)>,
     chart: String,
     daily: Vec<(String, u64, u64, u64)>,
@@ -287,6 +289,8 @@ pub(super) async fn group(
             launches: report.map_or(0, |r| r.launches),
             failures: report.map_or(0, |r| r.failures),
             failure_rate: percent(report.and_then(|r| r.failure_rate)),
+            patches_served: report.map_or(0, |r| r.patches_served),
+            patch_bytes_saved: bytes(report.map_or(0, |r| r.patch_bytes_saved)),
             fatal_errors: report
                 .map(|r| r.fatal_errors.iter().map(|e| (e.message.clone(), e.count)).collect())
                 .unwrap_or_default(),

@@ -15,6 +15,7 @@
 mod admin;
 mod apps;
 mod chart;
+mod confirm;
 mod groups;
 mod session;
 mod sign_in;
