@@ -55,15 +55,16 @@ pub mod offline_users {
         role: &str,
         apps: &[String],
     ) -> Result<(String, String), String> {
-        let (user, secret) = crate::service::users::create_offline(db, email, role, apps)
-            .await
-            .map_err(|e| crate::ApiError::from(e).message)?;
+        let (user, secret) =
+            crate::service::users::create(db, &crate::service::users::offline_actor(), email, role, apps)
+                .await
+                .map_err(|e| crate::ApiError::from(e).message)?;
         Ok((user.email, crate::service::users::link_url(public_url, &secret)))
     }
 
     /// A new sign-in link for an existing user; their earlier links stop working.
     pub async fn reset(db: &Database, public_url: &str, email: &str) -> Result<(String, String), String> {
-        let (user, secret) = crate::service::users::reset_offline(db, email)
+        let (user, secret) = crate::service::users::reset(db, &crate::service::users::offline_actor(), email)
             .await
             .map_err(|e| crate::ApiError::from(e).message)?;
         Ok((user.email, crate::service::users::link_url(public_url, &secret)))

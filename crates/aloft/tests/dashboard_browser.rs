@@ -46,6 +46,17 @@ async fn told_to_roll_back(base: &str, device: &Device<'_>) -> bool {
     String::from_utf8_lossy(&reply.body).contains("\"type\":\"rollBackToEmbedded\"")
 }
 
+/// The status `GET /api/v1/apps` answers with this token.
+async fn apps_status(base: &str, token: &str) -> u16 {
+    let r = reqwest::Client::new()
+        .get(format!("{base}/api/v1/apps"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
 fn launch_hash(manifest: &Value) -> String {
     manifest["launchAsset"]["hash"].as_str().unwrap().to_owned()
 }
@@ -239,23 +250,11 @@ async fn an_admin_steers_a_release_from_the_browser() {
     browser.wait_for("#secret").await;
     browser.screenshot("token-created").await;
     let secret = browser.text("#secret").await;
-    let apps = reqwest::Client::new()
-        .get(format!("{base}/api/v1/apps"))
-        .bearer_auth(&secret)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(apps.status(), 200, "the new token works");
+    assert_eq!(apps_status(&base, &secret).await, 200, "the new token works");
     browser.goto(&format!("{base}/tokens")).await;
     browser.click("button[aria-label^='Revoke token ci']").await;
     browser.wait_for_text("main", "was revoked").await;
-    let apps = reqwest::Client::new()
-        .get(format!("{base}/api/v1/apps"))
-        .bearer_auth(&secret)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(apps.status(), 401, "the revoked token is refused");
+    assert_eq!(apps_status(&base, &secret).await, 401, "the revoked token is refused");
 
     // Users, webhooks, the audit log (which names the user for every dashboard change).
     page(&browser, &format!("{base}/users"), "users").await;

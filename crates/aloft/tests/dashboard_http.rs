@@ -105,6 +105,20 @@ impl Browser {
         assert_eq!(location.as_deref(), Some("/"));
     }
 
+    /// Posts the sign-in form (with the token of its page), as a person would.
+    async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        next: &[(&str, &str)],
+    ) -> (StatusCode, String, Option<String>) {
+        let (_, page, _) = self.get("/sign-in").await;
+        let pre = csrf_of(&page);
+        let mut fields = vec![("csrf", pre.as_str()), ("email", email), ("password", password)];
+        fields.extend(next);
+        self.post("/sign-in", &fields).await
+    }
+
     /// The CSRF token of this browser's session, from a page.
     async fn csrf(&self) -> String {
         let (status, page, _) = self.get("/").await;
@@ -216,29 +230,10 @@ async fn a_sign_in_link_works_once_and_sessions_guard_every_form() {
 
     // Signing in with the password works; a wrong one does not.
     let other = Browser::new(&setup.server.base);
-    let (_, page, _) = other.get("/sign-in").await;
-    let pre = csrf_of(&page);
-    let (status, _, _) = other
-        .post(
-            "/sign-in",
-            &[
-                ("csrf", &pre),
-                ("email", "ann@example.com"),
-                ("password", "wrong password!"),
-            ],
-        )
-        .await;
+    let (status, _, _) = other.sign_in("ann@example.com", "wrong password!", &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _, location) = other
-        .post(
-            "/sign-in",
-            &[
-                ("csrf", &pre),
-                ("email", "ANN@example.com"),
-                ("password", "a long enough password"),
-                ("next", "/audit"),
-            ],
-        )
+        .sign_in("ANN@example.com", "a long enough password", &[("next", "/audit")])
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location.as_deref(), Some("/audit"));
@@ -413,32 +408,12 @@ async fn failed_sign_ins_are_limited_and_links_are_replaced() {
     );
 
     let guess = Browser::new(&setup.server.base);
-    let (_, page, _) = guess.get("/sign-in").await;
-    let pre = csrf_of(&page);
     for _ in 0..5 {
-        let (status, _, _) = guess
-            .post(
-                "/sign-in",
-                &[
-                    ("csrf", &pre),
-                    ("email", "pat@example.com"),
-                    ("password", "not it at all"),
-                ],
-            )
-            .await;
+        let (status, _, _) = guess.sign_in("pat@example.com", "not it at all", &[]).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     // The sixth try is not even checked, right password or not.
-    let (status, page, _) = guess
-        .post(
-            "/sign-in",
-            &[
-                ("csrf", &pre),
-                ("email", "pat@example.com"),
-                ("password", "publisher pass 1"),
-            ],
-        )
-        .await;
+    let (status, page, _) = guess.sign_in("pat@example.com", "publisher pass 1", &[]).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{page}");
     assert!(page.contains("try again in"), "{page}");
 

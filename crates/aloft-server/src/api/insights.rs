@@ -12,7 +12,7 @@ use aloft_core::time::Millis;
 use aloft_store::db::apps::App;
 use aloft_store::db::insights::{self as stored, EMBEDDED};
 use aloft_store::db::rollouts::{self, WatchedRollout};
-use aloft_store::db::updates;
+use aloft_store::db::updates::{self, Group};
 use axum::Json;
 use axum::extract::State;
 use schemars::JsonSchema;
@@ -58,14 +58,19 @@ pub(super) async fn group_insights(
     }
     let id =
         Uuid::parse_str(&id).map_err(|_| ApiError::not_found("group_not_found", "no update group with that id"))?;
-    Ok(Json(group_report(&state, &app, id, days).await?))
+    let group = find_group(&state, &app, id).await?;
+    Ok(Json(group_report(&state, &group, days).await?))
+}
+
+/// The app's group `id`.
+async fn find_group(state: &AppState, app: &App, id: Uuid) -> Result<Group, ApiError> {
+    let mut conn = state.db.conn().await?;
+    Ok(updates::group(&mut conn, app.id, id).await?)
 }
 
 /// What devices did with a group over the last `days` days (the API's and the dashboard's).
-pub(crate) async fn group_report(state: &AppState, app: &App, id: Uuid, days: u32) -> Result<GroupInsights, ApiError> {
-    let mut conn = state.db.conn().await?;
-    let group = updates::group(&mut conn, app.id, id).await?;
-    drop(conn);
+pub(crate) async fn group_report(state: &AppState, group: &Group, days: u32) -> Result<GroupInsights, ApiError> {
+    let id = group.id;
     // What this server counted in the last seconds is stored first, so the answer includes it.
     state.insights.store(&state.db).await;
     let since = day_of(Millis::now()) - i64::from(days - 1);
@@ -197,13 +202,14 @@ pub(super) async fn rollout_status(
 ) -> Result<Json<RolloutStatus>, ApiError> {
     let group_id =
         Uuid::parse_str(&id).map_err(|_| ApiError::not_found("group_not_found", "no update group with that id"))?;
-    Ok(Json(rollout_report(&state, &app, group_id).await?))
+    let group = find_group(&state, &app, group_id).await?;
+    Ok(Json(rollout_report(&state, &app, &group).await?))
 }
 
 /// A group's rollout state and live figures (the API's and the dashboard's).
-pub(crate) async fn rollout_report(state: &AppState, app: &App, group_id: Uuid) -> Result<RolloutStatus, ApiError> {
+pub(crate) async fn rollout_report(state: &AppState, app: &App, group: &Group) -> Result<RolloutStatus, ApiError> {
+    let group_id = group.id;
     let mut conn = state.db.conn().await?;
-    let group = updates::group(&mut conn, app.id, group_id).await?;
     let own = rollouts::halt_policy(&mut conn, group_id).await?;
     drop(conn);
     let halt = Halt::resolve(own.as_deref(), app.halt_policy.as_deref());

@@ -45,7 +45,7 @@ pub(super) async fn create_user(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<UserSignInLink>), ApiError> {
-    let (user, secret) = service::create(&state, &caller.actor(), &req.email, &req.role, &req.apps).await?;
+    let (user, secret) = service::create(&state.db, &caller.actor(), &req.email, &req.role, &req.apps).await?;
     Ok((StatusCode::CREATED, Json(with_link(&state, &user, &secret))))
 }
 
@@ -54,7 +54,7 @@ pub(super) async fn reset_user(
     State(state): State<AppState>,
     ApiPath(email): ApiPath<String>,
 ) -> Result<(StatusCode, Json<UserSignInLink>), ApiError> {
-    let (user, secret) = service::reset(&state, &caller.actor(), &email).await?;
+    let (user, secret) = service::reset(&state.db, &caller.actor(), &email).await?;
     Ok((StatusCode::CREATED, Json(with_link(&state, &user, &secret))))
 }
 

@@ -214,7 +214,7 @@ pub(super) async fn create_user(State(dash): State<Dash>, posted: Posted<UserFor
     admins_only(&signed)?;
     let apps = words(form.apps.as_deref().unwrap_or_default());
     let (user, secret) =
-        user_service::create(&dash.state, &signed.caller.actor(), &form.email, &form.role, &apps).await?;
+        user_service::create(&dash.state.db, &signed.caller.actor(), &form.email, &form.role, &apps).await?;
     Ok(link_page(&signed, &user.email, &secret, &dash))
 }
 
@@ -227,7 +227,7 @@ pub(super) async fn user_action(
     admins_only(&signed)?;
     match action.as_str() {
         "reset" => {
-            let (user, secret) = user_service::reset(&dash.state, &signed.caller.actor(), &email).await?;
+            let (user, secret) = user_service::reset(&dash.state.db, &signed.caller.actor(), &email).await?;
             Ok(link_page(&signed, &user.email, &secret, &dash))
         }
         "remove" => {

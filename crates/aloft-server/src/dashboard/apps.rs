@@ -20,7 +20,7 @@ use super::view::{self, can_write, server_can_sign, when};
 use super::{Dash, Failure, Head, PageResult, done, page};
 use crate::api::auth::Need;
 use crate::api::insights::fleet_report;
-use crate::service::operation::{Mode, Operation, Record};
+use crate::service::operation::{Operation, Record};
 use crate::service::{self, input, release};
 
 #[derive(Deserialize, Default)]
@@ -316,17 +316,6 @@ pub(super) struct ChannelRolloutForm {
     confirmed: Option<String>,
 }
 
-fn percentage(value: Option<&str>) -> Result<u8, Failure> {
-    let text = value.unwrap_or_default().trim().trim_end_matches('%');
-    let p: u8 = text.parse().map_err(|_| {
-        Failure::from(service::Error::invalid(
-            "invalid_percentage",
-            format!("a percentage is a whole number from 1 to 100, not {text:?}"),
-        ))
-    })?;
-    Ok(input::Percentage::new(p)?.get())
-}
-
 pub(super) async fn channel_rollout(
     State(dash): State<Dash>,
     Path((slug, channel)): Path<(String, String)>,
@@ -339,7 +328,7 @@ pub(super) async fn channel_rollout(
     let (action, lines, danger) = match form.action.as_str() {
         "start" => {
             let branch = form.branch.clone().unwrap_or_default();
-            let p = percentage(form.percentage.as_deref())?;
+            let p = view::percentage(form.percentage.as_deref())?.get();
             let mut lines = vec![format!(
                 "{p}% of the devices on channel {channel} will get branch {branch}; the rest keep branch {}.",
                 current.branch
@@ -348,7 +337,7 @@ pub(super) async fn channel_rollout(
             (ChannelRolloutAction::Start { branch, percentage: p }, lines, false)
         }
         "set" => {
-            let p = percentage(form.percentage.as_deref())?;
+            let p = view::percentage(form.percentage.as_deref())?.get();
             let to = current.rollout.as_ref().map_or("?", |r| r.branch.as_str());
             (
                 ChannelRolloutAction::Set { percentage: p },
@@ -403,17 +392,15 @@ pub(super) async fn channel_rollout(
         allow_unsigned: false,
     };
     let by = signed.caller.actor();
-    let op = Operation {
-        by: &by,
-        mode: Mode::Commit { allow_unsigned: false },
-        fixed: None,
-        record: Record {
+    let op = Operation::commit(
+        &by,
+        Record {
             action: "channel.rollout",
             target: channel.clone(),
             summary: format!("channel {channel}: branch rollout {} (dashboard)", form.action),
             details: Value::Null,
         },
-    };
+    );
     service::channels::channel_rollout(&dash.state, &app, &name, &request, op).await?;
     Ok(done(&format!("/apps/{slug}"), "channel-rollout"))
 }
@@ -478,17 +465,15 @@ pub(super) async fn rollback(
             format!("channel {} rolled back to its previous update", form.channel),
         )
     };
-    let op = Operation {
-        by: &by,
-        mode: Mode::Commit { allow_unsigned: false },
-        fixed: None,
-        record: Record {
+    let op = Operation::commit(
+        &by,
+        Record {
             action,
             target: form.channel.clone(),
             summary,
             details: Value::Null,
         },
-    };
+    );
     let request = release::Rollback {
         channel,
         to_embedded,

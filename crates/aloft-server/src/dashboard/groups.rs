@@ -19,7 +19,7 @@ use super::view::{self, bytes, can_write, percent, server_can_sign, when};
 use super::{Dash, Failure, Head, PageResult, chart, done, page};
 use crate::api::auth::Need;
 use crate::api::insights::{group_report, rollout_report};
-use crate::service::operation::{Mode, Operation, Record};
+use crate::service::operation::{Operation, Record};
 use crate::service::{self, input, publish as publishing, release};
 
 const PER_PAGE: usize = 20;
@@ -253,8 +253,8 @@ pub(super) async fn group(
 ) -> PageResult {
     let app = view::app(&dash.state, &signed.caller, &slug, Need::Read).await?;
     let group = find_group(&dash, &app, &id).await?;
-    let status = rollout_report(&dash.state, &app, group.id).await?;
-    let insights = group_report(&dash.state, &app, group.id, 14).await?;
+    let status = rollout_report(&dash.state, &app, &group).await?;
+    let insights = group_report(&dash.state, &group, 14).await?;
     let mut conn = dash.state.db.conn().await?;
     let stored = updates::stored_updates(&mut conn, group.id).await?;
     let qr_channel = channels::list(&dash.state.db, app.id)
@@ -396,7 +396,7 @@ pub(super) async fn act(
     let app = view::app(&dash.state, &signed.caller, &slug, Need::Write).await?;
     let group = find_group(&dash, &app, &id).await?;
     let back = format!("/apps/{slug}/groups/{id}");
-    let status = rollout_report(&dash.state, &app, group.id).await?;
+    let status = rollout_report(&dash.state, &app, &group).await?;
     if action == "halt" {
         // The rollout's own halt policy: what devices get does not change, so no confirmation.
         let halt = super::apps::halt_from_form(
@@ -406,17 +406,15 @@ pub(super) async fn act(
         )?;
         let current = input::Percentage::new(status.percentage.unwrap_or(100))?;
         let by = signed.caller.actor();
-        let op = Operation {
-            by: &by,
-            mode: Mode::Commit { allow_unsigned: false },
-            fixed: None,
-            record: Record {
+        let op = Operation::commit(
+            &by,
+            Record {
                 action: "rollout.set",
                 target: id.clone(),
                 summary: format!("halt policy of the rollout of {id} changed"),
                 details: Value::Null,
             },
-        };
+        );
         release::set_rollout(&dash.state, &app, group.id, current, halt, op).await?;
         return Ok(done(&back, "halt-policy"));
     }
@@ -434,17 +432,12 @@ pub(super) async fn act(
     let (lines, button, danger, fields): (Vec<String>, &str, bool, Vec<(&str, String)>) = match action.as_str() {
         "rollout" => {
             let text = form.percentage.clone().unwrap_or_default();
-            let p: u8 = text.trim().trim_end_matches('%').parse().map_err(|_| {
-                Failure::from(service::Error::invalid(
-                    "invalid_percentage",
-                    format!("a percentage is a whole number from 1 to 100, not {text:?}"),
-                ))
-            })?;
+            let p = view::percentage(Some(&text))?.get();
             let mut lines = vec![format!(
                 "{p}% of the devices that check the branch {} will get this group (now {}%); the other {}% keep:",
                 group.branch,
                 status.percentage.unwrap_or(100),
-                100 - u32::from(p.min(100))
+                100 - u32::from(p)
             )];
             lines.extend(controls);
             lines.push("Devices that have the group already keep it.".to_owned());
@@ -506,22 +499,11 @@ pub(super) async fn act(
         summary,
         details: Value::Null,
     };
-    let op = |record| Operation {
-        by: &by,
-        mode: Mode::Commit { allow_unsigned: false },
-        fixed: None,
-        record,
-    };
+    let op = |record| Operation::commit(&by, record);
     let notice = match action.as_str() {
         "rollout" => {
-            let p = form
-                .percentage
-                .as_deref()
-                .unwrap_or_default()
-                .trim()
-                .trim_end_matches('%');
-            let p: u8 = p.parse().unwrap_or(0);
-            let percentage = input::Percentage::new(p)?;
+            let percentage = view::percentage(form.percentage.as_deref())?;
+            let p = percentage.get();
             let op = op(record("rollout.set", format!("rollout of {id} set to {p}%")));
             release::set_rollout(&dash.state, &app, group.id, percentage, None, op).await?;
             "rollout-set"

@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use aloft_store::db::tokens::constant_time_eq;
 use aloft_store::db::users::{self, Session};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -44,10 +45,6 @@ pub(super) fn set_cookie(dash: &Dash, name: &str, value: Option<&str>, max_age_s
         Some(v) => format!("{name}={v}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}{secure}"),
         None => format!("{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
     }
-}
-
-pub(super) fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A signed-in user: their session, and the caller the access rules see.
@@ -144,7 +141,7 @@ impl<T: DeserializeOwned + Send> FromRequest<Dash> for Posted<T> {
             return Err(csrf_refused());
         };
         let token = fields.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str());
-        if !token.is_some_and(|t| same(t, &signed.session.csrf)) {
+        if !token.is_some_and(|t| constant_time_eq(t.as_bytes(), signed.session.csrf.as_bytes())) {
             return Err(csrf_refused());
         }
         Ok(Posted {
@@ -167,7 +164,7 @@ impl<T: DeserializeOwned + Send> FromRequest<Dash> for PreForm<T> {
         let token = fields.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str());
         let expected = cookie(&parts.headers, PRE_COOKIE);
         match (token, expected) {
-            (Some(t), Some(e)) if same(t, e) => {}
+            (Some(t), Some(e)) if constant_time_eq(t.as_bytes(), e.as_bytes()) => {}
             _ => return Err(csrf_refused()),
         }
         Ok(PreForm {

@@ -11,6 +11,7 @@ use qrcode::render::svg;
 
 use super::Failure;
 use crate::api::auth::{Caller, Need};
+use crate::service::input;
 use crate::state::AppState;
 
 /// The notice shown after a change, by the key the change redirects with (a fixed list, so a
@@ -50,6 +51,18 @@ pub(super) fn bytes(n: u64) -> String {
         n if n >= 1 << 10 => format!("{:.1} KB", n as f64 / f64::from(1 << 10)),
         n => format!("{n} B"),
     }
+}
+
+/// A percentage typed in a form (`30` or `30%`).
+pub(super) fn percentage(value: Option<&str>) -> Result<input::Percentage, Failure> {
+    let text = value.unwrap_or_default().trim().trim_end_matches('%');
+    let p: u8 = text.parse().map_err(|_| {
+        Failure::from(crate::service::Error::invalid(
+            "invalid_percentage",
+            format!("a percentage is a whole number from 1 to 100, not {text:?}"),
+        ))
+    })?;
+    Ok(input::Percentage::new(p)?)
 }
 
 /// A rate given in percent.

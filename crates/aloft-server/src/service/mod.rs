@@ -90,8 +90,13 @@ pub(crate) struct Write {
 
 impl Write {
     pub(crate) async fn begin(state: &AppState) -> Result<Self, Error> {
+        Self::on(&state.db).await
+    }
+
+    /// [`Write::begin`] on a database alone (changes made without a server: `aloft users`).
+    pub(crate) async fn on(db: &aloft_store::Database) -> Result<Self, Error> {
         Ok(Self {
-            tx: state.db.begin_write().await?,
+            tx: db.begin_write().await?,
         })
     }
 

@@ -2,7 +2,6 @@
 //! password they set through a link. A user's role is a token scope: `admin`, `publisher` of
 //! some apps (scope `publish`) or `viewer` of some apps (scope `read`).
 
-use aloft_core::time::Millis;
 use aloft_store::db::Database;
 use aloft_store::db::tokens::Scope;
 use aloft_store::db::users::{self, User};
@@ -80,56 +79,14 @@ pub(crate) fn link_url(public_url: &str, secret: &str) -> String {
     format!("{public_url}/sign-in/link/{secret}")
 }
 
-/// A new user and their first sign-in link; also used offline by `aloft users create`.
-pub(crate) async fn create_offline(
-    db: &Database,
-    email_text: &str,
-    role: &str,
-    apps: &[String],
-) -> Result<(User, String), Error> {
-    let address = email(email_text)?;
-    let scope = parse_role(role, apps)?;
-    let mut tx = db.begin_write().await?;
-    let user = users::insert(&mut tx, &address, &scope).await?;
-    let secret = users::insert_link(&mut tx, user.id, LINK_VALID_MS).await?;
-    aloft_store::db::audit::record(
-        &mut tx,
-        &aloft_store::db::audit::Entry {
-            at: Millis::now(),
-            actor: "aloft users (offline)".to_owned(),
-            app: None,
-            action: "user.create".to_owned(),
-            target: address.clone(),
-            details: json!({"role": role_name(&scope), "apps": apps}),
-            remote: String::new(),
-        },
-    )
-    .await?;
-    tx.commit().await.map_err(aloft_store::DbError::from)?;
-    Ok((user, secret))
-}
-
-/// A new sign-in link for an existing user, offline (`aloft users reset`).
-pub(crate) async fn reset_offline(db: &Database, email_text: &str) -> Result<(User, String), Error> {
-    let address = email(email_text)?;
-    let user = find(db, &address).await?;
-    let mut tx = db.begin_write().await?;
-    let secret = users::insert_link(&mut tx, user.id, LINK_VALID_MS).await?;
-    aloft_store::db::audit::record(
-        &mut tx,
-        &aloft_store::db::audit::Entry {
-            at: Millis::now(),
-            actor: "aloft users (offline)".to_owned(),
-            app: None,
-            action: "user.reset".to_owned(),
-            target: address,
-            details: json!({}),
-            remote: String::new(),
-        },
-    )
-    .await?;
-    tx.commit().await.map_err(aloft_store::DbError::from)?;
-    Ok((user, secret))
+/// Who changes users offline (`aloft users create/reset` against a database, no server), as
+/// the audit log names them.
+pub(crate) fn offline_actor() -> Actor {
+    Actor {
+        who: "aloft users (offline)".to_owned(),
+        name: "aloft users (offline)".to_owned(),
+        remote: String::new(),
+    }
 }
 
 async fn find(db: &Database, address: &str) -> Result<User, Error> {
@@ -138,9 +95,9 @@ async fn find(db: &Database, address: &str) -> Result<User, Error> {
         .ok_or_else(|| Error::not_found("user_not_found", format!("no user {address:?}")))
 }
 
-/// Adds a user (admin); returns them with their sign-in link's secret.
+/// Adds a user (an admin, or offline); returns them with their sign-in link's secret.
 pub(crate) async fn create(
-    state: &AppState,
+    db: &Database,
     by: &Actor,
     email_text: &str,
     role: &str,
@@ -148,7 +105,7 @@ pub(crate) async fn create(
 ) -> Result<(User, String), Error> {
     let address = email(email_text)?;
     let scope = parse_role(role, apps)?;
-    let mut write = Write::begin(state).await?;
+    let mut write = Write::on(db).await?;
     let user = users::insert(&mut write.tx, &address, &scope).await?;
     let secret = users::insert_link(&mut write.tx, user.id, LINK_VALID_MS).await?;
     write
@@ -164,10 +121,10 @@ pub(crate) async fn create(
 
 /// A new sign-in link for a user (admin): their earlier links stop working; their password and
 /// sessions stay until the link is used.
-pub(crate) async fn reset(state: &AppState, by: &Actor, email_text: &str) -> Result<(User, String), Error> {
+pub(crate) async fn reset(db: &Database, by: &Actor, email_text: &str) -> Result<(User, String), Error> {
     let address = email(email_text)?;
-    let user = find(&state.db, &address).await?;
-    let mut write = Write::begin(state).await?;
+    let user = find(db, &address).await?;
+    let mut write = Write::on(db).await?;
     let secret = users::insert_link(&mut write.tx, user.id, LINK_VALID_MS).await?;
     write.commit(by.entry(None, "user.reset", address, json!({}))).await?;
     Ok((user, secret))

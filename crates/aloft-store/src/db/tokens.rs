@@ -156,6 +156,7 @@ pub async fn find_by_hash(db: &Database, hash: &str) -> Result<Option<Token>, Db
     Ok(Some(from_row(&row)?))
 }
 
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether two byte strings are equal, in time that depends on their length only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -100,21 +100,6 @@ pub async fn by_id(conn: &mut Conn, id: i64) -> Result<User, DbError> {
     user_from(&row)
 }
 
-/// Changes what a user may do; their sessions see it on their next request.
-pub async fn set_scope(conn: &mut Conn, id: i64, scope: &Scope) -> Result<(), DbError> {
-    let (scope_text, apps) = scope.columns();
-    let done = sqlx::query("UPDATE users SET scope = $1, apps = $2 WHERE id = $3")
-        .bind(scope_text)
-        .bind(apps)
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    if done.rows_affected() == 0 {
-        return Err(DbError::NoSuchUser);
-    }
-    Ok(())
-}
-
 pub async fn set_password(conn: &mut Conn, id: i64, password_hash: &str) -> Result<(), DbError> {
     sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
         .bind(password_hash)
