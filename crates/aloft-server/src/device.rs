@@ -2,7 +2,7 @@
 //!
 //! Update checks arrive from three lanes (the wire lane straight off the socket, the front lane
 //! in the tower service, and the router for `HEAD` and unusual paths) and asset downloads from
-//! the router. Each is answered, measured and logged here, once. A per-request concern for
+//! two (the wire lane, and the router for the rest). Each is answered, measured and logged here, once. A per-request concern for
 //! device traffic (metrics, the log line, and the fleet insights to come) belongs in
 //! [`Devices::finish`], never in a router layer, which the fast lanes do not pass through.
 
@@ -94,6 +94,41 @@ impl Devices {
         Some(LaunchRequest { asks, patch })
     }
 
+    /// An asset download (`GET` or `HEAD`), from any lane: `file` as the path names it, or why
+    /// the path was refused. Answered by the asset module; an install is recorded here.
+    pub(crate) async fn asset(
+        &self,
+        assets: &Assets,
+        method: &Method,
+        path: &str,
+        file: Result<&str, ApiError>,
+        headers: &HeaderMap,
+    ) -> Response {
+        let start = Instant::now();
+        let name = file.as_ref().ok().copied();
+        let response = match file {
+            Ok(file) => {
+                let launch = assets::hash_of(file).and_then(|hash| self.launch_request(&hash, headers));
+                assets::answer(assets, file, method, headers, launch)
+                    .await
+                    .unwrap_or_else(IntoResponse::into_response)
+            }
+            Err(refused) => refused.into_response(),
+        };
+        // An install: the launch asset of the update the device is downloading, fetched (not a
+        // `HEAD`, which only warms a cache). Asset requests carry the device's headers (§1.2).
+        if method == Method::GET
+            && (response.status().is_success() || response.status() == axum::http::StatusCode::NOT_MODIFIED)
+            && let Some(hash) = name.and_then(assets::hash_of)
+            && let Some(requested) = header_uuid(headers, "expo-requested-update-id")
+            && let Some(client_id) = headers.get("eas-client-id").and_then(|v| v.to_str().ok())
+        {
+            self.insights
+                .asset(&self.served.snapshot(), &hash, requested, client_id, Millis::now());
+        }
+        self.finish(ASSET_ROUTE, method, path, response, start)
+    }
+
     /// Where every device request ends: metrics and the log line. (What the request tells about
     /// the device is recorded by the insights before this, from what answering it found out.)
     fn finish(
@@ -136,7 +171,8 @@ pub(crate) async fn check(
     }
 }
 
-/// The router's asset handler: the download is answered by the asset module and recorded here.
+/// The router's asset handler: the paths the wire lane leaves to the router (percent-encoded
+/// names, connections hyper took over). Answered by [`Devices::asset`], like the wire lane's.
 pub(crate) async fn asset(
     State(devices): State<Devices>,
     State(assets): State<Arc<Assets>>,
@@ -144,32 +180,13 @@ pub(crate) async fn asset(
     file: Result<ApiPath<String>, ApiError>,
     request: Request,
 ) -> Response {
-    let start = Instant::now();
-    let path = request.uri().path();
-    let headers: &HeaderMap = request.headers();
-    let response = match &file {
-        Ok(ApiPath(file)) => {
-            let launch = assets::hash_of(file).and_then(|hash| devices.launch_request(&hash, headers));
-            assets::answer(&assets, file, &method, headers, launch)
-                .await
-                .unwrap_or_else(IntoResponse::into_response)
-        }
-        Err(refused) => refused.clone().into_response(),
+    let file = match &file {
+        Ok(ApiPath(file)) => Ok(file.as_str()),
+        Err(refused) => Err(refused.clone()),
     };
-    // An install: the launch asset of the update the device is downloading, fetched (not a
-    // `HEAD`, which only warms a cache). Asset requests carry the device's headers (§1.2).
-    if method == Method::GET
-        && (response.status().is_success() || response.status() == axum::http::StatusCode::NOT_MODIFIED)
-        && let Ok(ApiPath(file)) = &file
-        && let Some(hash) = assets::hash_of(file)
-        && let Some(requested) = header_uuid(headers, "expo-requested-update-id")
-        && let Some(client_id) = headers.get("eas-client-id").and_then(|v| v.to_str().ok())
-    {
-        devices
-            .insights
-            .asset(&devices.served.snapshot(), &hash, requested, client_id, Millis::now());
-    }
-    devices.finish(ASSET_ROUTE, &method, path, response, start)
+    devices
+        .asset(&assets, &method, request.uri().path(), file, request.headers())
+        .await
 }
 
 fn header_uuid(headers: &HeaderMap, name: &str) -> Option<Uuid> {

@@ -74,7 +74,7 @@ pub mod offline_users {
 /// The whole application: device protocol, management API, health and metrics. Update checks
 /// take the front lane; the rest goes to the router.
 pub fn app(state: AppState) -> Front {
-    Front::new(state.devices(), router(state))
+    Front::new(state.devices(), state.assets.clone(), router(state))
 }
 
 fn router(state: AppState) -> Router {

@@ -414,30 +414,6 @@ async fn every_lane_records_a_check_once() {
     );
 }
 
-/// Sends raw bytes on one connection and reads until at least `answers` status lines arrived and
-/// the peer then stayed quiet for 300 ms (or closed); returns everything read.
-fn raw_exchange(base: &str, request: &[u8], answers: usize) -> String {
-    use std::io::{Read, Write};
-    let addr = base.strip_prefix("http://").unwrap();
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
-        .unwrap();
-    stream.write_all(request).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut got = Vec::new();
-    let mut buf = [0u8; 65536];
-    while std::time::Instant::now() < deadline {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(_) if String::from_utf8_lossy(&got).matches("HTTP/1.").count() >= answers => break,
-            Err(_) => {}
-        }
-    }
-    String::from_utf8_lossy(&got).into_owned()
-}
-
 #[tokio::test]
 async fn http_framing_on_the_wire() {
     let setup = Setup::new();
@@ -470,15 +446,6 @@ async fn http_framing_on_the_wire() {
     })
     .await
     .unwrap();
-}
-
-/// A raw response without its `date` line (it differs between two answers).
-fn without_date(reply: &str) -> String {
-    reply
-        .split("\r\n")
-        .filter(|line| !line.to_ascii_lowercase().starts_with("date:"))
-        .collect::<Vec<_>>()
-        .join("\r\n")
 }
 
 /// Plain checks are answered by the wire lane; an encoded slug takes hyper and the router. Every

@@ -587,3 +587,119 @@ async fn a_patch_computed_by_one_replica_is_served_by_the_other() {
     assert_eq!(sha256_b64url(&applied(&reply, &on_u1, &bundle("ios", "one"))), hash);
     drop(a);
 }
+
+/// Asset downloads on a fresh connection are answered by the wire lane straight off the socket;
+/// a percent-encoded name takes hyper and the router. Every kind of asset answer must be the
+/// same bytes either way: patches, encodings, ranges, revalidation, `HEAD`, errors, and a bundle
+/// too large for the memory cache, which the wire lane streams from storage.
+#[tokio::test]
+async fn the_wire_lane_and_hyper_answer_assets_alike() {
+    let Setup { dir, server, token } = Setup::new();
+    // A cache of 100 KB keeps blobs of up to 25 KB: the patch and the image, not the bundles.
+    let listen = server.base.trim_start_matches("http://").to_owned();
+    let (data, mut args) = (server.data_dir.clone(), server.backend_args.clone());
+    server.kill();
+    args.extend(["--asset-cache-bytes".to_owned(), "100000".to_owned()]);
+    let server = Server::start_on(&data, &listen, args);
+    let u1 = publish(&server, &token, dir.path(), "one");
+    let u2 = publish(&server, &token, dir.path(), "two");
+    let (on_u1, to_u2) = (ios_id(&u1), ios_id(&u2));
+    wait_for_patch(
+        &server,
+        &token,
+        u2["group_id"].as_str().unwrap(),
+        &to_u2,
+        &on_u1,
+        "done",
+    );
+    let (url, hash, png_url) = manifest(&server, "ios").await;
+    let bundle_path = url.strip_prefix(&server.base).unwrap().to_owned();
+    let png_path = png_url.strip_prefix(&server.base).unwrap().to_owned();
+    let lines = |h: Vec<(String, String)>| -> String { h.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect() };
+    let asks = lines(asset_headers("ios", &on_u1, &to_u2, true));
+    let full = lines(asset_headers("ios", &on_u1, &to_u2, false));
+    let plain = lines(vec![("Accept".into(), "*/*".into())]);
+    let unknown_base = lines(asset_headers("ios", &uuid::Uuid::new_v4().to_string(), &to_u2, true));
+    let missing = format!("/assets/{}.png", sha256_b64url(b"never stored"));
+    let cases: Vec<(&str, &str, String, String, &str)> = vec![
+        ("patch", "GET", bundle_path.clone(), asks.clone(), "226"),
+        ("patch, HEAD", "HEAD", bundle_path.clone(), asks, "226"),
+        ("full bundle", "GET", bundle_path.clone(), full.clone(), "200"),
+        ("full bundle, HEAD", "HEAD", bundle_path.clone(), full, "200"),
+        ("identity, streamed", "GET", bundle_path.clone(), plain.clone(), "200"),
+        ("unknown base", "GET", bundle_path.clone(), unknown_base, "200"),
+        (
+            "range",
+            "GET",
+            bundle_path.clone(),
+            format!("{plain}Range: bytes=10-99\r\n"),
+            "206",
+        ),
+        (
+            "range past the end",
+            "GET",
+            bundle_path.clone(),
+            format!("{plain}Range: bytes=999999-\r\n"),
+            "416",
+        ),
+        (
+            "revalidated",
+            "GET",
+            bundle_path.clone(),
+            format!("{plain}If-None-Match: \"{hash}\"\r\n"),
+            "304",
+        ),
+        (
+            "image",
+            "GET",
+            png_path.clone(),
+            format!("{plain}Accept-Encoding: gzip\r\n"),
+            "200",
+        ),
+        ("image, HEAD", "HEAD", png_path.clone(), plain.clone(), "200"),
+        ("unknown asset", "GET", missing.clone(), plain.clone(), "404"),
+        ("unknown asset, HEAD", "HEAD", missing.clone(), plain.clone(), "404"),
+        ("bad name", "GET", "/assets/abc.png".into(), plain.clone(), "400"),
+    ];
+    let base = server.base.clone();
+    let bundle_len = bundle("ios", "two").len();
+    tokio::task::spawn_blocking(move || {
+        for (what, method, path, headers, status) in cases {
+            let file = path.strip_prefix("/assets/").unwrap();
+            let encoded = format!("/assets/%{:02X}{}", file.as_bytes()[0], &file[1..]);
+            let ask = |path: &str| {
+                let request = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n");
+                String::from_utf8_lossy(&raw_exchange_bytes(&base, request.as_bytes(), 1)).into_owned()
+            };
+            let (wire, hyper) = (ask(&path), ask(&encoded));
+            assert!(wire.starts_with(&format!("HTTP/1.1 {status} ")), "{what}: {wire:.600}");
+            assert_eq!(without_date(&wire), without_date(&hyper), "{what}");
+        }
+
+        // The streamed bundle arrives whole, and pipelined answers keep their order: an image,
+        // the streamed bundle, the image again, then a request only hyper answers.
+        let image = format!("GET {png_path} HTTP/1.1\r\nHost: t\r\n{plain}\r\n");
+        let streamed = format!("GET {bundle_path} HTTP/1.1\r\nHost: t\r\n{plain}\r\n");
+        let request = format!("{image}{streamed}{image}GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+        let got = raw_exchange_bytes(&base, request.as_bytes(), 4);
+        let heads: Vec<usize> = (0..got.len().saturating_sub(8))
+            .filter(|&i| got[i..].starts_with(b"HTTP/1.1 200 OK\r\n"))
+            .collect();
+        assert_eq!(
+            heads.len(),
+            4,
+            "{}",
+            String::from_utf8_lossy(&got[..got.len().min(2000)])
+        );
+        let body_of = |at: usize, until: usize| {
+            let head_end = at + got[at..].windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            &got[head_end..until]
+        };
+        assert_eq!(body_of(heads[1], heads[2]).len(), bundle_len);
+        assert_eq!(sha256_b64url(body_of(heads[1], heads[2])), hash);
+        assert_eq!(body_of(heads[0], heads[1]), body_of(heads[2], heads[3]));
+        assert_eq!(body_of(heads[3], got.len()), b"ok\n");
+    })
+    .await
+    .unwrap();
+}

@@ -64,7 +64,7 @@ pub async fn serve(
         let http = http.clone();
         let mut signal = stopped.clone();
         tokio::spawn(async move {
-            let (stream, read) = match wire::run(stream, front.devices(), &mut signal, idle).await {
+            let (stream, read) = match wire::run(stream, &front, &mut signal, idle).await {
                 Ok(Outcome::HandOver(stream, read)) => (stream, read),
                 Ok(Outcome::Closed) => return,
                 Err(e) => {

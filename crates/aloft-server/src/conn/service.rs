@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -23,6 +24,7 @@ use futures::future::Either;
 
 use crate::device::Devices;
 use crate::error::ApiError;
+use crate::protocol::assets::Assets;
 use crate::protocol::manifest::CheckHeaders;
 use crate::protocol::manifest_slug;
 
@@ -30,14 +32,16 @@ use crate::protocol::manifest_slug;
 #[derive(Clone)]
 pub struct Front {
     devices: Devices,
+    assets: Arc<Assets>,
     router: Router,
     peer: Option<SocketAddr>,
 }
 
 impl Front {
-    pub(crate) fn new(devices: Devices, router: Router) -> Self {
+    pub(crate) fn new(devices: Devices, assets: Arc<Assets>, router: Router) -> Self {
         Self {
             devices,
+            assets,
             router,
             peer: None,
         }
@@ -55,6 +59,11 @@ impl Front {
     /// What the wire lane answers checks with.
     pub(crate) fn devices(&self) -> &Devices {
         &self.devices
+    }
+
+    /// What the wire lane answers asset downloads from.
+    pub(crate) fn assets(&self) -> &Assets {
+        &self.assets
     }
 }
 

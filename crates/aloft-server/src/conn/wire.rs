@@ -1,27 +1,34 @@
-//! The wire lane: update checks read and answered straight off the socket.
+//! The wire lane: update checks and asset downloads read and answered straight off the socket.
 //!
-//! Each connection starts here. Requests are parsed in place with `httparse` (no header map, no
-//! allocation per header) and a plain `GET /apps/{slug}/manifest` over HTTP/1.1 is answered by
-//! the device hook ([`Devices::check`]), as on every other lane. The first request that
-//! is anything else (another path, a body, `Connection: close`, HTTP/1.0, a malformed or huge
-//! head) hands the connection, with the bytes already read, to hyper and the router for the
-//! rest of its life. So this lane only ever handles the one request shape it fully
-//! understands; hyper handles all of HTTP/1.1.
+//! Each connection starts here. Requests are parsed in place with `httparse` and the two
+//! requests devices make nearly all the time are answered by the device hook, as on every
+//! other lane: a plain `GET /apps/{slug}/manifest` ([`Devices::check`], no header map, no
+//! allocation per header) and a `GET` or `HEAD` of a plain `/assets/{file}`
+//! ([`Devices::asset`]). The first request that is anything else (another path, a body,
+//! `Connection: close`, HTTP/1.0, a malformed or huge head) hands the connection, with the
+//! bytes already read, to hyper and the router for the rest of its life. So this lane only
+//! ever handles the request shapes it fully understands, and writes their answers byte for byte
+//! as hyper would (`tests/device.rs` compares the two); hyper handles all of HTTP/1.1.
+//!
+//! [`Devices::check`]: crate::device::Devices::check
+//! [`Devices::asset`]: crate::device::Devices::asset
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use bytes::{Buf, Bytes, BytesMut};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::device::Devices;
+use super::Front;
 use crate::protocol::manifest::CheckHeaders;
-use crate::protocol::manifest_slug;
+use crate::protocol::{asset_file, manifest_slug};
 
 /// Headers parsed per request; a request with more goes to hyper.
 const MAX_HEADERS: usize = 64;
@@ -44,7 +51,7 @@ pub(crate) enum Outcome {
 /// request head) is closed within two periods. One timer per connection, not per request.
 pub(crate) async fn run(
     mut stream: TcpStream,
-    devices: &Devices,
+    front: &Front,
     shutdown: &mut tokio::sync::watch::Receiver<()>,
     idle: Duration,
 ) -> io::Result<Outcome> {
@@ -58,10 +65,14 @@ pub(crate) async fn run(
     loop {
         // Answer every complete request already read (pipelining), in order.
         loop {
-            match answer_one(devices, &buf, &mut out).await {
-                Step::Answered(consumed) => {
+            match answer_one(front, &buf, &mut out).await {
+                Step::Answered(consumed, streamed) => {
                     buf.advance(consumed);
                     answered = true;
+                    if let Some((body, length)) = streamed {
+                        out.flush(&mut stream).await?;
+                        send_body(&mut stream, body, length).await?;
+                    }
                 }
                 Step::NeedMore => break,
                 Step::HandOver => {
@@ -96,13 +107,20 @@ pub(crate) async fn run(
 }
 
 enum Step {
-    /// One request was answered; this many bytes of the buffer were its head.
-    Answered(usize),
+    /// One request was answered; this many bytes of the buffer were its head. A body too large
+    /// to hold in memory is written after the answers before it, as it is read.
+    Answered(usize, Option<(Body, u64)>),
     NeedMore,
     HandOver,
 }
 
-async fn answer_one(devices: &Devices, buf: &[u8], out: &mut Output) -> Step {
+/// What the wire lane answers: an update check, or an asset download.
+enum Ask<'a> {
+    Check(&'a str),
+    Asset(&'a str, Method),
+}
+
+async fn answer_one(front: &Front, buf: &[u8], out: &mut Output) -> Step {
     if buf.is_empty() {
         return Step::NeedMore;
     }
@@ -114,13 +132,23 @@ async fn answer_one(devices: &Devices, buf: &[u8], out: &mut Output) -> Step {
         // Malformed, or too many headers: hyper gives the proper error.
         Err(_) => return Step::HandOver,
     };
-    let (Some("GET"), Some(target), Some(1)) = (request.method, request.path, request.version) else {
+    let (Some(method), Some(target), Some(1)) = (request.method, request.path, request.version) else {
         return Step::HandOver;
     };
-    // Only the shape devices send: a plain slug and no query string (the target includes it).
-    // The rest (queries, odd characters that hyper's URI parser judges) is hyper's.
-    let Some(slug) = manifest_slug(target) else {
-        return Step::HandOver;
+    // Only the shapes devices send: a plain slug or asset name and no query string (the target
+    // includes it). The rest (queries, odd characters that hyper's URI parser judges, `HEAD` of
+    // a manifest) is hyper's.
+    let ask = match method {
+        "GET" => match (manifest_slug(target), asset_file(target)) {
+            (Some(slug), _) => Ask::Check(slug),
+            (None, Some(file)) => Ask::Asset(file, Method::GET),
+            (None, None) => return Step::HandOver,
+        },
+        "HEAD" => match asset_file(target) {
+            Some(file) => Ask::Asset(file, Method::HEAD),
+            None => return Step::HandOver,
+        },
+        _ => return Step::HandOver,
     };
     let mut has_host = false;
     for h in request.headers.iter() {
@@ -143,16 +171,88 @@ async fn answer_one(devices: &Devices, buf: &[u8], out: &mut Output) -> Step {
         return Step::HandOver;
     }
 
-    let found = CheckHeaders::from_pairs(request.headers.iter().map(|h| (h.name.as_bytes(), h.value)));
-    let response = devices.check(&axum::http::Method::GET, target, slug, None, found);
-    let (parts, body) = response.into_parts();
-    // Manifest, no-update and error bodies are all in memory: collecting is immediate.
-    let body = match body.collect().await {
+    match ask {
+        Ask::Check(slug) => {
+            let found = CheckHeaders::from_pairs(request.headers.iter().map(|h| (h.name.as_bytes(), h.value)));
+            let response = front.devices().check(&Method::GET, target, slug, None, found);
+            let (parts, body) = response.into_parts();
+            // Manifest, no-update and error bodies are all in memory: collecting is immediate.
+            let body = collect(body).await;
+            let length = body.len() as u64;
+            out.push(parts.status, &parts.headers, body, length);
+            Step::Answered(consumed, None)
+        }
+        Ask::Asset(file, method) => {
+            // The asset module reads a few headers by name; a map is what hyper would have built.
+            let mut map = HeaderMap::with_capacity(request.headers.len());
+            for h in request.headers.iter() {
+                let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(h.name.as_bytes()),
+                    HeaderValue::from_bytes(h.value),
+                ) else {
+                    return Step::HandOver;
+                };
+                map.append(name, value);
+            }
+            let response = front
+                .devices()
+                .asset(front.assets(), &method, target, Ok(file), &map)
+                .await;
+            let (parts, body) = response.into_parts();
+            let exact = body.size_hint().exact();
+            if method == Method::HEAD {
+                out.push(parts.status, &parts.headers, Bytes::new(), exact.unwrap_or(0));
+                return Step::Answered(consumed, None);
+            }
+            // Bodies held in memory are written whole; a large blob read from storage is
+            // streamed, framed by the length the asset module gave.
+            let declared = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            if let (None, Some(length)) = (exact, declared) {
+                out.push(parts.status, &parts.headers, Bytes::new(), length);
+                return Step::Answered(consumed, Some((body, length)));
+            }
+            let body = collect(body).await;
+            let length = body.len() as u64;
+            out.push(parts.status, &parts.headers, body, length);
+            Step::Answered(consumed, None)
+        }
+    }
+}
+
+async fn collect(body: Body) -> Bytes {
+    match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => Bytes::new(),
-    };
-    out.push(parts.status, &parts.headers, body);
-    Step::Answered(consumed)
+    }
+}
+
+/// Writes a streamed body of `length` bytes (its head is written already). A body that fails or
+/// does not match its length ends the connection, as hyper does: the client sees a short answer.
+async fn send_body(stream: &mut TcpStream, mut body: Body, length: u64) -> io::Result<()> {
+    let mut sent = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(io::Error::other)?;
+        if let Ok(data) = frame.into_data() {
+            sent += data.len() as u64;
+            if sent > length {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a body longer than its length",
+                ));
+            }
+            stream.write_all(&data).await?;
+        }
+    }
+    if sent < length {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "a body shorter than its length",
+        ));
+    }
+    Ok(())
 }
 
 /// Bodies up to this size are copied after their head; larger ones are written from where
@@ -167,8 +267,10 @@ struct Output {
 }
 
 impl Output {
-    fn push(&mut self, status: StatusCode, headers: &axum::http::HeaderMap, body: Bytes) {
-        write_head(&mut self.head, status, headers, body.len());
+    /// Queues an answer: its head, then `body`. `length` is its `content-length` when the
+    /// headers do not give one (a `HEAD` answer has no body but the length of the `GET`'s).
+    fn push(&mut self, status: StatusCode, headers: &HeaderMap, body: Bytes, length: u64) {
+        write_head(&mut self.head, status, headers, length);
         if body.len() <= INLINE_BODY {
             self.head.extend_from_slice(&body);
         } else {
@@ -202,25 +304,31 @@ impl Output {
     }
 }
 
-/// The status line and headers, as hyper would write them: the response's headers, then
-/// `content-length` (none on a 204) and `date`.
-fn write_head(out: &mut Vec<u8>, status: StatusCode, headers: &axum::http::HeaderMap, length: usize) {
+/// The status line and headers, as hyper (behind axum) writes them: the response's headers in
+/// order, `content-length` where they give it or else `length` after them (never on a 204 or
+/// 304), then `date`.
+fn write_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, length: u64) {
     out.reserve(320 + headers.len() * 48);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let mut wrote_length = false;
     for (name, value) in headers {
-        if name == axum::http::header::CONTENT_LENGTH {
-            continue;
+        if name == header::CONTENT_LENGTH {
+            if bodiless || wrote_length {
+                continue;
+            }
+            wrote_length = true;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if status != StatusCode::NO_CONTENT {
+    if !bodiless && !wrote_length {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(length.to_string().as_bytes());
         out.extend_from_slice(b"\r\n");

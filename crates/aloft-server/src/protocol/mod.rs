@@ -24,9 +24,18 @@ pub(crate) fn manifest_slug(path: &str) -> Option<&str> {
     (!slug.is_empty() && slug.bytes().all(plain)).then_some(slug)
 }
 
+/// The file a plain asset path (`/assets/{file}`) names: only the characters asset names are made
+/// of, so no percent-encoding, query or further segment. The fast lanes take only these; the
+/// router answers every other spelling the same way.
+pub(crate) fn asset_file(path: &str) -> Option<&str> {
+    let file = path.strip_prefix("/assets/")?;
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+    (!file.is_empty() && file.bytes().all(plain)).then_some(file)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::manifest_slug;
+    use super::{asset_file, manifest_slug};
 
     #[test]
     fn only_plain_manifest_paths_take_a_fast_lane() {
@@ -41,6 +50,22 @@ mod tests {
             "/assets/x.png",
         ] {
             assert_eq!(manifest_slug(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn only_plain_asset_paths_take_a_fast_lane() {
+        assert_eq!(asset_file("/assets/AbC-_9.bundle"), Some("AbC-_9.bundle"));
+        assert_eq!(asset_file("/assets/AbC"), Some("AbC"));
+        for other in [
+            "/assets/",
+            "/assets/a%2Eb",
+            "/assets/a/b.png",
+            "/assets/a.png?x=1",
+            "/assets",
+            "/apps/a/manifest",
+        ] {
+            assert_eq!(asset_file(other), None, "{other}");
         }
     }
 }

@@ -576,3 +576,42 @@ pub fn decode_body(reply: &Reply) -> Vec<u8> {
         Some(other) => panic!("unexpected content-encoding {other}"),
     }
 }
+
+/// Sends raw bytes on one connection and reads until at least `answers` status lines arrived and
+/// the peer then stayed quiet for 300 ms (or closed); returns everything read.
+pub fn raw_exchange_bytes(base: &str, request: &[u8], answers: usize) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let addr = base.strip_prefix("http://").unwrap();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let status_lines = |got: &[u8]| got.windows(7).filter(|w| w == b"HTTP/1.").count();
+    while std::time::Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) if status_lines(&got) >= answers => break,
+            Err(_) => {}
+        }
+    }
+    got
+}
+
+/// [`raw_exchange_bytes`] as text (invalid UTF-8 replaced).
+pub fn raw_exchange(base: &str, request: &[u8], answers: usize) -> String {
+    String::from_utf8_lossy(&raw_exchange_bytes(base, request, answers)).into_owned()
+}
+
+/// A raw response without its `date` line (it differs between two answers).
+pub fn without_date(reply: &str) -> String {
+    reply
+        .split("\r\n")
+        .filter(|line| !line.to_ascii_lowercase().starts_with("date:"))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
