@@ -10,7 +10,8 @@
 //! - **halts**: weighs every rollout in progress against its halt policy every two seconds and
 //!   reverts those past it (`service::halt`), so a crashing update stops spreading within
 //!   seconds of crossing the threshold.
-//! - **patches**: computes pending bundle patches (`patches.rs`), `--patch-workers` at once,
+//! - **patches**: records the patches devices asked for that nobody planned, computes pending
+//!   bundle patches (`patches.rs`), `--patch-workers` at once,
 //!   woken by publishes and every two seconds; and stores how often each was served.
 //! - **webhooks**: every second, turns new audit entries of subscribed events into deliveries
 //!   and sends the due ones, four at most at once, each in a task of its own (`webhooks.rs`).
@@ -240,6 +241,7 @@ async fn compute_patches(state: AppState, mut stop: watch::Receiver<bool>) {
         }
         while running.try_join_next().is_some() {}
         store_patch_hits(&state).await;
+        record_asked_patches(&state).await;
         let free = workers.saturating_sub(running.len());
         if free == 0 {
             continue;
@@ -265,6 +267,20 @@ async fn store_patch_hits(state: &AppState) {
     if let Err(e) = aloft_store::db::patches::add_hits(&state.db, &hits).await {
         tracing::warn!(error = %e, "storing bundle patch counts failed; retrying");
         state.assets.patches.put_back(hits);
+    }
+}
+
+/// Records the patches devices asked for that nobody planned, when their bases are known; they
+/// are claimed like any other.
+async fn record_asked_patches(state: &AppState) {
+    for ask in state.assets.patches.take_asked() {
+        match aloft_store::db::patches::enqueue_asked(&state.db, ask.target, ask.base).await {
+            Ok(true) => {
+                tracing::info!(target = %ask.target, base = %ask.base, "a device asked for a patch; computing it")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "recording an asked-for bundle patch failed"),
+        }
     }
 }
 

@@ -180,7 +180,8 @@ fn vary(reply: &Reply) -> String {
 
 /// Checks a 226 answer and returns the bundle `bspatch` makes of it from `old`.
 fn applied(reply: &Reply, base: &str, old: &[u8]) -> Vec<u8> {
-    assert_eq!(reply.status, 226, "{:?}", String::from_utf8_lossy(&reply.body));
+    let shown = String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)]).into_owned();
+    assert_eq!(reply.status, 226, "{shown:?}");
     assert_eq!(reply.header("im"), Some("bsdiff"));
     assert_eq!(reply.header("expo-base-update-id"), Some(base));
     assert_eq!(reply.header("cache-control"), Some("private, no-store"));
@@ -316,6 +317,53 @@ async fn a_device_on_an_earlier_update_gets_a_patch() {
     // The setting is in the audit log.
     let audit = aloft_ok(&["audit", "--server", &s.server.base, "--token", &s.token]);
     assert!(audit.contains("app.patches.set"), "{audit}");
+}
+
+#[tokio::test]
+async fn a_patch_nobody_planned_is_computed_when_a_device_asks() {
+    // A publish plans patches from the five updates before it; a device on an older one (or
+    // any known base) asks, and from then on gets a patch too. HEAD (as `eas update`
+    // pre-warms) is enough to ask.
+    let s = Setup::new();
+    let tags = ["one", "two", "three", "four", "five", "six", "seven"];
+    let published: Vec<Value> = tags
+        .iter()
+        .map(|t| publish(&s.server, &s.token, s.dir.path(), t))
+        .collect();
+    let (first, last) = (&published[0], &published[tags.len() - 1]);
+    let group = last["group_id"].as_str().unwrap();
+    let (on_u1, to_u7) = (ios_id(first), ios_id(last));
+    let (url, hash, _) = manifest(&s.server, "ios").await;
+    let planned = |patches: &[Value]| patches.iter().filter(|p| p["base_kind"] == "update").count();
+    let on_u2 = ios_id(&published[1]);
+    wait_for_patch(&s.server, &s.token, group, &to_u7, &on_u2, "done");
+    let before = shown_patches(&s.server, &s.token, group, &to_u7);
+    assert_eq!(planned(&before), 5, "{before:#?}");
+    assert!(before.iter().all(|p| p["base"] != on_u1.as_str()), "{before:#?}");
+
+    let asks = asset_headers("ios", &on_u1, &to_u7, true);
+    let first_ask = head(&url, &asks).await;
+    assert_eq!(first_ask.status, 200);
+    assert_eq!(first_ask.header("cache-control"), Some("private, no-store"));
+    // A base nobody published asks for nothing the server can make.
+    let stranger = uuid::Uuid::new_v4().to_string();
+    let unknown = get(&url, &asset_headers("ios", &stranger, &to_u7, true)).await;
+    assert_eq!(unknown.status, 200);
+
+    wait_for_patch(&s.server, &s.token, group, &to_u7, &on_u1, "done");
+    // The server believes its last "no patch" for up to two seconds.
+    let start = Instant::now();
+    let reply = loop {
+        let reply = get(&url, &asks).await;
+        if reply.status != 200 || start.elapsed() > Duration::from_secs(10) {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(sha256_b64url(&applied(&reply, &on_u1, &bundle("ios", "one"))), hash);
+    let after = shown_patches(&s.server, &s.token, group, &to_u7);
+    assert_eq!(planned(&after), 6, "{after:#?}");
+    assert!(after.iter().all(|p| p["base"] != stranger.as_str()), "{after:#?}");
 }
 
 /// Writes a zip with Python's `zipfile` (an implementation not written here), deflated.

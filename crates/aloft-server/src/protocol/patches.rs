@@ -9,7 +9,7 @@
 //! keep it, and one that ignores `Vary` can only ever hand out the full bundle it stored for a
 //! request without `A-IM`, which is right for every device.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -63,15 +63,28 @@ pub(crate) fn asks_bsdiff(headers: &HeaderMap) -> bool {
 const MISS_KEPT: Duration = Duration::from_secs(2);
 /// Most misses remembered (device headers choose the keys, so the map is bounded).
 const MISSES_KEPT: usize = 4096;
+/// Most asks remembered as passed on, and most waiting to be passed on, for computing patches
+/// nobody planned (bounded for the same reason).
+const ASKS_KEPT: usize = 4096;
+const ASKS_WAITING: usize = 256;
 
 /// The stored patches known to this process, and how often each was served since the last
 /// flush. A done patch never changes, so it is kept for good; a miss only briefly, since the
-/// patch may be computed any moment.
+/// patch may be computed any moment. A miss is also passed on, once per process, to the
+/// patches job, which records the patch when its base is known (a device on an update older
+/// than the ones a publish plans patches from).
 #[derive(Default)]
 pub(crate) struct PatchIndex {
     found: RwLock<HashMap<PatchAsk, (ContentHash, u64)>>,
     missed: Mutex<HashMap<PatchAsk, Instant>>,
     hits: Mutex<HashMap<PatchAsk, u64>>,
+    asked: Mutex<Asked>,
+}
+
+#[derive(Default)]
+struct Asked {
+    seen: HashSet<PatchAsk>,
+    waiting: Vec<PatchAsk>,
 }
 
 impl PatchIndex {
@@ -103,6 +116,7 @@ impl PatchIndex {
                     }
                     missed.insert(ask, Instant::now());
                 }
+                self.ask(ask);
                 None
             }
             Err(e) => {
@@ -110,6 +124,29 @@ impl PatchIndex {
                 None
             }
         }
+    }
+
+    /// Passes a patch nobody stored on to [`Self::take_asked`], unless it was passed on before.
+    fn ask(&self, ask: PatchAsk) {
+        let Ok(mut asked) = self.asked.lock() else {
+            return;
+        };
+        if asked.waiting.len() >= ASKS_WAITING || asked.seen.contains(&ask) {
+            return;
+        }
+        if asked.seen.len() >= ASKS_KEPT {
+            asked.seen.clear();
+        }
+        asked.seen.insert(ask);
+        asked.waiting.push(ask);
+    }
+
+    /// The patches devices asked for and nobody stored, since the last take.
+    pub(crate) fn take_asked(&self) -> Vec<PatchAsk> {
+        self.asked
+            .lock()
+            .map(|mut asked| std::mem::take(&mut asked.waiting))
+            .unwrap_or_default()
     }
 
     /// Forgets a patch that can no longer be read.
@@ -197,6 +234,25 @@ mod tests {
         index.put_back(taken);
         index.hit(ask);
         assert_eq!(index.take_hits(), vec![(ask.target, ask.base, 3)]);
+    }
+
+    #[test]
+    fn each_ask_is_passed_on_once() {
+        let index = PatchIndex::default();
+        let ask = |n| PatchAsk {
+            target: Uuid::from_u128(1),
+            base: Uuid::from_u128(n),
+        };
+        index.ask(ask(2));
+        index.ask(ask(3));
+        index.ask(ask(2));
+        assert_eq!(index.take_asked(), vec![ask(2), ask(3)]);
+        index.ask(ask(2));
+        assert!(index.take_asked().is_empty());
+        for n in 0..(ASKS_WAITING as u128 + 10) {
+            index.ask(ask(100 + n));
+        }
+        assert_eq!(index.take_asked().len(), ASKS_WAITING);
     }
 
     #[test]

@@ -77,12 +77,13 @@ struct Pair {
     platform: Platform,
 }
 
-async fn insert_pending(conn: &mut Conn, pair: &Pair, now: Millis) -> Result<(), DbError> {
+/// Records a pending pair unless one is recorded already (in any state); whether it was added.
+async fn insert_pending(conn: &mut Conn, pair: &Pair, now: Millis) -> Result<bool, DbError> {
     if pair.base_hash == pair.target_hash || pair.base == pair.target {
         // The device has these bytes already; it never asks for them.
-        return Ok(());
+        return Ok(false);
     }
-    sqlx::query(
+    let added = sqlx::query(
         "INSERT INTO patches (target_id, base_id, base_kind, app_id, platform, base_hash, target_hash, state, \
          next_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9) \
          ON CONFLICT (target_id, base_id) DO NOTHING",
@@ -98,7 +99,7 @@ async fn insert_pending(conn: &mut Conn, pair: &Pair, now: Millis) -> Result<(),
     .bind(now.0)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(added.rows_affected() == 1)
 }
 
 /// A manifest update just stored, as patch planning sees it.
@@ -193,6 +194,82 @@ pub async fn enqueue_from_embedded(conn: &mut Conn, e: &Embedded) -> Result<(), 
         insert_pending(conn, &pair, now).await?;
     }
     Ok(())
+}
+
+/// Records a patch a device asked for when no row exists for it: from `base` to `target`'s
+/// launch asset. A device names whatever base it runs, such as an update older than the
+/// [`HISTORY`] a publish plans patches from, or from another branch. The base must be the
+/// launch asset of an update of the same app, platform and runtime version as `target`, or an
+/// embedded bundle registered for them; an unknown base, or a pair recorded already (in any
+/// state, so a patch found not worth it is not tried again), adds nothing. Whether a row was
+/// added.
+pub async fn enqueue_asked(db: &Database, target: Uuid, base: Uuid) -> Result<bool, DbError> {
+    let mut conn = db.conn().await?;
+    let Some(t) = sqlx::query(
+        "SELECT g.app_id, u.platform, u.runtime_version, u.manifest FROM updates u \
+         JOIN update_groups g ON g.id = u.group_id WHERE u.id = $1 AND u.kind = 'manifest'",
+    )
+    .bind(target.to_string())
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(false);
+    };
+    let app_id: i64 = t.try_get("app_id")?;
+    let platform: String = t.try_get("platform")?;
+    let runtime_version: String = t.try_get("runtime_version")?;
+    let body: Vec<u8> = t.try_get("manifest")?;
+    let Some(target_hash) = manifest::launch_asset_hash(&body) else {
+        return Ok(false);
+    };
+    let earlier = sqlx::query(
+        "SELECT u.manifest FROM updates u JOIN update_groups g ON g.id = u.group_id \
+         WHERE u.id = $1 AND g.app_id = $2 AND u.platform = $3 AND u.runtime_version = $4 AND u.kind = 'manifest'",
+    )
+    .bind(base.to_string())
+    .bind(app_id)
+    .bind(&platform)
+    .bind(&runtime_version)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let found = match earlier {
+        Some(row) => {
+            let body: Vec<u8> = row.try_get("manifest")?;
+            manifest::launch_asset_hash(&body).map(|hash| (BaseKind::Update, hash))
+        }
+        None => {
+            let row = sqlx::query(
+                "SELECT blob_hash FROM embedded_bundles WHERE app_id = $1 AND id = $2 AND platform = $3 \
+                 AND runtime_version = $4",
+            )
+            .bind(app_id)
+            .bind(base.to_string())
+            .bind(&platform)
+            .bind(&runtime_version)
+            .fetch_optional(&mut *conn)
+            .await?;
+            match row {
+                Some(row) => {
+                    let hash: String = row.try_get("blob_hash")?;
+                    Some((BaseKind::Embedded, ContentHash::parse(&hash).map_err(decode)?))
+                }
+                None => None,
+            }
+        }
+    };
+    let Some((kind, base_hash)) = found else {
+        return Ok(false);
+    };
+    let pair = Pair {
+        target,
+        target_hash,
+        base,
+        kind,
+        base_hash,
+        app_id,
+        platform: platform.parse::<Platform>().map_err(decode)?,
+    };
+    insert_pending(&mut conn, &pair, Millis::now()).await
 }
 
 /// A pending patch a worker holds.
