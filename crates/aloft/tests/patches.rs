@@ -174,6 +174,16 @@ fn wait_for_patch(server: &Server, token: &str, group: &str, update: &str, base:
     }
 }
 
+/// Publishes updates "one" and "two" and waits for the iOS patch between them; returns the
+/// iOS update ids of the base and the target.
+fn publish_patched_pair(server: &Server, token: &str, dir: &Path) -> (String, String) {
+    let u1 = publish(server, token, dir, "one");
+    let u2 = publish(server, token, dir, "two");
+    let (on_u1, to_u2) = (ios_id(&u1), ios_id(&u2));
+    wait_for_patch(server, token, u2["group_id"].as_str().unwrap(), &to_u2, &on_u1, "done");
+    (on_u1, to_u2)
+}
+
 fn vary(reply: &Reply) -> String {
     reply.header("vary").unwrap_or_default().to_ascii_lowercase()
 }
@@ -558,17 +568,7 @@ async fn behind_a_cdn_patches_are_never_cached() {
     }
     let server = Server::start_on(&dir.path().join("data"), "127.0.0.1:0", args);
     aloft_ok(&["apps", "create", "demo", "--server", &server.base, "--token", &token]);
-    let u1 = publish(&server, &token, dir.path(), "one");
-    let u2 = publish(&server, &token, dir.path(), "two");
-    let (on_u1, to_u2) = (ios_id(&u1), ios_id(&u2));
-    wait_for_patch(
-        &server,
-        &token,
-        u2["group_id"].as_str().unwrap(),
-        &to_u2,
-        &on_u1,
-        "done",
-    );
+    let (on_u1, to_u2) = publish_patched_pair(&server, &token, dir.path());
     let (cdn_url, hash, _) = manifest(&server, "ios").await;
     assert!(cdn_url.starts_with("https://cdn.example.com/assets/"), "{cdn_url}");
     // What the CDN fetches from its origin.
@@ -625,10 +625,7 @@ async fn a_patch_computed_by_one_replica_is_served_by_the_other() {
     let b = Server::start_on(&dir.path().join("b"), "127.0.0.1:0", b_args);
     aloft_ok(&["apps", "create", "demo", "--server", &a.base, "--token", &token]);
     // Published through B, which computes nothing.
-    let u1 = publish(&b, &token, dir.path(), "one");
-    let u2 = publish(&b, &token, dir.path(), "two");
-    let (on_u1, to_u2) = (ios_id(&u1), ios_id(&u2));
-    wait_for_patch(&b, &token, u2["group_id"].as_str().unwrap(), &to_u2, &on_u1, "done");
+    let (on_u1, to_u2) = publish_patched_pair(&b, &token, dir.path());
     let (url, hash, _) = manifest(&b, "ios").await;
     assert!(url.starts_with(&b.base));
     let reply = get(&url, &asset_headers("ios", &on_u1, &to_u2, true)).await;
@@ -649,17 +646,7 @@ async fn the_wire_lane_and_hyper_answer_assets_alike() {
     server.kill();
     args.extend(["--asset-cache-bytes".to_owned(), "100000".to_owned()]);
     let server = Server::start_on(&data, &listen, args);
-    let u1 = publish(&server, &token, dir.path(), "one");
-    let u2 = publish(&server, &token, dir.path(), "two");
-    let (on_u1, to_u2) = (ios_id(&u1), ios_id(&u2));
-    wait_for_patch(
-        &server,
-        &token,
-        u2["group_id"].as_str().unwrap(),
-        &to_u2,
-        &on_u1,
-        "done",
-    );
+    let (on_u1, to_u2) = publish_patched_pair(&server, &token, dir.path());
     let (url, hash, png_url) = manifest(&server, "ios").await;
     let bundle_path = url.strip_prefix(&server.base).unwrap().to_owned();
     let png_path = png_url.strip_prefix(&server.base).unwrap().to_owned();
