@@ -12,7 +12,8 @@
 //!   seconds of crossing the threshold.
 //! - **patches**: records the patches devices asked for that nobody planned, computes pending
 //!   bundle patches (`patches.rs`), `--patch-workers` at once,
-//!   woken by publishes and every two seconds; and stores how often each was served.
+//!   woken by publishes, by devices asking for such patches and every two seconds; tells the
+//!   asset module of each patch it stored; and stores how often each was served.
 //! - **webhooks**: every second, turns new audit entries of subscribed events into deliveries
 //!   and sends the due ones, four at most at once, each in a task of its own (`webhooks.rs`).
 //!
@@ -32,6 +33,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::insights::{FLUSH_EVERY, Recorder};
+use crate::protocol::patches::PatchAsk;
 use crate::served::Served;
 use crate::state::AppState;
 use crate::sync::{self, Health};
@@ -236,10 +238,13 @@ async fn compute_patches(state: AppState, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = ticker.tick() => {}
             () = state.patches_wanted.notified() => {}
-            Some(_) = running.join_next(), if !running.is_empty() => {}
+            () = state.assets.patches.asked() => {}
+            Some(done) = running.join_next(), if !running.is_empty() => learn_stored(&state, done),
             () = stopping(&mut stop) => break,
         }
-        while running.try_join_next().is_some() {}
+        while let Some(done) = running.try_join_next() {
+            learn_stored(&state, done);
+        }
         store_patch_hits(&state).await;
         record_asked_patches(&state).await;
         let free = workers.saturating_sub(running.len());
@@ -257,6 +262,13 @@ async fn compute_patches(state: AppState, mut stop: watch::Receiver<bool>) {
     }
     store_patch_hits(&state).await;
     while running.join_next().await.is_some() {}
+}
+
+/// Tells the asset module of a patch a computation just stored, so it is served at once.
+fn learn_stored(state: &AppState, done: Result<Option<PatchAsk>, tokio::task::JoinError>) {
+    if let Ok(Some(ask)) = done {
+        state.assets.patches.stored(ask);
+    }
 }
 
 async fn store_patch_hits(state: &AppState) {

@@ -22,6 +22,8 @@ use aloft_store::db::patches::{self, Job, Outcome};
 use aloft_store::{BlobStore, Database, Encoding};
 use bytes::Bytes;
 
+use crate::protocol::patches::PatchAsk;
+
 /// How long a claim on a patch lasts; its worker renews it every [`RENEW_EVERY`] while it
 /// computes, so a patch whose worker crashed (or whose server was killed) is taken over by
 /// another worker, or the restarted server, within this.
@@ -55,8 +57,9 @@ fn lease_end() -> Millis {
     Millis(Millis::now().0 + i64::try_from(LEASE.as_millis()).unwrap_or(15_000))
 }
 
-/// Computes one claimed patch, renewing the lease meanwhile, and records how it ended.
-pub(crate) async fn compute(db: Database, blobs: BlobStore, job: Job) {
+/// Computes one claimed patch, renewing the lease meanwhile, and records how it ended; returns
+/// the patch when it is stored and recorded (servable from now on).
+pub(crate) async fn compute(db: Database, blobs: BlobStore, job: Job) -> Option<PatchAsk> {
     let work = outcome(&db, &blobs, &job);
     tokio::pin!(work);
     let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + RENEW_EVERY, RENEW_EVERY);
@@ -97,7 +100,12 @@ pub(crate) async fn compute(db: Database, blobs: BlobStore, job: Job) {
     if let Err(e) = patches::finish(&db, &job, &outcome).await {
         // The lease runs out and the patch is computed again.
         tracing::warn!(error = %e, "recording a bundle patch failed");
+        return None;
     }
+    matches!(outcome, Outcome::Done { .. }).then_some(PatchAsk {
+        target: job.target,
+        base: job.base,
+    })
 }
 
 /// What computing `job` comes to; an error is worth retrying.

@@ -361,7 +361,8 @@ async fn a_patch_nobody_planned_is_computed_when_a_device_asks() {
     assert_eq!(unknown.status, 200);
 
     wait_for_patch(&s.server, &s.token, group, &to_u7, &on_u1, "done");
-    // The server believes its last "no patch" for up to two seconds.
+    // The server forgets its last "no patch" once the job has told it of the stored patch,
+    // a moment after the database shows it done.
     let start = Instant::now();
     let reply = loop {
         let reply = get(&url, &asks).await;

@@ -17,6 +17,7 @@ use aloft_core::ContentHash;
 use aloft_store::Database;
 use aloft_store::db::patches;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::sync::Health;
@@ -79,6 +80,9 @@ pub(crate) struct PatchIndex {
     missed: Mutex<HashMap<PatchAsk, Instant>>,
     hits: Mutex<HashMap<PatchAsk, u64>>,
     asked: Mutex<Asked>,
+    /// Wakes the patches job when an ask is waiting, so a patch nobody planned is recorded
+    /// and computed at once rather than at the job's next tick.
+    asks_waiting: Notify,
 }
 
 #[derive(Default)]
@@ -139,6 +143,20 @@ impl PatchIndex {
         }
         asked.seen.insert(ask);
         asked.waiting.push(ask);
+        self.asks_waiting.notify_one();
+    }
+
+    /// Returns when a device asked for a patch nobody stored (at once when one is waiting).
+    pub(crate) async fn asked(&self) {
+        self.asks_waiting.notified().await;
+    }
+
+    /// Learns that this process stored the patch for `ask`: the next request looks it up
+    /// instead of believing an earlier miss.
+    pub(crate) fn stored(&self, ask: PatchAsk) {
+        if let Ok(mut missed) = self.missed.lock() {
+            missed.remove(&ask);
+        }
     }
 
     /// The patches devices asked for and nobody stored, since the last take.
@@ -253,6 +271,23 @@ mod tests {
             index.ask(ask(100 + n));
         }
         assert_eq!(index.take_asked().len(), ASKS_WAITING);
+    }
+
+    #[tokio::test]
+    async fn an_ask_wakes_the_job_and_a_stored_patch_ends_the_miss() {
+        let index = PatchIndex::default();
+        let ask = PatchAsk {
+            target: Uuid::from_u128(1),
+            base: Uuid::from_u128(2),
+        };
+        index.missed.lock().unwrap().insert(ask, Instant::now());
+        index.ask(ask);
+        // The permit is kept for a job not yet waiting.
+        tokio::time::timeout(Duration::from_secs(5), index.asked())
+            .await
+            .expect("an ask wakes the patches job");
+        index.stored(ask);
+        assert!(index.missed.lock().unwrap().is_empty());
     }
 
     #[test]
