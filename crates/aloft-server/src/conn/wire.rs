@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 
 use super::Front;
 use crate::protocol::manifest::CheckHeaders;
-use crate::protocol::{asset_file, manifest_slug};
+use crate::protocol::{ASSET_REQUEST_HEADERS, asset_file, manifest_slug};
 
 /// Headers parsed per request; a request with more goes to hyper.
 const MAX_HEADERS: usize = 64;
@@ -183,16 +183,19 @@ async fn answer_one(front: &Front, buf: &[u8], out: &mut Output) -> Step {
             Step::Answered(consumed, None)
         }
         Ask::Asset(file, method) => {
-            // The asset module reads a few headers by name; a map is what hyper would have built.
-            let mut map = HeaderMap::with_capacity(request.headers.len());
+            // The headers an asset is answered from, as hyper would have put them in a map.
+            let mut map = HeaderMap::with_capacity(ASSET_REQUEST_HEADERS.len());
             for h in request.headers.iter() {
-                let (Ok(name), Ok(value)) = (
-                    HeaderName::from_bytes(h.name.as_bytes()),
-                    HeaderValue::from_bytes(h.value),
-                ) else {
+                let Some(name) = ASSET_REQUEST_HEADERS
+                    .iter()
+                    .find(|n| h.name.eq_ignore_ascii_case(n.as_str()))
+                else {
+                    continue;
+                };
+                let Ok(value) = HeaderValue::from_bytes(h.value) else {
                     return Step::HandOver;
                 };
-                map.append(name, value);
+                map.append(name.clone(), value);
             }
             let response = front
                 .devices()

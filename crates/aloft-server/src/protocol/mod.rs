@@ -9,6 +9,24 @@ pub(crate) mod bytes_cache;
 pub(crate) mod manifest;
 pub(crate) mod patches;
 
+use axum::http::{HeaderName, header};
+
+/// Every request header an asset download is answered from: the encoding, range and
+/// revalidation (`assets.rs`), a bundle patch's negotiation (`patches.rs`, `device.rs`) and the
+/// install the device hook records (`device.rs`). The wire lane passes only these on (building
+/// a map of all of a device's headers was most of its allocations); hyper passes them all, so a
+/// header read on an asset request anywhere else must be added here.
+pub(crate) static ASSET_REQUEST_HEADERS: [HeaderName; 8] = [
+    header::ACCEPT_ENCODING,
+    header::RANGE,
+    header::IF_NONE_MATCH,
+    HeaderName::from_static("a-im"),
+    HeaderName::from_static("expo-requested-update-id"),
+    HeaderName::from_static("expo-current-update-id"),
+    HeaderName::from_static("expo-embedded-update-id"),
+    HeaderName::from_static("eas-client-id"),
+];
+
 /// The update check, as the router names it (also its `route` label in metrics).
 pub(crate) const MANIFEST_ROUTE: &str = "/apps/{slug}/manifest";
 /// Asset downloads, content-addressed: `/assets/{sha256}.{ext}`.
