@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, HeaderName, Method};
 use axum::response::{IntoResponse, Response};
 
 use aloft_core::ContentHash;
@@ -24,7 +24,9 @@ use crate::metrics::RequestMetrics;
 use crate::protocol::assets::{self, Assets};
 use crate::protocol::manifest::{self, CheckHeaders, Facts};
 use crate::protocol::patches::{self, LaunchRequest, PatchAsk};
-use crate::protocol::{ASSET_ROUTE, MANIFEST_ROUTE};
+use crate::protocol::{
+    ASSET_ROUTE, CURRENT_UPDATE_ID, EAS_CLIENT_ID, EMBEDDED_UPDATE_ID, MANIFEST_ROUTE, REQUESTED_UPDATE_ID,
+};
 use crate::served::Served;
 
 /// What answering a device may use: the served state, the metrics and the insights recorder.
@@ -81,13 +83,13 @@ impl Devices {
         let asks = patches::asks_bsdiff(headers);
         let patch = asks
             .then(|| {
-                let target = header_uuid(headers, "expo-requested-update-id")?;
+                let target = header_uuid(headers, &REQUESTED_UPDATE_ID)?;
                 let (app_id, update) = snapshot.update(&target)?;
                 if update.launch_asset.as_ref() != Some(hash) || !snapshot.patches_on(app_id) {
                     return None;
                 }
-                let base = header_uuid(headers, "expo-current-update-id")
-                    .or_else(|| header_uuid(headers, "expo-embedded-update-id"))?;
+                let base =
+                    header_uuid(headers, &CURRENT_UPDATE_ID).or_else(|| header_uuid(headers, &EMBEDDED_UPDATE_ID))?;
                 (base != target).then_some(PatchAsk { target, base })
             })
             .flatten();
@@ -120,8 +122,8 @@ impl Devices {
         if method == Method::GET
             && (response.status().is_success() || response.status() == axum::http::StatusCode::NOT_MODIFIED)
             && let Some(hash) = name.and_then(assets::hash_of)
-            && let Some(requested) = header_uuid(headers, "expo-requested-update-id")
-            && let Some(client_id) = headers.get("eas-client-id").and_then(|v| v.to_str().ok())
+            && let Some(requested) = header_uuid(headers, &REQUESTED_UPDATE_ID)
+            && let Some(client_id) = headers.get(&EAS_CLIENT_ID).and_then(|v| v.to_str().ok())
         {
             self.insights
                 .asset(&self.served.snapshot(), &hash, requested, client_id, Millis::now());
@@ -189,6 +191,6 @@ pub(crate) async fn asset(
         .await
 }
 
-fn header_uuid(headers: &HeaderMap, name: &str) -> Option<Uuid> {
+fn header_uuid(headers: &HeaderMap, name: &HeaderName) -> Option<Uuid> {
     Uuid::parse_str(headers.get(name)?.to_str().ok()?.trim()).ok()
 }

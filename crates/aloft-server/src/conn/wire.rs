@@ -195,7 +195,7 @@ async fn answer_one(front: &Front, buf: &[u8], out: &mut Output) -> Step {
                 let Ok(value) = HeaderValue::from_bytes(h.value) else {
                     return Step::HandOver;
                 };
-                map.append(name.clone(), value);
+                map.append((*name).clone(), value);
             }
             let response = front
                 .devices()

@@ -11,20 +11,27 @@ pub(crate) mod patches;
 
 use axum::http::{HeaderName, header};
 
+/// Device request headers read by name on an asset download (docs/protocol.md §1.2, §9).
+pub(crate) static A_IM: HeaderName = HeaderName::from_static("a-im");
+pub(crate) static REQUESTED_UPDATE_ID: HeaderName = HeaderName::from_static("expo-requested-update-id");
+pub(crate) static CURRENT_UPDATE_ID: HeaderName = HeaderName::from_static("expo-current-update-id");
+pub(crate) static EMBEDDED_UPDATE_ID: HeaderName = HeaderName::from_static("expo-embedded-update-id");
+pub(crate) static EAS_CLIENT_ID: HeaderName = HeaderName::from_static("eas-client-id");
+
 /// Every request header an asset download is answered from: the encoding, range and
 /// revalidation (`assets.rs`), a bundle patch's negotiation (`patches.rs`, `device.rs`) and the
 /// install the device hook records (`device.rs`). The wire lane passes only these on (building
 /// a map of all of a device's headers was most of its allocations); hyper passes them all, so a
 /// header read on an asset request anywhere else must be added here.
-pub(crate) static ASSET_REQUEST_HEADERS: [HeaderName; 8] = [
-    header::ACCEPT_ENCODING,
-    header::RANGE,
-    header::IF_NONE_MATCH,
-    HeaderName::from_static("a-im"),
-    HeaderName::from_static("expo-requested-update-id"),
-    HeaderName::from_static("expo-current-update-id"),
-    HeaderName::from_static("expo-embedded-update-id"),
-    HeaderName::from_static("eas-client-id"),
+pub(crate) static ASSET_REQUEST_HEADERS: [&HeaderName; 8] = [
+    &header::ACCEPT_ENCODING,
+    &header::RANGE,
+    &header::IF_NONE_MATCH,
+    &A_IM,
+    &REQUESTED_UPDATE_ID,
+    &CURRENT_UPDATE_ID,
+    &EMBEDDED_UPDATE_ID,
+    &EAS_CLIENT_ID,
 ];
 
 /// The update check, as the router names it (also its `route` label in metrics).

@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::A_IM;
 use crate::sync::Health;
 
 /// `Vary` of every answer for a launch asset.
@@ -47,7 +48,7 @@ pub(crate) struct PatchAsk {
 
 /// Whether an `A-IM` header names `bsdiff` (a comma list, case-insensitive, parameters ignored).
 pub(crate) fn asks_bsdiff(headers: &HeaderMap) -> bool {
-    headers.get_all(HeaderName::from_static("a-im")).iter().any(|v| {
+    headers.get_all(&A_IM).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
             v.split(',').any(|item| {
                 item.split(';')
@@ -223,7 +224,7 @@ mod tests {
     fn a_im(values: &[&'static str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
-            h.append(HeaderName::from_static("a-im"), HeaderValue::from_static(v));
+            h.append(A_IM.clone(), HeaderValue::from_static(v));
         }
         h
     }
