@@ -34,7 +34,7 @@ mod webhooks;
 use axum::Router;
 use axum::routing::get;
 
-pub use conn::{Front, serve};
+pub use conn::{Front, raise_open_file_limit, serve};
 pub use error::{ApiError, database_hint};
 pub use jobs::Jobs;
 pub use metrics::install_recorder;

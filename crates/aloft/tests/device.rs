@@ -354,6 +354,45 @@ async fn health_metrics_and_logs() {
     );
 }
 
+/// `aloft serve` raises its soft open-file limit to the hard one before it listens: every
+/// connection and every blob file held open for sending takes a descriptor, and the usual soft
+/// limit of 1,024 is below what a fleet's connections need.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_raises_its_open_file_limit() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    // Started from a shell that lowered only the soft limit, as a login shell's default does.
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            r#"ulimit -Sn 256 && exec "$0" serve --listen 127.0.0.1:0 --data-dir "$1""#,
+            BIN,
+        ])
+        .arg(dir.path())
+        .env("ALOFT_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on "), "{line}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let row: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // The shell left the soft limit at 256 below the hard one (or the hard one is 256 too).
+    let (soft, hard) = (row[3], row[4]);
+    assert_eq!(soft, hard, "{limits}");
+}
+
 /// An update check is recorded once, the same way, whichever lane answers it: the wire lane
 /// (a fresh connection), the front lane (a connection hyper took over), or the router (`HEAD`, a
 /// percent-encoded slug). Metrics are read from `/metrics`.

@@ -640,13 +640,30 @@ async fn a_patch_computed_by_one_replica_is_served_by_the_other() {
 /// too large for the memory cache, which the wire lane streams from storage.
 #[tokio::test]
 async fn the_wire_lane_and_hyper_answer_assets_alike() {
-    let Setup { dir, server, token } = Setup::new();
     // A cache of 100 KB keeps blobs of up to 25 KB: the patch and the image, not the bundles.
-    let listen = server.base.trim_start_matches("http://").to_owned();
-    let (data, mut args) = (server.data_dir.clone(), server.backend_args.clone());
-    server.kill();
-    args.extend(["--asset-cache-bytes".to_owned(), "100000".to_owned()]);
-    let server = Server::start_on(&data, &listen, args);
+    assets_alike_on_both_lanes(Some("100000")).await;
+}
+
+/// The same with the default memory cache, which holds the bundles: on local disk, the wire
+/// lane sends a cached representation of 32 KiB or more from its file (`sendfile`), behind the
+/// heads of the answers pipelined before it.
+#[tokio::test]
+async fn the_wire_lane_sends_cached_bundles_from_their_files() {
+    assets_alike_on_both_lanes(None).await;
+}
+
+async fn assets_alike_on_both_lanes(cache_bytes: Option<&str>) {
+    let Setup { dir, server, token } = Setup::new();
+    let server = match cache_bytes {
+        Some(bytes) => {
+            let listen = server.base.trim_start_matches("http://").to_owned();
+            let (data, mut args) = (server.data_dir.clone(), server.backend_args.clone());
+            server.kill();
+            args.extend(["--asset-cache-bytes".to_owned(), bytes.to_owned()]);
+            Server::start_on(&data, &listen, args)
+        }
+        None => server,
+    };
     let (on_u1, to_u2) = publish_patched_pair(&server, &token, dir.path());
     let (url, hash, png_url) = manifest(&server, "ios").await;
     let bundle_path = url.strip_prefix(&server.base).unwrap().to_owned();
@@ -662,7 +679,7 @@ async fn the_wire_lane_and_hyper_answer_assets_alike() {
         ("patch, HEAD", "HEAD", bundle_path.clone(), asks, "226"),
         ("full bundle", "GET", bundle_path.clone(), full.clone(), "200"),
         ("full bundle, HEAD", "HEAD", bundle_path.clone(), full, "200"),
-        ("identity, streamed", "GET", bundle_path.clone(), plain.clone(), "200"),
+        ("identity", "GET", bundle_path.clone(), plain.clone(), "200"),
         ("unknown base", "GET", bundle_path.clone(), unknown_base, "200"),
         (
             "range",
@@ -699,6 +716,7 @@ async fn the_wire_lane_and_hyper_answer_assets_alike() {
     ];
     let base = server.base.clone();
     let bundle_len = bundle("ios", "two").len();
+    let bundle_hash = hash.clone();
     tokio::task::spawn_blocking(move || {
         for (what, method, path, headers, status) in cases {
             let file = path.strip_prefix("/assets/").unwrap();
@@ -712,8 +730,8 @@ async fn the_wire_lane_and_hyper_answer_assets_alike() {
             assert_eq!(without_date(&wire), without_date(&hyper), "{what}");
         }
 
-        // The streamed bundle arrives whole, and pipelined answers keep their order: an image,
-        // the streamed bundle, the image again, then a request only hyper answers.
+        // The bundle (streamed, or sent from its file) arrives whole, and pipelined answers keep
+        // their order: an image, the bundle, the image again, then a request only hyper answers.
         let image = format!("GET {png_path} HTTP/1.1\r\nHost: t\r\n{plain}\r\n");
         let streamed = format!("GET {bundle_path} HTTP/1.1\r\nHost: t\r\n{plain}\r\n");
         let request = format!("{image}{streamed}{image}GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -738,4 +756,25 @@ async fn the_wire_lane_and_hyper_answer_assets_alike() {
     })
     .await
     .unwrap();
+
+    // On local disk with the default cache, the bundle was sent from its file, which the
+    // server keeps open for the next download.
+    let on_local_disk = !server.backend_args.iter().any(|a| a == "--storage");
+    if cache_bytes.is_none() && on_local_disk && cfg!(target_os = "linux") {
+        let blobs = std::fs::canonicalize(server.data_dir.join("blobs")).unwrap();
+        let open: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| target.starts_with(&blobs))
+            .collect();
+        use base64::Engine as _;
+        let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&bundle_hash)
+            .unwrap();
+        let bundle_hex = hex::encode(digest);
+        assert!(
+            open.iter().any(|p| p.to_string_lossy().ends_with(&bundle_hex)),
+            "the bundle's file is held open: {open:?}"
+        );
+    }
 }

@@ -22,6 +22,32 @@ use tokio::net::TcpListener;
 pub use service::Front;
 use wire::{Outcome, Rewind};
 
+/// Lets this process open as many files as its hard limit allows: each connection, and each
+/// blob file kept open for `sendfile`, takes a descriptor, and the usual soft limit (1,024) is
+/// below what a fleet's connections need. (nginx's `worker_rlimit_nofile` and Go's runtime do
+/// the same.) Called by `aloft serve` before it listens.
+pub fn raise_open_file_limit() {
+    #[cfg(target_os = "linux")]
+    raise_nofile();
+}
+
+#[cfg(target_os = "linux")]
+fn raise_nofile() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(from = ?limit.current, to = ?limit.maximum, "raised the open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+}
+
 /// Accepts connections and serves HTTP/1.1 on them until `shutdown` completes, then lets the
 /// requests in flight finish (up to `drain`) before returning.
 ///

@@ -4,7 +4,8 @@
 //! requests devices make nearly all the time are answered by the device hook, as on every
 //! other lane: a plain `GET /apps/{slug}/manifest` ([`Devices::check`], no header map, no
 //! allocation per header) and a `GET` or `HEAD` of a plain `/assets/{file}`
-//! ([`Devices::asset`]). The first request that is anything else (another path, a body,
+//! ([`Devices::asset`]); a cached asset body that is also a file on local disk is sent with
+//! `sendfile` rather than copied through this process. The first request that is anything else (another path, a body,
 //! `Connection: close`, HTTP/1.0, a malformed or huge head) hands the connection, with the
 //! bytes already read, to hyper and the router for the rest of its life. So this lane only
 //! ever handles the request shapes it fully understands, and writes their answers byte for byte
@@ -27,6 +28,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::Front;
+#[cfg(target_os = "linux")]
+use crate::protocol::assets::FileBody;
 use crate::protocol::manifest::CheckHeaders;
 use crate::protocol::{ASSET_REQUEST_HEADERS, asset_file, manifest_slug};
 
@@ -69,9 +72,19 @@ pub(crate) async fn run(
                 Step::Answered(consumed, streamed) => {
                     buf.advance(consumed);
                     answered = true;
-                    if let Some((body, length)) = streamed {
-                        out.flush(&mut stream).await?;
-                        send_body(&mut stream, body, length).await?;
+                    match streamed {
+                        None => {}
+                        Some(Streamed::Body(body, length)) => {
+                            out.flush(&mut stream).await?;
+                            send_body(&mut stream, body, length).await?;
+                        }
+                        #[cfg(target_os = "linux")]
+                        Some(Streamed::File(file, length)) => {
+                            // The heads go out with the file's first bytes, not in a packet
+                            // of their own.
+                            out.write(&mut stream, true).await?;
+                            send_file(&stream, &file, length).await?;
+                        }
                     }
                 }
                 Step::NeedMore => break,
@@ -107,11 +120,20 @@ pub(crate) async fn run(
 }
 
 enum Step {
-    /// One request was answered; this many bytes of the buffer were its head. A body too large
-    /// to hold in memory is written after the answers before it, as it is read.
-    Answered(usize, Option<(Body, u64)>),
+    /// One request was answered; this many bytes of the buffer were its head. A body not held
+    /// in memory, or sent from its file, is written after the answers before it.
+    Answered(usize, Option<Streamed>),
     NeedMore,
     HandOver,
+}
+
+/// A body written after its head rather than queued with it, and its length.
+enum Streamed {
+    /// Read from storage as it is written.
+    Body(Body, u64),
+    /// A file on local disk, sent with `sendfile`.
+    #[cfg(target_os = "linux")]
+    File(std::sync::Arc<std::fs::File>, u64),
 }
 
 /// What the wire lane answers: an update check, or an asset download.
@@ -207,6 +229,11 @@ async fn answer_one(front: &Front, buf: &[u8], out: &mut Output) -> Step {
                 out.push(parts.status, &parts.headers, Bytes::new(), exact.unwrap_or(0));
                 return Step::Answered(consumed, None);
             }
+            #[cfg(target_os = "linux")]
+            if let (Some(FileBody(file)), Some(length)) = (parts.extensions.get::<FileBody>(), exact) {
+                out.push(parts.status, &parts.headers, Bytes::new(), length);
+                return Step::Answered(consumed, Some(Streamed::File(file.clone(), length)));
+            }
             // Bodies held in memory are written whole; a large blob read from storage is
             // streamed, framed by the length the asset module gave.
             let declared = parts
@@ -215,7 +242,7 @@ async fn answer_one(front: &Front, buf: &[u8], out: &mut Output) -> Step {
                 .and_then(|v| v.to_str().ok()?.parse().ok());
             if let (None, Some(length)) = (exact, declared) {
                 out.push(parts.status, &parts.headers, Bytes::new(), length);
-                return Step::Answered(consumed, Some((body, length)));
+                return Step::Answered(consumed, Some(Streamed::Body(body, length)));
             }
             let body = collect(body).await;
             let length = body.len() as u64;
@@ -258,6 +285,50 @@ async fn send_body(stream: &mut TcpStream, mut body: Body, length: u64) -> io::R
     Ok(())
 }
 
+/// Writes `slices` with `MSG_MORE`: the kernel holds a partial packet for what follows.
+#[cfg(target_os = "linux")]
+async fn send_more(stream: &TcpStream, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
+    loop {
+        stream.writable().await?;
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
+            Ok(sendmsg(stream, slices, &mut SendAncillaryBuffer::default(), flags)?)
+        });
+        match sent {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            sent => return sent,
+        }
+    }
+}
+
+/// Sends `length` bytes of `file` from its start with `sendfile`: the kernel moves the pages
+/// to the socket without a copy through this process. A file shorter than `length` ends the
+/// connection, as a short body does.
+#[cfg(target_os = "linux")]
+async fn send_file(stream: &TcpStream, file: &std::fs::File, length: u64) -> io::Result<()> {
+    let mut offset = 0u64;
+    while offset < length {
+        stream.writable().await?;
+        let count = usize::try_from(length - offset).unwrap_or(usize::MAX).min(1 << 30);
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            Ok(rustix::fs::sendfile(stream, file, Some(&mut offset), count)?)
+        });
+        match sent {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "a file shorter than its length",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Bodies up to this size are copied after their head; larger ones are written from where
 /// they are.
 const INLINE_BODY: usize = 512;
@@ -283,12 +354,33 @@ impl Output {
     }
 
     async fn flush(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+        self.write(stream, false).await
+    }
+
+    /// Writes everything queued; with `more`, tells the kernel more follows at once (a body
+    /// sent from its file), so the last head is not sent in a packet of its own.
+    async fn write(&mut self, stream: &mut TcpStream, more: bool) -> io::Result<()> {
         if !self.head.is_empty() {
             self.segments.push_back(Bytes::from(std::mem::take(&mut self.head)));
         }
         while !self.segments.is_empty() {
-            let slices: Vec<io::IoSlice<'_>> = self.segments.iter().take(64).map(|b| io::IoSlice::new(b)).collect();
-            let mut written = stream.write_vectored(&slices).await?;
+            let mut slices = [io::IoSlice::new(&[]); 64];
+            let count = self.segments.len().min(slices.len());
+            for (slice, segment) in slices.iter_mut().zip(&self.segments) {
+                *slice = io::IoSlice::new(segment);
+            }
+            let slices = &slices[..count];
+            #[cfg(target_os = "linux")]
+            let mut written = if more {
+                send_more(stream, slices).await?
+            } else {
+                stream.write_vectored(slices).await?
+            };
+            #[cfg(not(target_os = "linux"))]
+            let mut written = {
+                let _ = more;
+                stream.write_vectored(slices).await?
+            };
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }

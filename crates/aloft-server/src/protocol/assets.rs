@@ -10,7 +10,7 @@ use aloft_store::db::blobs::{self, BlobRecord};
 use aloft_store::{BlobStore, Database, Encoding};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, IntoResponseParts, Response};
 use futures::StreamExt;
 
 use super::bytes_cache::BytesCache;
@@ -255,7 +255,7 @@ pub(crate) async fn answer(
         match body_of(state, &patch, Encoding::Identity, size, None).await {
             Ok(body) => {
                 state.patches.hit(ask);
-                return Ok((StatusCode::IM_USED, out, body).into_response());
+                return Ok(with_body(out, StatusCode::IM_USED, body));
             }
             // Removed since (its embedded bundle or target was deleted and `gc` ran), or out of
             // reach: the full bundle, which is always right.
@@ -359,18 +359,29 @@ pub(crate) async fn answer(
         return Ok((status, out).into_response());
     }
     let body = body_of(state, &hash, encoding, size, byte_range).await?;
-    Ok((status, out, body).into_response())
+    Ok(with_body(out, status, body))
 }
 
+/// A whole response body that is also a file on local disk, as a response extension: the wire
+/// lane sends the file with `sendfile` (no copy through user space); other lanes send the body.
+#[derive(Debug, Clone)]
+pub(crate) struct FileBody(pub Arc<std::fs::File>);
+
+/// Whole representations of at least this size are sent from their file where blobs are on
+/// local disk: below it, copying the bytes costs less than splicing pages (BENCHMARKS.md,
+/// "sendfile").
+const SENDFILE_MIN: u64 = 32 * 1024;
+
 /// The stored bytes of one representation (or a range of them): small and medium blobs from
-/// memory, no file or bucket access; larger ones streamed.
+/// memory, no file or bucket access; larger ones streamed. A whole representation kept open
+/// on local disk also comes with its file.
 async fn body_of(
     state: &Assets,
     hash: &ContentHash,
     encoding: Encoding,
     size: u64,
     byte_range: Option<Range<u64>>,
-) -> Result<Body, ApiError> {
+) -> Result<(Body, Option<FileBody>), ApiError> {
     let missing = |e: aloft_store::blobs::StorageError| {
         if aloft_store::blobs::is_missing(&e) {
             // A record without its bytes: a store restored out of order. Say so in the log.
@@ -381,8 +392,8 @@ async fn body_of(
     };
     if state.bytes.admits(size) {
         let key = (*hash, encoding);
-        let whole = match state.bytes.get(&key) {
-            Some(bytes) => bytes,
+        let cached = match state.bytes.get(&key) {
+            Some(cached) => cached,
             None => {
                 let bytes = state
                     .blobs
@@ -392,18 +403,38 @@ async fn body_of(
                     .bytes()
                     .await
                     .map_err(missing)?;
-                state.bytes.insert(key, bytes.clone());
-                bytes
+                // Opened after reading: a file replaced in between holds the same bytes.
+                let file = (bytes.len() as u64 >= SENDFILE_MIN)
+                    .then(|| state.blobs.open_local(hash, encoding))
+                    .flatten()
+                    .filter(|f| f.metadata().is_ok_and(|m| m.len() == bytes.len() as u64));
+                state.bytes.insert(key, bytes, file)
             }
         };
-        return Ok(Body::from(match byte_range {
-            Some(r) => whole.slice(r.start as usize..(r.end as usize).min(whole.len())),
-            None => whole,
-        }));
+        return Ok(match byte_range {
+            Some(r) => (
+                Body::from(
+                    cached
+                        .bytes
+                        .slice(r.start as usize..(r.end as usize).min(cached.bytes.len())),
+                ),
+                None,
+            ),
+            None => (Body::from(cached.bytes), cached.file.map(FileBody)),
+        });
     }
     let result = state.blobs.get(hash, encoding, byte_range).await.map_err(missing)?;
     let stream = result.into_stream().map(|chunk| chunk.map_err(std::io::Error::other));
-    Ok(Body::from_stream(stream))
+    Ok((Body::from_stream(stream), None))
+}
+
+/// A response with `body`, and its file for the wire lane when it has one.
+fn with_body(parts: impl IntoResponseParts, status: StatusCode, (body, file): (Body, Option<FileBody>)) -> Response {
+    let mut response = (status, parts, body).into_response();
+    if let Some(file) = file {
+        response.extensions_mut().insert(file);
+    }
+    response
 }
 
 #[cfg(test)]

@@ -1,14 +1,28 @@
 //! A byte-bounded in-memory cache of blob representations. Blobs are content-addressed and never
 //! change, so a cached copy can never be stale; eviction is first-in, first-out.
+//!
+//! A representation may also keep its file open (blobs on local disk, sizes where `sendfile`
+//! was measured faster than writing from memory): the wire lane sends it from there.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::fs::File;
+use std::sync::{Arc, Mutex};
 
 use aloft_core::ContentHash;
 use aloft_store::Encoding;
 use bytes::Bytes;
 
 type Key = (ContentHash, Encoding);
+
+/// Most files kept open by the cache (each is a file descriptor, as each connection is).
+const MAX_FILES: usize = 128;
+
+/// A cached representation: its bytes, and its file when it is kept open.
+#[derive(Debug, Clone)]
+pub(crate) struct Cached {
+    pub bytes: Bytes,
+    pub file: Option<Arc<File>>,
+}
 
 #[derive(Debug)]
 pub(crate) struct BytesCache {
@@ -20,9 +34,10 @@ pub(crate) struct BytesCache {
 
 #[derive(Debug, Default)]
 struct Inner {
-    map: HashMap<Key, Bytes>,
+    map: HashMap<Key, Cached>,
     order: VecDeque<Key>,
     used: usize,
+    files: usize,
 }
 
 impl BytesCache {
@@ -34,7 +49,7 @@ impl BytesCache {
         }
     }
 
-    pub(crate) fn get(&self, key: &Key) -> Option<Bytes> {
+    pub(crate) fn get(&self, key: &Key) -> Option<Cached> {
         self.inner.lock().ok()?.map.get(key).cloned()
     }
 
@@ -43,23 +58,36 @@ impl BytesCache {
         len > 0 && len as usize <= self.max_item
     }
 
-    pub(crate) fn insert(&self, key: Key, bytes: Bytes) {
-        if !self.admits(bytes.len() as u64) {
-            return;
+    /// Keeps `bytes`, and `file` (the same bytes on disk) while fewer than [`MAX_FILES`] are
+    /// open. Returns what is cached under `key` now (what was given, when nothing is kept).
+    pub(crate) fn insert(&self, key: Key, bytes: Bytes, file: Option<File>) -> Cached {
+        let given = Cached {
+            bytes,
+            file: file.map(Arc::new),
+        };
+        if !self.admits(given.bytes.len() as u64) {
+            return given;
         }
-        let Ok(mut inner) = self.inner.lock() else { return };
-        if inner.map.contains_key(&key) {
-            return;
+        let Ok(mut inner) = self.inner.lock() else { return given };
+        if let Some(cached) = inner.map.get(&key) {
+            return cached.clone();
         }
-        while inner.used + bytes.len() > self.budget {
+        while inner.used + given.bytes.len() > self.budget {
             let Some(old) = inner.order.pop_front() else { break };
             if let Some(evicted) = inner.map.remove(&old) {
-                inner.used -= evicted.len();
+                inner.used -= evicted.bytes.len();
+                inner.files -= usize::from(evicted.file.is_some());
             }
         }
-        inner.used += bytes.len();
+        let mut kept = given;
+        if inner.files >= MAX_FILES {
+            kept.file = None;
+        }
+        inner.used += kept.bytes.len();
+        inner.files += usize::from(kept.file.is_some());
         inner.order.push_back(key);
-        inner.map.insert(key, bytes);
+        inner.map.insert(key, kept.clone());
+        kept
     }
 }
 
@@ -72,7 +100,7 @@ mod tests {
         let cache = BytesCache::new(100);
         let key = |n: u8| (ContentHash::of(&[n]), Encoding::Identity);
         for n in 0..10u8 {
-            cache.insert(key(n), Bytes::from(vec![n; 20]));
+            cache.insert(key(n), Bytes::from(vec![n; 20]), None);
         }
         let inner = cache.inner.lock().unwrap();
         assert!(inner.used <= 100);
@@ -80,7 +108,7 @@ mod tests {
         drop(inner);
         assert!(cache.get(&key(9)).is_some());
         assert!(cache.get(&key(0)).is_none(), "oldest evicted first");
-        cache.insert(key(42), Bytes::from(vec![0; 26]));
+        cache.insert(key(42), Bytes::from(vec![0; 26]), None);
         assert!(cache.get(&key(42)).is_none(), "larger than a quarter of the budget");
     }
 }

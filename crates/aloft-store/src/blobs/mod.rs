@@ -143,6 +143,13 @@ impl BlobStore {
         self.store.get_opts(&Self::key(hash, encoding), options).await
     }
 
+    /// A representation's file, opened for reading, when blobs are on local disk (for sending
+    /// with `sendfile`). `None` on S3, or when the file cannot be opened.
+    pub fn open_local(&self, hash: &ContentHash, encoding: Encoding) -> Option<std::fs::File> {
+        let root = self.local_root.as_ref()?;
+        std::fs::File::open(Self::local_path(root, hash, encoding)).ok()
+    }
+
     /// Removes every representation of a blob whose record `gc` deleted.
     pub async fn delete(&self, hash: &ContentHash) -> Result<(), object_store::Error> {
         for encoding in [Encoding::Brotli, Encoding::Gzip, Encoding::Identity] {

@@ -142,6 +142,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         StorageTarget::S3(s3) => BlobStore::s3(s3, &settings.data_dir),
     }
     .context("preparing blob storage")?;
+    // Each connection and each blob file held open for sending is a descriptor.
+    aloft_server::raise_open_file_limit();
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
