@@ -5,11 +5,12 @@
 //! other lane: a plain `GET /apps/{slug}/manifest` ([`Devices::check`], no header map, no
 //! allocation per header) and a `GET` or `HEAD` of a plain `/assets/{file}`
 //! ([`Devices::asset`]); a cached asset body that is also a file on local disk is sent with
-//! `sendfile` rather than copied through this process. The first request that is anything else (another path, a body,
-//! `Connection: close`, HTTP/1.0, a malformed or huge head) hands the connection, with the
-//! bytes already read, to hyper and the router for the rest of its life. So this lane only
-//! ever handles the request shapes it fully understands, and writes their answers byte for byte
-//! as hyper would (`tests/device.rs` compares the two); hyper handles all of HTTP/1.1.
+//! `sendfile` rather than copied through this process. The first request that is anything
+//! else (another path, a body, `Connection: close`, HTTP/1.0, a malformed or huge head) hands
+//! the connection, with the bytes already read, to hyper and the router for the rest of its
+//! life. So this lane only ever handles the request shapes it fully understands, and writes
+//! their answers byte for byte as hyper would (`tests/device.rs` and `tests/patches.rs`
+//! compare the two); hyper handles all of HTTP/1.1.
 //!
 //! [`Devices::check`]: crate::device::Devices::check
 //! [`Devices::asset`]: crate::device::Devices::asset
