@@ -1503,6 +1503,16 @@ async fn gc_removes_only_files_nothing_references() {
         let reply = get(url, &[("accept-encoding".into(), "br, gzip".into())]).await;
         assert_eq!(reply.status, 404, "{url} (compressed)");
     }
+    // The bundles downloaded above were sent from their files (on local disk); the server
+    // closed them when it removed the blobs, so their space is free.
+    if cfg!(target_os = "linux") {
+        let deleted: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{}/fd", setup.server.child.id()))
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().ends_with(" (deleted)"))
+            .collect();
+        assert!(deleted.is_empty(), "removed blobs still open: {deleted:?}");
+    }
     // Everything served stays, and devices still get and download it.
     for m in &served_manifests {
         download_all(m).await;

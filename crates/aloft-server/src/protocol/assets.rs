@@ -71,11 +71,12 @@ impl Assets {
         }
     }
 
-    /// Forgets what is known about a blob (it was removed).
+    /// Forgets what is known about a blob (it was removed), and closes its files.
     pub(crate) fn forget(&self, hash: &ContentHash) {
         if let Ok(mut records) = self.records.write() {
             records.remove(hash);
         }
+        self.bytes.remove(hash);
     }
 }
 

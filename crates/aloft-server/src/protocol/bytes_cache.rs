@@ -58,6 +58,19 @@ impl BytesCache {
         len > 0 && len as usize <= self.max_item
     }
 
+    /// Drops every representation of a blob that was removed, closing its files so the disk
+    /// space is freed now rather than when the entries would have been evicted.
+    pub(crate) fn remove(&self, hash: &ContentHash) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        for encoding in [Encoding::Identity, Encoding::Brotli, Encoding::Gzip] {
+            if let Some(removed) = inner.map.remove(&(*hash, encoding)) {
+                inner.used -= removed.bytes.len();
+                inner.files -= usize::from(removed.file.is_some());
+            }
+        }
+        inner.order.retain(|(h, _)| h != hash);
+    }
+
     /// Keeps `bytes`, and `file` (the same bytes on disk) while fewer than [`MAX_FILES`] are
     /// open. Returns what is cached under `key` now (what was given, when nothing is kept).
     pub(crate) fn insert(&self, key: Key, bytes: Bytes, file: Option<File>) -> Cached {
@@ -110,5 +123,23 @@ mod tests {
         assert!(cache.get(&key(0)).is_none(), "oldest evicted first");
         cache.insert(key(42), Bytes::from(vec![0; 26]), None);
         assert!(cache.get(&key(42)).is_none(), "larger than a quarter of the budget");
+    }
+
+    #[test]
+    fn a_removed_blob_gives_back_its_bytes_and_files() {
+        let cache = BytesCache::new(1000);
+        let hash = ContentHash::of(b"gone");
+        let file = tempfile::tempfile().unwrap();
+        let kept = cache.insert((hash, Encoding::Identity), Bytes::from(vec![1; 100]), Some(file));
+        assert!(kept.file.is_some());
+        cache.insert((hash, Encoding::Brotli), Bytes::from(vec![2; 50]), None);
+        let other = (ContentHash::of(b"stays"), Encoding::Identity);
+        cache.insert(other, Bytes::from(vec![3; 10]), None);
+        cache.remove(&hash);
+        assert!(cache.get(&(hash, Encoding::Identity)).is_none());
+        assert!(cache.get(&(hash, Encoding::Brotli)).is_none());
+        assert!(cache.get(&other).is_some());
+        let inner = cache.inner.lock().unwrap();
+        assert_eq!((inner.used, inner.files, inner.order.len()), (10, 0, 1));
     }
 }
