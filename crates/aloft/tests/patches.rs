@@ -762,9 +762,8 @@ async fn assets_alike_on_both_lanes(cache_bytes: Option<&str>) {
     let on_local_disk = !server.backend_args.iter().any(|a| a == "--storage");
     if cache_bytes.is_none() && on_local_disk && cfg!(target_os = "linux") {
         let blobs = std::fs::canonicalize(server.data_dir.join("blobs")).unwrap();
-        let open: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
-            .unwrap()
-            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        let open: Vec<PathBuf> = open_files(server.child.id())
+            .into_iter()
             .filter(|target| target.starts_with(&blobs))
             .collect();
         use base64::Engine as _;

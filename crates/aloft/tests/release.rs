@@ -1506,9 +1506,8 @@ async fn gc_removes_only_files_nothing_references() {
     // The bundles downloaded above were sent from their files (on local disk); the server
     // closed them when it removed the blobs, so their space is free.
     if cfg!(target_os = "linux") {
-        let deleted: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{}/fd", setup.server.child.id()))
-            .unwrap()
-            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        let deleted: Vec<PathBuf> = open_files(setup.server.child.id())
+            .into_iter()
             .filter(|target| target.to_string_lossy().ends_with(" (deleted)"))
             .collect();
         assert!(deleted.is_empty(), "removed blobs still open: {deleted:?}");

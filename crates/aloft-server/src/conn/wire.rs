@@ -288,19 +288,21 @@ async fn send_body(stream: &mut TcpStream, mut body: Body, length: u64) -> io::R
 
 /// Writes `slices` with `MSG_MORE`: the kernel holds a partial packet for what follows.
 #[cfg(target_os = "linux")]
-async fn send_more(stream: &TcpStream, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
+async fn send_more(stream: &mut TcpStream, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
     use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
-    loop {
-        stream.writable().await?;
-        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
-            let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
+    let stream = &*stream;
+    let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
+    stream
+        .async_io(tokio::io::Interest::WRITABLE, || {
             Ok(sendmsg(stream, slices, &mut SendAncillaryBuffer::default(), flags)?)
-        });
-        match sent {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            sent => return sent,
-        }
-    }
+        })
+        .await
+}
+
+/// Elsewhere, a plain vectored write.
+#[cfg(not(target_os = "linux"))]
+async fn send_more(stream: &mut TcpStream, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    stream.write_vectored(slices).await
 }
 
 /// Sends `length` bytes of `file` from its start with `sendfile`: the kernel moves the pages
@@ -310,21 +312,17 @@ async fn send_more(stream: &TcpStream, slices: &[io::IoSlice<'_>]) -> io::Result
 async fn send_file(stream: &TcpStream, file: &std::fs::File, length: u64) -> io::Result<()> {
     let mut offset = 0u64;
     while offset < length {
-        stream.writable().await?;
         let count = usize::try_from(length - offset).unwrap_or(usize::MAX).min(1 << 30);
-        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
-            Ok(rustix::fs::sendfile(stream, file, Some(&mut offset), count)?)
-        });
-        match sent {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "a file shorter than its length",
-                ));
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+        let sent = stream
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                Ok(rustix::fs::sendfile(stream, file, Some(&mut offset), count)?)
+            })
+            .await?;
+        if sent == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "a file shorter than its length",
+            ));
         }
     }
     Ok(())
@@ -371,15 +369,9 @@ impl Output {
                 *slice = io::IoSlice::new(segment);
             }
             let slices = &slices[..count];
-            #[cfg(target_os = "linux")]
             let mut written = if more {
                 send_more(stream, slices).await?
             } else {
-                stream.write_vectored(slices).await?
-            };
-            #[cfg(not(target_os = "linux"))]
-            let mut written = {
-                let _ = more;
                 stream.write_vectored(slices).await?
             };
             if written == 0 {

@@ -62,7 +62,7 @@ impl BytesCache {
     /// space is freed now rather than when the entries would have been evicted.
     pub(crate) fn remove(&self, hash: &ContentHash) {
         let Ok(mut inner) = self.inner.lock() else { return };
-        for encoding in [Encoding::Identity, Encoding::Brotli, Encoding::Gzip] {
+        for encoding in Encoding::ALL {
             if let Some(removed) = inner.map.remove(&(*hash, encoding)) {
                 inner.used -= removed.bytes.len();
                 inner.files -= usize::from(removed.file.is_some());

@@ -40,6 +40,10 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    /// Every representation, the compressed variants first: a removal that stops halfway
+    /// leaves the identity bytes, which the blob's record stands for.
+    pub const ALL: [Encoding; 3] = [Encoding::Brotli, Encoding::Gzip, Encoding::Identity];
+
     fn suffix(self) -> &'static str {
         match self {
             Encoding::Identity => "",
@@ -152,7 +156,7 @@ impl BlobStore {
 
     /// Removes every representation of a blob whose record `gc` deleted.
     pub async fn delete(&self, hash: &ContentHash) -> Result<(), object_store::Error> {
-        for encoding in [Encoding::Brotli, Encoding::Gzip, Encoding::Identity] {
+        for encoding in Encoding::ALL {
             match self.store.delete(&Self::key(hash, encoding)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),

@@ -602,6 +602,14 @@ pub fn raw_exchange_bytes(base: &str, request: &[u8], answers: usize) -> Vec<u8>
     got
 }
 
+/// The files a process holds open: the targets of `/proc/PID/fd` (Linux).
+pub fn open_files(pid: u32) -> Vec<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .collect()
+}
+
 /// [`raw_exchange_bytes`] as text (invalid UTF-8 replaced).
 pub fn raw_exchange(base: &str, request: &[u8], answers: usize) -> String {
     String::from_utf8_lossy(&raw_exchange_bytes(base, request, answers)).into_owned()
